@@ -1,0 +1,25 @@
+// The whole outq configuration: one section per layer, loaded from TOML plus --set overrides.
+// Adding a section here makes it loadable, overridable, printable and listed in --help.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "outq/core/config.h"
+#include "outq/data/data_config.h"
+
+namespace outq::app {
+
+struct OutqConfig {
+  DataConfig data;
+
+  template <class F>
+  void visit_sections(F&& f) {
+    f(data);
+  }
+};
+
+/// Defaults, then the TOML file (if any), then each "section.key=value" override, validated.
+OutqConfig config_load(const std::string& file, const std::vector<std::string>& overrides);
+
+}  // namespace outq::app

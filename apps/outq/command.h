@@ -1,0 +1,40 @@
+// The subcommand table: every `outq` subcommand is one row (name, one-line summary, example,
+// option setup, run function). main.cpp builds the CLI and --help from this table alone, and adds
+// the options every subcommand shares (--config, --set) in one place.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+#include "app_config.h"
+
+namespace outq::app {
+
+/// Options shared by all subcommands.
+struct CommonOptions {
+  std::string config_file;
+  std::vector<std::string> overrides;
+  bool json = false;  ///< results as JSON on stdout instead of a table
+};
+
+struct Command {
+  const char* name;
+  const char* summary;
+  const char* example;
+  /// Adds the subcommand's own options; values are stored in statics of the command's file.
+  void (*add_options)(CLI::App& app);
+  /// Runs with the loaded configuration; returns the process exit code.
+  int (*run)(const CommonOptions& common, OutqConfig& config);
+};
+
+/// All subcommands, in the order `outq --help` lists them.
+const std::vector<Command>& commands();
+
+/// Prints the effective configuration table (stderr keeps stdout clean for --json).
+void print_effective_config(OutqConfig& config);
+
+// One declaration per subcommand file.
+Command command_data();
+
+}  // namespace outq::app

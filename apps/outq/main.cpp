@@ -1,0 +1,94 @@
+// outq command-line entry point: builds the subcommands from the table in command.h, parses,
+// loads the configuration and runs. Any error becomes one line on stderr and an exit code:
+// 1 = bad input or failed work, 2 = bad command line, 3 = internal error (a bug).
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "app_config.h"
+#include "command.h"
+#include "outq/core/error.h"
+
+namespace outq::app {
+
+OutqConfig config_load(const std::string& file, const std::vector<std::string>& overrides) {
+  ConfigValues values;
+  if (!file.empty()) values = config_read_toml(file);
+  for (const auto& assignment : overrides) {
+    auto [key, value] = config_parse_override(assignment);
+    values[key] = value;
+  }
+  OutqConfig config;
+  config_apply(config, values);
+  return config;
+}
+
+void print_effective_config(OutqConfig& config) {
+  std::fprintf(stderr, "effective configuration:\n%s\n", config_table(config_entries(config)).c_str());
+}
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> table = {command_data()};
+  return table;
+}
+
+namespace {
+
+std::string config_keys_help() {
+  OutqConfig defaults;
+  std::string out = "\nConfiguration keys (TOML [section] key = value, or --set section.key=value):\n";
+  for (const auto& e : config_entries(defaults)) {
+    out += fmt::format("  {:<28} {:<12} {}\n", e.key, e.value.to_string(), e.help);
+  }
+  return out;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"outq: train, analyse, quantize (W4A4 / W8A8) and run LLaMA-style models while "
+               "taming outlier channels"};
+  app.set_version_flag("--version", "outq 0.1.0");
+  app.require_subcommand(1);
+  app.footer("\nRun `outq COMMAND --help` for a command's options, defaults and an example.");
+  CommonOptions common;
+  const Command* chosen = nullptr;
+  for (const Command& cmd : commands()) {
+    CLI::App* sub = app.add_subcommand(cmd.name, cmd.summary);
+    sub->add_option("-c,--config", common.config_file, "TOML configuration file")
+        ->check(CLI::ExistingFile);
+    sub->add_option("--set", common.overrides, "override a config value: section.key=value (repeatable)")
+        ->take_all();
+    sub->add_flag("--json", common.json, "print results as JSON on stdout instead of a table");
+    cmd.add_options(*sub);
+    sub->footer(fmt::format("\nExample:\n  {}\n{}", cmd.example, config_keys_help()));
+    sub->callback([&chosen, &cmd] { chosen = &cmd; });
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  OUTQ_ASSERT(chosen != nullptr, "no subcommand chosen");
+  OutqConfig config = config_load(common.config_file, common.overrides);
+  return chosen->run(common, config);
+}
+
+}  // namespace
+}  // namespace outq::app
+
+int main(int argc, char** argv) {
+  try {
+    return outq::app::run(argc, argv);
+  } catch (const outq::InternalError& e) {
+    std::fprintf(stderr, "outq: %s\n", e.what());
+    return 3;
+  } catch (const outq::Error& e) {
+    std::fprintf(stderr, "outq: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "outq: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,64 @@
+// BPE tokenizer backed by the sentencepiece library: training from in-memory text, loading from
+// a model file, and encoding on several threads. Settings follow LLaMA's tokenizer: BPE with
+// byte fallback (no text is ever unknown), identity normalisation (decode(encode(s)) == s),
+// digits split, ids unk = 0, bos = 1, eos = 2.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace outq {
+
+class Progress;
+
+struct TokenizerTrainOptions {
+  int vocab_size = 4096;
+  int threads = 2;
+  /// Upper bound on training lines sampled by sentencepiece (0 = all).
+  int64_t max_sentences = 0;
+};
+
+class Tokenizer {
+ public:
+  /// Trains a BPE model on `lines` (each a sentence or paragraph) and returns it loaded.
+  static Tokenizer train(const std::vector<std::string>& lines, const TokenizerTrainOptions& options);
+  /// Loads a serialized model file.
+  static Tokenizer load(const std::string& path);
+  /// Loads a model from its serialized bytes; `origin` names it in errors.
+  static Tokenizer from_bytes(std::string bytes, const std::string& origin);
+
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+  ~Tokenizer();
+
+  std::vector<int32_t> encode(std::string_view text) const;
+  /// Encodes many texts on `threads` threads; result i belongs to texts[i]. `progress`, if
+  /// given, advances by one per text.
+  std::vector<std::vector<int32_t>> encode_many(const std::vector<std::string>& texts,
+                                                int threads, Progress* progress = nullptr) const;
+  std::string decode(const std::vector<int32_t>& ids) const;
+  std::string piece(int32_t id) const;
+
+  int vocab_size() const;
+  int32_t bos_id() const;
+  int32_t eos_id() const;
+  /// Serialized model bytes (what save() writes).
+  const std::string& bytes() const { return bytes_; }
+  /// 16 hex digits identifying the model (hash of its bytes); shards record it.
+  const std::string& checksum() const { return checksum_; }
+  void save(const std::string& path) const;
+
+ private:
+  Tokenizer();
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::string bytes_, checksum_;
+};
+
+}  // namespace outq
