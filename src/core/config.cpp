@@ -106,11 +106,11 @@ std::pair<std::string, ConfigValue> config_parse_override(const std::string& ass
   OUTQ_CHECK(key.find('.') != std::string::npos, "--set ", assignment,
              ": expected a key of the form section.key, found '", key, "'");
   ConfigValue v;
-  v.origin = "--set " + key;
+  v.origin = "--set";
   try {
     toml::table t = toml::parse("v = " + text);
     v = value_from_node(*t.get("v"), v.origin, key);
-    v.origin = "--set " + key;
+    v.origin = "--set";
   } catch (const toml::parse_error&) {
     v.value = text;  // not a TOML value: a bare string such as a path
   }

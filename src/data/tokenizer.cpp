@@ -6,6 +6,7 @@
 #include <sentencepiece_trainer.h>
 
 #include <algorithm>
+#include <regex>
 #include <thread>
 #include <unordered_map>
 
@@ -69,9 +70,11 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& lines,
   const auto status = sentencepiece::SentencePieceTrainer::Train(args, &iterator, &model);
   if (!status.ok()) {
     const std::string msg = status.ToString();
-    if (msg.find("Vocabulary size") != std::string::npos || msg.find("vocab_size") != std::string::npos) {
-      throw Error(fmt::format("data.vocab_size: {} is larger than the training text supports ({}); "
-                              "expected a smaller vocabulary or more text", options.vocab_size, msg));
+    std::smatch limit;
+    if (std::regex_search(msg, limit, std::regex("Vocabulary size too high.*<= ([0-9]+)"))) {
+      throw Error(fmt::format("data.vocab_size: {} is larger than the training text supports "
+                              "(at most {}); expected a smaller vocabulary or more text",
+                              options.vocab_size, limit[1].str()));
     }
     throw Error("tokenizer training failed: " + msg);
   }

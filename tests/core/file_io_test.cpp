@@ -1,0 +1,94 @@
+// Atomic writes, reads, memory maps and staged directories: complete-or-absent outputs.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "outq/core/error.h"
+#include "outq/core/file_io.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace outq {
+namespace {
+
+size_t entries_in(const fs::path& dir) {
+  return static_cast<size_t>(std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
+}
+
+TEST(AtomicWriter, CommitReplacesTheFile) {
+  test::TempDir dir;
+  write_file_atomic(dir / "a/b/f.txt", "first");
+  write_file_atomic(dir / "a/b/f.txt", "second");
+  EXPECT_EQ(read_file(dir / "a/b/f.txt"), "second");
+  EXPECT_EQ(entries_in(dir.path() / "a/b"), 1u);  // no temporary left behind
+}
+
+TEST(AtomicWriter, AbandonedWriteLeavesOldFileAndNoTemp) {
+  test::TempDir dir;
+  write_file_atomic(dir / "f.bin", "old");
+  {
+    AtomicWriter w(dir / "f.bin");
+    w.write("partial new content");
+    EXPECT_EQ(w.size(), 19u);
+    // destroyed without commit, as when an exception unwinds
+  }
+  EXPECT_EQ(read_file(dir / "f.bin"), "old");
+  EXPECT_EQ(entries_in(dir.path()), 1u);
+}
+
+TEST(AtomicWriter, UnwritableLocationIsAnError) {
+  test::TempDir dir;
+  write_file_atomic(dir / "file", "x");
+  EXPECT_THROW(AtomicWriter(dir / "file/child"), Error);  // parent is a file
+}
+
+TEST(ReadFile, MissingFileNamesPathAndKind) {
+  try {
+    read_file("/nonexistent/x.model", "tokenizer model");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "/nonexistent/x.model: tokenizer model not found");
+  }
+}
+
+TEST(MappedFile, MapsContentsAndEmptyFiles) {
+  test::TempDir dir;
+  write_file_atomic(dir / "f", std::string("abc\0def", 7));
+  MappedFile m(dir / "f");
+  ASSERT_EQ(m.size(), 7u);
+  EXPECT_EQ(m.data()[4], 'd');
+  write_file_atomic(dir / "empty", "");
+  MappedFile e(dir / "empty");
+  EXPECT_EQ(e.size(), 0u);
+  EXPECT_THROW(MappedFile(dir / "missing"), Error);
+  EXPECT_THROW(MappedFile(dir.path().string()), Error);  // a directory
+}
+
+TEST(StagedDirectory, CommitMovesIntoPlaceReplacingOld) {
+  test::TempDir dir;
+  const fs::path target = dir.path() / "out";
+  fs::create_directories(target);
+  test::write_text((target / "stale").string(), "x");
+  {
+    StagedDirectory stage(target);
+    write_file_atomic(stage.path() / "new", "y");
+    EXPECT_FALSE(fs::exists(target / "new"));
+    stage.commit();
+  }
+  EXPECT_TRUE(fs::exists(target / "new"));
+  EXPECT_FALSE(fs::exists(target / "stale"));
+  EXPECT_EQ(entries_in(dir.path()), 1u);
+}
+
+TEST(StagedDirectory, UncommittedStageIsRemoved) {
+  test::TempDir dir;
+  {
+    StagedDirectory stage(dir.path() / "out");
+    write_file_atomic(stage.path() / "half", "y");
+  }
+  EXPECT_EQ(entries_in(dir.path()), 0u);
+}
+
+}  // namespace
+}  // namespace outq

@@ -1,0 +1,46 @@
+// Implementation of the test helpers (synthetic corpus, shell runner).
+#include "test_util.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <random>
+#include <vector>
+
+namespace outq::test {
+
+std::string synthetic_text(int docs, int paragraphs, unsigned seed) {
+  static const std::vector<std::string> words = {
+      "the", "model", "quantized", "weights", "channel", "outlier", "token", "layer", "of",
+      "and", "a", "to", "in", "is", "activation", "scale", "integer", "range", "clip",
+      "training", "loss", "small", "large", "value", "with", "every", "sentence", "has",
+      "words", "café", "naïve", "1961", "data", "(", ")", ",", "."};
+  std::mt19937 rng(seed);
+  std::string out;
+  for (int d = 0; d < docs; ++d) {
+    for (int p = 0; p < paragraphs; ++p) {
+      const int n = 8 + static_cast<int>(rng() % 20);
+      for (int w = 0; w < n; ++w) out += (w ? " " : "") + words[rng() % words.size()];
+      out += ".\n";
+    }
+    out += "\n";  // blank line: document boundary
+  }
+  return out;
+}
+
+RunResult run_shell(const std::string& command, const std::map<std::string, std::string>& env) {
+  char tmpl_out[] = "/tmp/outq-run-out-XXXXXX";
+  char tmpl_err[] = "/tmp/outq-run-err-XXXXXX";
+  ::close(::mkstemp(tmpl_out));
+  ::close(::mkstemp(tmpl_err));
+  std::string prefix;
+  for (const auto& [k, v] : env) prefix += k + "='" + v + "' ";
+  const std::string full = prefix + command + " </dev/null >" + tmpl_out + " 2>" + tmpl_err;
+  const int status = std::system(full.c_str());
+  RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_text(tmpl_out), read_text(tmpl_err)};
+  ::unlink(tmpl_out);
+  ::unlink(tmpl_err);
+  return r;
+}
+
+}  // namespace outq::test
