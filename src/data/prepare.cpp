@@ -133,8 +133,18 @@ DataSummary data_prepare(const DataConfig& config, const std::string& config_jso
       ? config.out
       : (fs::path(config.resolved_cache_dir()) / "data" / (corpus_stem(config) + "-" + key.substr(0, 8))).string();
 
-  if (!force && fs::exists(fs::path(dir) / "manifest.json")) {
-    const nlohmann::json m = read_manifest(dir);
+  const bool is_data_dir = fs::exists(fs::path(dir) / "manifest.json");
+  if (!is_data_dir && fs::exists(dir) && !(fs::is_directory(dir) && fs::is_empty(dir))) {
+    fail_mismatch("data.out", dir, "a new directory or one made by `outq data` (it is replaced)",
+                  "an existing path without manifest.json (refusing to overwrite it)");
+  }
+  if (!force && is_data_dir) {
+    nlohmann::json m;
+    try {
+      m = read_manifest(dir);
+    } catch (const Error& e) {
+      throw Error(std::string(e.what()) + " (use --force to rebuild the directory)");
+    }
     if (m.value("inputs_key", "") == key) {
       log_info("reusing prepared data in {} (same corpus and settings)", dir);
       DataSummary s = summary_from_manifest(m, dir);

@@ -136,6 +136,33 @@ TEST(DataPrepare, ShardFromAnotherTokenizerIsRejected) {
   EXPECT_THROW(data.shard("dev"), Error);
 }
 
+TEST(DataPrepare, RefusesToReplaceADirectoryItDidNotMake) {
+  test::TempDir dir;
+  DataConfig c = small_config(dir);
+  test::write_text(c.out + "/precious.txt", "keep me");
+  try {
+    data_prepare(c, "{}\n", false);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("refusing to overwrite it"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(test::read_text(c.out + "/precious.txt"), "keep me");
+}
+
+TEST(DataPrepare, CorruptManifestSuggestsForce) {
+  test::TempDir dir;
+  const DataConfig c = small_config(dir);
+  data_prepare(c, "{}\n", false);
+  test::write_text(c.out + "/manifest.json", "{ truncated");
+  try {
+    data_prepare(c, "{}\n", false);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("use --force"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(data_prepare(c, "{}\n", true).reused);
+}
+
 TEST(DataConfigValidate, ImpossibleSettings) {
   DataConfig c;
   c.vocab_size = 100;

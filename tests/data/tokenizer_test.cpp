@@ -12,7 +12,8 @@ namespace {
 
 std::vector<std::string> training_lines() {
   std::vector<std::string> lines;
-  for (auto l : split_lines(test::synthetic_text(40, 6)))
+  const std::string text = test::synthetic_text(40, 6);
+  for (auto l : split_lines(text))
     if (!l.empty()) lines.emplace_back(l);
   return lines;
 }
@@ -52,7 +53,8 @@ TEST(Tokenizer, RoundTripIsLossless) {
 TEST(Tokenizer, ParallelEncodingEqualsSerial) {
   const Tokenizer& t = small_tokenizer();
   std::vector<std::string> texts;
-  for (auto l : split_lines(test::synthetic_text(5, 20, 9))) texts.emplace_back(l);
+  const std::string text = test::synthetic_text(5, 20, 9);
+  for (auto l : split_lines(text)) texts.emplace_back(l);
   const auto parallel = t.encode_many(texts, 2);
   ASSERT_EQ(parallel.size(), texts.size());
   for (size_t i = 0; i < texts.size(); ++i) EXPECT_EQ(parallel[i], t.encode(texts[i]));
