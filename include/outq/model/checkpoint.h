@@ -1,0 +1,34 @@
+// Model directories: model.safetensors (Hugging Face tensor names), config.json (Hugging Face
+// LlamaConfig fields) and tokenizer.model. Loading validates every tensor's name, dtype and shape
+// against the config and says exactly which tensors are missing, unexpected or mis-shaped.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "outq/core/safetensors.h"
+#include "outq/model/llama.h"
+
+namespace outq {
+
+/// Writes model.safetensors (float32) and config.json into `dir` (which must exist), and copies
+/// `tokenizer_path` to dir/tokenizer.model when given. `metadata` goes into the safetensors header.
+void model_write(Llama& model, const std::string& dir, const std::string& tokenizer_path,
+                 const std::map<std::string, std::string>& metadata = {});
+
+/// Writes a complete model directory atomically (staged, then renamed into place).
+void model_save(Llama& model, const std::string& dir, const std::string& tokenizer_path,
+                const std::map<std::string, std::string>& metadata = {});
+
+/// Reads dir/config.json.
+ModelConfig model_config_read(const std::string& dir);
+
+/// Loads a model directory (config.json + model.safetensors). F32, F16 and BF16 weights are
+/// accepted and converted to float32.
+Llama model_load(const std::string& dir);
+
+/// Copies the tensors of `file` into `model`'s parameters, checking that the names match exactly
+/// and every shape and dtype fits.
+void model_load_weights(Llama& model, const SafetensorsFile& file);
+
+}  // namespace outq

@@ -1,0 +1,53 @@
+// Named observation points: every linear layer's input and output and the residual stream after
+// attention and after the MLP. The model passes each such tensor through observe(); attached
+// observers may record it (statistics, calibration, GPTQ Hessians) or replace it (fake
+// quantization, clamping). With no observer attached, observe() is one branch and returns x.
+//
+// Point names: "<module>.input" / "<module>.output" for linear modules named as in Hugging Face
+// ("model.layers.3.mlp.down_proj.input"), "model.layers.<N>.residual_attn" / ".residual_mlp" for
+// the residual stream.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace outq {
+
+enum class PointKind { kLinearInput, kLinearOutput, kResidual };
+
+struct ObservationPoint {
+  int index = 0;        ///< position in Llama::points(): observers may key tables by it
+  std::string name;     ///< full point name (see above)
+  std::string module;   ///< "model.layers.3.mlp.down_proj" (the residual's block for kResidual)
+  PointKind kind = PointKind::kLinearInput;
+  int layer = -1;       ///< decoder block index
+};
+
+class Observer {
+ public:
+  virtual ~Observer() = default;
+  /// Sees (and may replace) the tensor at `point`; x is (B, T, C) for every point.
+  virtual torch::Tensor observe(const ObservationPoint& point, const torch::Tensor& x) = 0;
+};
+
+/// The observers attached to a model, applied in attachment order.
+class ObserverList {
+ public:
+  void attach(std::shared_ptr<Observer> observer) { observers_.push_back(std::move(observer)); }
+  void detach(const Observer* observer);
+  void clear() { observers_.clear(); }
+  bool empty() const { return observers_.empty(); }
+
+  torch::Tensor operator()(const ObservationPoint& point, torch::Tensor x) const {
+    for (const auto& o : observers_) x = o->observe(point, x);
+    return x;
+  }
+
+ private:
+  std::vector<std::shared_ptr<Observer>> observers_;
+};
+
+}  // namespace outq

@@ -1,0 +1,248 @@
+// LLaMA-style decoder forward passes, RoPE, KV cache handling and observation points.
+#include "outq/model/llama.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "outq/core/error.h"
+
+namespace F = torch::nn::functional;
+
+namespace outq {
+
+void ObserverList::detach(const Observer* observer) {
+  observers_.erase(std::remove_if(observers_.begin(), observers_.end(),
+                                  [&](const auto& o) { return o.get() == observer; }),
+                   observers_.end());
+}
+
+std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t positions, int64_t head_dim, double theta) {
+  // inv_freq_i = theta^(-2i/D), i < D/2; angle(p, i) = p * inv_freq_i, repeated for both halves.
+  auto inv_freq = torch::pow(theta, -torch::arange(0, head_dim, 2, torch::kFloat64) / static_cast<double>(head_dim));
+  auto pos = torch::arange(positions, torch::kFloat64);
+  auto angles = torch::outer(pos, inv_freq);           // (P, D/2)
+  auto full = torch::cat({angles, angles}, -1);        // (P, D)
+  return {full.cos().to(torch::kFloat32), full.sin().to(torch::kFloat32)};
+}
+
+namespace {
+
+// (x1, x2) -> (-x2, x1) over the two halves of the last dimension.
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+ObservedLinearImpl::ObservedLinearImpl(int64_t in, int64_t out) {
+  weight = register_parameter("weight", torch::empty({out, in}));
+}
+
+void ObservedLinearImpl::set_points(const ObservationPoint* input, const ObservationPoint* output) {
+  input_ = input;
+  output_ = output;
+}
+
+torch::Tensor ObservedLinearImpl::forward(torch::Tensor x, const ObserverList& observers) {
+  if (observers.empty()) return torch::matmul(x, weight.t());
+  if (input_) x = observers(*input_, x);
+  torch::Tensor y = torch::matmul(x, weight.t());
+  if (output_) y = observers(*output_, y);
+  return y;
+}
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  return x * torch::rsqrt(x.pow(2).mean(-1, true) + eps_) * weight;
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& c)
+    : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim()) {
+  const int64_t C = c.hidden_size;
+  q_proj = register_module("q_proj", ObservedLinear(C, heads_ * head_dim_));
+  k_proj = register_module("k_proj", ObservedLinear(C, kv_heads_ * head_dim_));
+  v_proj = register_module("v_proj", ObservedLinear(C, kv_heads_ * head_dim_));
+  o_proj = register_module("o_proj", ObservedLinear(heads_ * head_dim_, C));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                     const torch::Tensor& sin, torch::Tensor* cache_k,
+                                     torch::Tensor* cache_v, const ObserverList& observers) {
+  const int64_t B = x.size(0), T = x.size(1);
+  auto q = q_proj->forward(x, observers).view({B, T, heads_, head_dim_}).transpose(1, 2);     // (B, H, T, D)
+  auto k = k_proj->forward(x, observers).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);  // (B, K, T, D)
+  auto v = v_proj->forward(x, observers).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);  // (B, K, T, D)
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+  if (cache_k) {
+    if (cache_k->defined()) {
+      k = torch::cat({*cache_k, k}, 2);  // (B, K, S, D)
+      v = torch::cat({*cache_v, v}, 2);
+    }
+    *cache_k = k;
+    *cache_v = v;
+  }
+  if (kv_heads_ != heads_) {
+    k = k.repeat_interleave(heads_ / kv_heads_, 1);  // (B, H, S, D)
+    v = v.repeat_interleave(heads_ / kv_heads_, 1);
+  }
+  const int64_t S = k.size(2);
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim_)));  // (B, H, T, S)
+  if (T > 1) {
+    // Query t sits at absolute position S - T + t and sees keys 0 .. S - T + t.
+    auto mask = torch::ones({T, S}, torch::kBool).triu(S - T + 1);
+    scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  }
+  auto out = torch::matmul(torch::softmax(scores, -1), v);  // (B, H, T, D)
+  out = out.transpose(1, 2).reshape({B, T, heads_ * head_dim_});
+  return o_proj->forward(out, observers);
+}
+
+MLPImpl::MLPImpl(const ModelConfig& c) {
+  gate_proj = register_module("gate_proj", ObservedLinear(c.hidden_size, c.intermediate_size));
+  up_proj = register_module("up_proj", ObservedLinear(c.hidden_size, c.intermediate_size));
+  down_proj = register_module("down_proj", ObservedLinear(c.intermediate_size, c.hidden_size));
+}
+
+torch::Tensor MLPImpl::forward(const torch::Tensor& x, const ObserverList& observers) {
+  return down_proj->forward(F::silu(gate_proj->forward(x, observers)) * up_proj->forward(x, observers),
+                            observers);
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
+  self_attn = register_module("self_attn", Attention(c));
+  mlp = register_module("mlp", MLP(c));
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+void DecoderLayerImpl::set_residual_points(const ObservationPoint* after_attn, const ObservationPoint* after_mlp) {
+  after_attn_ = after_attn;
+  after_mlp_ = after_mlp;
+}
+
+torch::Tensor DecoderLayerImpl::forward(torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                        torch::Tensor* cache_k, torch::Tensor* cache_v,
+                                        const ObserverList& observers) {
+  x = x + self_attn->forward(input_layernorm->forward(x), cos, sin, cache_k, cache_v, observers);
+  if (!observers.empty()) x = observers(*after_attn_, x);
+  x = x + mlp->forward(post_attention_layernorm->forward(x), observers);
+  if (!observers.empty()) x = observers(*after_mlp_, x);
+  return x;
+}
+
+LlamaBodyImpl::LlamaBodyImpl(const ModelConfig& c) {
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int i = 0; i < c.num_hidden_layers; ++i) layers->push_back(DecoderLayer(c));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+LlamaImpl::LlamaImpl(const ModelConfig& config) : config_(config) {
+  config_.validate();
+  model = register_module("model", LlamaBody(config_));
+  if (!config_.tie_word_embeddings) {
+    lm_head = register_module("lm_head", ObservedLinear(config_.hidden_size, config_.vocab_size));
+  }
+  std::tie(rope_cos_, rope_sin_) = rope_tables(config_.max_position_embeddings, config_.head_dim(), config_.rope_theta);
+  build_points();
+  reset_parameters(0);
+}
+
+void LlamaImpl::build_points() {
+  points_.clear();
+  const int L = config_.num_hidden_layers;
+  points_.reserve(static_cast<size_t>(L) * 16);
+  auto add = [&](const std::string& module, PointKind kind, int layer, const std::string& suffix) {
+    ObservationPoint p;
+    p.index = static_cast<int>(points_.size());
+    p.module = module;
+    p.kind = kind;
+    p.layer = layer;
+    p.name = module + "." + suffix;
+    points_.push_back(std::move(p));
+  };
+  static const char* kLinears[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                   "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                   "mlp.down_proj"};
+  for (int l = 0; l < L; ++l) {
+    const std::string block = fmt::format("model.layers.{}", l);
+    for (const char* lin : kLinears) {
+      add(block + "." + lin, PointKind::kLinearInput, l, "input");
+      add(block + "." + lin, PointKind::kLinearOutput, l, "output");
+    }
+    add(block, PointKind::kResidual, l, "residual_attn");
+    add(block, PointKind::kResidual, l, "residual_mlp");
+  }
+  // Wire the points to the modules (pointers stay valid: points_ is not resized again).
+  for (int l = 0; l < L; ++l) {
+    auto layer = model->layers[l]->as<DecoderLayerImpl>();
+    const ObservationPoint* base = &points_[static_cast<size_t>(l) * 16];
+    ObservedLinearImpl* linears[] = {layer->self_attn->q_proj.get(), layer->self_attn->k_proj.get(),
+                                     layer->self_attn->v_proj.get(), layer->self_attn->o_proj.get(),
+                                     layer->mlp->gate_proj.get(),    layer->mlp->up_proj.get(),
+                                     layer->mlp->down_proj.get()};
+    for (int i = 0; i < 7; ++i) linears[i]->set_points(base + 2 * i, base + 2 * i + 1);
+    layer->set_residual_points(base + 14, base + 15);
+  }
+}
+
+const ObservationPoint& LlamaImpl::point(const std::string& name) const {
+  for (const auto& p : points_)
+    if (p.name == name) return p;
+  OUTQ_CHECK(false, "observation point '", name, "' not found (expected e.g. ", points_.front().name, ", ",
+             points_[13].name, ", ", points_[14].name, ")");
+}
+
+void LlamaImpl::reset_parameters(uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& p : named_parameters()) {
+    if (p.key().find("norm") != std::string::npos) {
+      p.value().fill_(1.0);
+    } else {
+      p.value().normal_(0.0, config_.initializer_range, gen);
+    }
+  }
+}
+
+torch::Tensor LlamaImpl::lm_head_weight() const {
+  return lm_head ? lm_head->weight : model->embed_tokens->weight;
+}
+
+torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {
+  OUTQ_CHECK(tokens.dim() == 2, "model input: expected token ids of shape (B, T), found ", tokens.sizes());
+  const int64_t T = tokens.size(1);
+  const int64_t start = cache ? cache->length : 0;
+  OUTQ_CHECK(start + T <= config_.max_position_embeddings, "model input: expected at most max_position_embeddings = ",
+             config_.max_position_embeddings, " positions, found ", start + T);
+  const int L = config_.num_hidden_layers;
+  if (cache && cache->keys.empty()) {
+    cache->keys.resize(L);
+    cache->values.resize(L);
+  }
+  auto cos = rope_cos_.slice(0, start, start + T);  // (T, D)
+  auto sin = rope_sin_.slice(0, start, start + T);
+  auto x = model->embed_tokens->forward(tokens);    // (B, T, C)
+  for (int l = 0; l < L; ++l) {
+    x = model->layers[l]->as<DecoderLayerImpl>()->forward(x, cos, sin, cache ? &cache->keys[l] : nullptr,
+                                                          cache ? &cache->values[l] : nullptr, observers_);
+  }
+  x = model->norm->forward(x);
+  if (cache) cache->length += T;
+  if (lm_head) return lm_head->forward(x, observers_);
+  return torch::matmul(x, model->embed_tokens->weight.t());  // (B, T, V)
+}
+
+torch::Tensor LlamaImpl::loss(const torch::Tensor& windows) {
+  const int64_t T = windows.size(1) - 1;
+  auto logits = forward(windows.slice(1, 0, T));
+  return F::cross_entropy(logits.reshape({-1, logits.size(-1)}), windows.slice(1, 1).reshape({-1}));
+}
+
+}  // namespace outq
