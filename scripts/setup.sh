@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config ca-certificates
   libtorch-dev                                    # LibTorch 1.13 (CPU)
+  libopenblas0-openmp                             # fast BLAS for LibTorch (the default is reference BLAS)
   libsentencepiece-dev                            # BPE tokenizer
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev

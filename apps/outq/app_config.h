@@ -7,15 +7,21 @@
 
 #include "outq/core/config.h"
 #include "outq/data/data_config.h"
+#include "outq/model/model_config.h"
+#include "outq/train/train_config.h"
 
 namespace outq::app {
 
 struct OutqConfig {
   DataConfig data;
+  ModelConfig model;
+  TrainConfig train;
 
   template <class F>
   void visit_sections(F&& f) {
     f(data);
+    f(model);
+    f(train);
   }
 };
 

@@ -36,5 +36,8 @@ void print_effective_config(OutqConfig& config);
 
 // One declaration per subcommand file.
 Command command_data();
+Command command_train();
+Command command_eval();
+Command command_generate();
 
 }  // namespace outq::app

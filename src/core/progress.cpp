@@ -33,6 +33,11 @@ void Progress::advance(int64_t n) {
   render(false);
 }
 
+void Progress::set_note(std::string note) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  note_ = std::move(note);
+}
+
 void Progress::finish() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (finished_) return;
@@ -56,6 +61,7 @@ std::string Progress::status_line() const {
   if (total_ > 0 && done > 0 && done < total_) {
     line += "  ETA " + format_duration(static_cast<double>(total_ - done) / rate);
   }
+  if (!note_.empty()) line += "  " + note_;
   return line;
 }
 

@@ -1,11 +1,15 @@
-// sentencepiece-backed BPE tokenizer (see tokenizer.h for the settings and why).
+// BPE tokenizer on top of the sentencepiece shim (see tokenizer.h for the settings and why, and
+// spm_api.h for why sentencepiece is loaded with dlopen).
 #include "outq/data/tokenizer.h"
 
+#include <dlfcn.h>
 #include <fmt/format.h>
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
 #include <regex>
 #include <thread>
 #include <unordered_map>
@@ -14,33 +18,60 @@
 #include "outq/core/file_io.h"
 #include "outq/core/hash.h"
 #include "outq/core/progress.h"
+#include "spm_api.h"
+
+namespace fs = std::filesystem;
 
 namespace outq {
 namespace {
 
-// Feeds in-memory lines to the sentencepiece trainer (no temporary text file needed).
-class LineIterator : public sentencepiece::SentenceIterator {
- public:
-  explicit LineIterator(const std::vector<std::string>& lines) : lines_(lines) {}
-  bool done() const override { return index_ >= lines_.size(); }
-  void Next() override { ++index_; }
-  const std::string& value() const override { return lines_[index_]; }
-  sentencepiece::util::Status status() const override { return {}; }
+// Candidates for liboutq_spm.so: $OUTQ_SPM_LIBRARY, next to the executable, the build tree.
+std::vector<std::string> shim_candidates() {
+  std::vector<std::string> out;
+  if (const char* env = std::getenv("OUTQ_SPM_LIBRARY"); env && *env) out.push_back(env);
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    out.push_back((exe.parent_path() / "liboutq_spm.so").string());
+    out.push_back((exe.parent_path() / "../lib/liboutq_spm.so").string());
+  }
+  out.push_back(OUTQ_SPM_BUILD_PATH);
+  return out;
+}
 
- private:
-  const std::vector<std::string>& lines_;
-  size_t index_ = 0;
-};
+const spm::Api& api() {
+  static const spm::Api* table = [] {
+    int flags = RTLD_NOW | RTLD_LOCAL;
+#if !defined(__SANITIZE_ADDRESS__)
+    flags |= RTLD_DEEPBIND;  // the sanitizer runtime refuses DEEPBIND; sanitized builds do not mix in LibTorch's protobuf
+#endif
+    std::string tried;
+    for (const auto& path : shim_candidates()) {
+      if (!fs::exists(path)) {
+        tried += " " + path;
+        continue;
+      }
+      void* lib = dlopen(path.c_str(), flags);
+      OUTQ_CHECK(lib != nullptr, path, ": cannot load the sentencepiece shim: ", dlerror());
+      auto entry = reinterpret_cast<const spm::Api* (*)()>(dlsym(lib, "outq_spm_api"));
+      OUTQ_CHECK(entry != nullptr, path, ": not an outq sentencepiece shim (no outq_spm_api)");
+      const spm::Api* a = entry();
+      OUTQ_CHECK(a->version == spm::kApiVersion, path, ": shim API version: expected ", spm::kApiVersion, ", found ",
+                 a->version, " (rebuild outq)");
+      return a;
+    }
+    throw Error(fmt::format("liboutq_spm.so not found (tried{}); set OUTQ_SPM_LIBRARY to its path", tried));
+  }();
+  return *table;
+}
 
 }  // namespace
 
-Tokenizer::Tokenizer() : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {}
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer Tokenizer::train(const std::vector<std::string>& lines,
-                           const TokenizerTrainOptions& options) {
+Tokenizer Tokenizer::train(const std::vector<std::string>& lines, const TokenizerTrainOptions& options) {
   OUTQ_CHECK(options.vocab_size >= 260, "data.vocab_size: expected at least 260 (256 byte "
              "pieces + 3 special ids + 1), found ", options.vocab_size);
   OUTQ_CHECK(!lines.empty(), "tokenizer training: expected training text, found none");
@@ -65,18 +96,15 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& lines,
       {"shuffle_input_sentence", "true"},
       {"minloglevel", "2"},
   };
-  LineIterator iterator(lines);
-  std::string model;
-  const auto status = sentencepiece::SentencePieceTrainer::Train(args, &iterator, &model);
-  if (!status.ok()) {
-    const std::string msg = status.ToString();
+  std::string model, error;
+  if (!api().train(lines, args, &model, &error)) {
     std::smatch limit;
-    if (std::regex_search(msg, limit, std::regex("Vocabulary size too high.*<= ([0-9]+)"))) {
+    if (std::regex_search(error, limit, std::regex("Vocabulary size too high.*<= ([0-9]+)"))) {
       throw Error(fmt::format("data.vocab_size: {} is larger than the training text supports "
                               "(at most {}); expected a smaller vocabulary or more text",
                               options.vocab_size, limit[1].str()));
     }
-    throw Error("tokenizer training failed: " + msg);
+    throw Error("tokenizer training failed: " + error);
   }
   Tokenizer t = from_bytes(std::move(model), "trained tokenizer");
   OUTQ_CHECK(t.vocab_size() == options.vocab_size, "data.vocab_size: ", options.vocab_size,
@@ -85,14 +113,15 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& lines,
   return t;
 }
 
-Tokenizer Tokenizer::load(const std::string& path) {
-  return from_bytes(read_file(path, "tokenizer model"), path);
-}
+Tokenizer Tokenizer::load(const std::string& path) { return from_bytes(read_file(path, "tokenizer model"), path); }
 
 Tokenizer Tokenizer::from_bytes(std::string bytes, const std::string& origin) {
+  const spm::Api& a = api();
+  std::string error;
+  void* handle = a.load(bytes, &error);
+  OUTQ_CHECK(handle != nullptr, origin, ": not a valid sentencepiece model (", error, ")");
   Tokenizer t;
-  const auto status = t.sp_->LoadFromSerializedProto(bytes);
-  OUTQ_CHECK(status.ok(), origin, ": not a valid sentencepiece model (", status.ToString(), ")");
+  t.handle_ = std::shared_ptr<void>(handle, a.destroy);
   t.checksum_ = hex64(fnv1a64(bytes));
   t.bytes_ = std::move(bytes);
   return t;
@@ -100,13 +129,13 @@ Tokenizer Tokenizer::from_bytes(std::string bytes, const std::string& origin) {
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   std::vector<int> ids;
-  const auto status = sp_->Encode(absl::string_view(text.data(), text.size()), &ids);
-  OUTQ_CHECK(status.ok(), "tokenizer: cannot encode text: ", status.ToString());
+  std::string error;
+  OUTQ_CHECK(api().encode(handle_.get(), text, &ids, &error), "tokenizer: cannot encode text: ", error);
   return {ids.begin(), ids.end()};
 }
 
-std::vector<std::vector<int32_t>> Tokenizer::encode_many(const std::vector<std::string>& texts,
-                                                         int threads, Progress* progress) const {
+std::vector<std::vector<int32_t>> Tokenizer::encode_many(const std::vector<std::string>& texts, int threads,
+                                                         Progress* progress) const {
   std::vector<std::vector<int32_t>> out(texts.size());
   const size_t n_threads = std::clamp<size_t>(threads, 1, std::max<size_t>(1, texts.size()));
   std::vector<std::thread> pool;
@@ -130,17 +159,16 @@ std::vector<std::vector<int32_t>> Tokenizer::encode_many(const std::vector<std::
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
-  std::string text;
-  const std::vector<int> v(ids.begin(), ids.end());
-  const auto status = sp_->Decode(v, &text);
-  OUTQ_CHECK(status.ok(), "tokenizer: cannot decode ids: ", status.ToString());
+  std::string text, error;
+  OUTQ_CHECK(api().decode(handle_.get(), std::vector<int>(ids.begin(), ids.end()), &text, &error),
+             "tokenizer: cannot decode ids: ", error);
   return text;
 }
 
-std::string Tokenizer::piece(int32_t id) const { return sp_->IdToPiece(id); }
-int Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
-int32_t Tokenizer::bos_id() const { return sp_->bos_id(); }
-int32_t Tokenizer::eos_id() const { return sp_->eos_id(); }
+std::string Tokenizer::piece(int32_t id) const { return api().piece(handle_.get(), id); }
+int Tokenizer::vocab_size() const { return api().vocab_size(handle_.get()); }
+int32_t Tokenizer::bos_id() const { return api().bos_id(handle_.get()); }
+int32_t Tokenizer::eos_id() const { return api().eos_id(handle_.get()); }
 
 void Tokenizer::save(const std::string& path) const { write_file_atomic(path, bytes_); }
 

@@ -21,6 +21,8 @@ class Progress {
   Progress& operator=(const Progress&) = delete;
 
   void advance(int64_t n = 1);
+  /// A short note appended to the line, e.g. a running metric ("ppl 152.3").
+  void set_note(std::string note);
   /// Prints the final line (idempotent; also done by the destructor).
   void finish();
   int64_t done() const { return done_.load(); }
@@ -31,11 +33,11 @@ class Progress {
  private:
   void render(bool final);
 
-  std::string label_, unit_;
+  std::string label_, unit_, note_;
   int64_t total_;
   std::atomic<int64_t> done_{0};
   std::chrono::steady_clock::time_point start_, last_draw_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   bool tty_, enabled_, finished_ = false;
 };
 

@@ -1,5 +1,6 @@
-// BPE tokenizer backed by the sentencepiece library: training from in-memory text, loading from
-// a model file, and encoding on several threads. Settings follow LLaMA's tokenizer: BPE with
+// BPE tokenizer backed by the sentencepiece library (reached through liboutq_spm.so, see
+// src/data/spm_api.h): training from in-memory text, loading from a model file, and encoding on
+// several threads. Settings follow LLaMA's tokenizer: BPE with
 // byte fallback (no text is ever unknown), identity normalisation (decode(encode(s)) == s),
 // digits split, ids unk = 0, bos = 1, eos = 2.
 #pragma once
@@ -9,10 +10,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-namespace sentencepiece {
-class SentencePieceProcessor;
-}
 
 namespace outq {
 
@@ -56,8 +53,8 @@ class Tokenizer {
   void save(const std::string& path) const;
 
  private:
-  Tokenizer();
-  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  Tokenizer() = default;
+  std::shared_ptr<void> handle_;  ///< the shim's processor
   std::string bytes_, checksum_;
 };
 

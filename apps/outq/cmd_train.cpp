@@ -1,0 +1,52 @@
+// `outq train`: pretrain a LLaMA-style decoder on the prepared corpus (see train/trainer.h).
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "command.h"
+#include "outq/core/table.h"
+#include "outq/train/trainer.h"
+
+namespace outq::app {
+namespace {
+
+bool g_resume = false;
+
+void add_options(CLI::App& app) {
+  app.add_flag("--resume", g_resume, "continue the run in train.run_dir from its latest checkpoint");
+}
+
+int run(const CommonOptions& common, OutqConfig& config) {
+  print_effective_config(config);
+  TrainOptions options{config.data, config.model, config.train, config_json(config_entries(config)), g_resume};
+  const TrainResult r = train_run(options);
+  const nlohmann::json j = {{"steps", r.steps_done},
+                            {"train_loss", r.final_train_loss},
+                            {"val_loss", r.final_val_loss},
+                            {"val_ppl", r.final_val_ppl},
+                            {"seconds", r.seconds},
+                            {"tokens_per_second", r.tokens_per_second},
+                            {"peak_rss_bytes", r.peak_rss_bytes},
+                            {"model_dir", r.model_dir},
+                            {"stopped_by_signal", r.stopped_by_signal}};
+  if (common.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    Table t({"steps", "train loss", "val loss", "val ppl", "time", "tokens/s", "peak memory"});
+    t.add_row({std::to_string(r.steps_done), fmt::format("{:.4f}", r.final_train_loss), fmt::format("{:.4f}", r.final_val_loss),
+               fmt::format("{:.2f}", r.final_val_ppl), format_duration(r.seconds), fmt::format("{:.0f}", r.tokens_per_second),
+               format_bytes(static_cast<double>(r.peak_rss_bytes))});
+    std::printf("%s", t.render().c_str());
+    if (!r.model_dir.empty()) std::printf("\nmodel: %s\n", r.model_dir.c_str());
+  }
+  return r.stopped_by_signal ? 128 + r.stopped_by_signal : 0;
+}
+
+}  // namespace
+
+Command command_train() {
+  return {"train", "pretrain a LLaMA-style decoder on the prepared corpus (checkpoints, resume, metrics.jsonl)",
+          "outq train --config configs/tiny.toml --set train.run_dir=runs/tiny", add_options, run};
+}
+
+}  // namespace outq::app

@@ -1,0 +1,45 @@
+// Perplexity over a token sequence with non-overlapping windows: each window scores W = seq_len
+// consecutive tokens, with input [BOS, t0 .. t(W-2)] and targets [t0 .. t(W-1)], so every token
+// is predicted exactly once and every window starts from BOS (as training windows do).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "outq/data/token_shard.h"
+#include "outq/model/llama.h"
+
+namespace outq {
+
+struct PerplexityOptions {
+  int64_t seq_len = 256;
+  int64_t max_tokens = 0;  ///< 0 = all tokens of the source
+  int64_t batch_size = 8;
+  int32_t bos_id = 1;
+  bool show_progress = true;
+};
+
+struct PerplexityResult {
+  double nll_sum = 0;   ///< summed negative log-likelihood (nats)
+  int64_t tokens = 0;   ///< tokens scored
+  int64_t windows = 0;
+  double seconds = 0;
+  double mean_nll() const { return tokens ? nll_sum / static_cast<double>(tokens) : 0.0; }
+  double perplexity() const;
+  nlohmann::json to_json() const;
+};
+
+/// Reads tokens [start, start + n) of a source into `out`.
+using TokenSource = std::function<void(uint64_t start, uint64_t n, int32_t* out)>;
+
+/// Scores the first min(max_tokens, num_tokens) tokens (rounded down to whole windows; a last
+/// partial window is scored too). Runs under NoGradGuard; shows running perplexity with progress.
+PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, uint64_t num_tokens,
+                                     const PerplexityOptions& options);
+
+/// Convenience overload for a token shard.
+PerplexityResult evaluate_perplexity(Llama& model, const TokenShard& shard, const PerplexityOptions& options);
+
+}  // namespace outq

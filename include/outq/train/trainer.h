@@ -1,0 +1,49 @@
+// Pretraining loop: AdamW with parameter groups, warm-up + cosine schedule, gradient clipping and
+// accumulation, validation every N steps, metrics.jsonl, atomic checkpoints (keep last K),
+// bit-exact resume, clean stop on SIGINT/SIGTERM, and a clear stop on a NaN/Inf loss.
+//
+// Run directory:
+//   config.json                effective configuration (all sections)
+//   metrics.jsonl              one JSON record per log/eval event
+//   checkpoints/step-NNNNNNN/  model.safetensors config.json tokenizer.model optimizer.pt
+//                              rng.safetensors trainer_state.json
+//   checkpoints/LATEST         name of the newest complete checkpoint
+//   model/                     the final model directory (what `outq eval` reads)
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "outq/data/data_config.h"
+#include "outq/model/model_config.h"
+#include "outq/train/train_config.h"
+
+namespace outq {
+
+struct TrainOptions {
+  DataConfig data;
+  ModelConfig model;
+  TrainConfig train;
+  std::string config_json;  ///< effective configuration, saved in the run directory
+  bool resume = false;
+};
+
+struct TrainResult {
+  int64_t steps_done = 0;
+  double final_train_loss = 0;
+  double final_val_loss = 0;
+  double final_val_ppl = 0;
+  double seconds = 0;
+  double tokens_per_second = 0;
+  int64_t peak_rss_bytes = 0;
+  std::string model_dir;
+  int stopped_by_signal = 0;  ///< signal number if stopped early, else 0
+};
+
+/// Trains (or resumes) as configured. Throws outq::Error on bad input and on a non-finite loss.
+TrainResult train_run(const TrainOptions& options);
+
+/// Peak resident memory of this process so far, in bytes.
+int64_t peak_rss_bytes();
+
+}  // namespace outq

@@ -1,0 +1,79 @@
+// Windowed perplexity with running progress (see perplexity.h for the window layout).
+#include "outq/eval/perplexity.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "outq/core/error.h"
+#include "outq/core/progress.h"
+
+namespace outq {
+
+double PerplexityResult::perplexity() const { return std::exp(mean_nll()); }
+
+nlohmann::json PerplexityResult::to_json() const {
+  return {{"perplexity", perplexity()}, {"mean_nll", mean_nll()}, {"tokens", tokens},
+          {"windows", windows},         {"seconds", seconds}};
+}
+
+PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, uint64_t num_tokens,
+                                     const PerplexityOptions& o) {
+  OUTQ_CHECK(o.seq_len >= 2 && o.seq_len <= model->config().max_position_embeddings,
+             "evaluation seq_len: expected 2 .. max_position_embeddings = ", model->config().max_position_embeddings,
+             ", found ", o.seq_len);
+  OUTQ_CHECK(o.batch_size >= 1, "evaluation batch size: expected >= 1, found ", o.batch_size);
+  const uint64_t total = o.max_tokens > 0 ? std::min<uint64_t>(num_tokens, o.max_tokens) : num_tokens;
+  OUTQ_CHECK(total > 0, "evaluation: expected tokens to score, found none");
+  const auto t0 = std::chrono::steady_clock::now();
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  PerplexityResult r;
+  const uint64_t W = static_cast<uint64_t>(o.seq_len);
+  const uint64_t n_windows = (total + W - 1) / W;
+  std::unique_ptr<Progress> progress;
+  if (o.show_progress) progress = std::make_unique<Progress>("perplexity", static_cast<int64_t>(total), "tok");
+  std::vector<int32_t> buffer;
+  for (uint64_t w0 = 0; w0 < n_windows; w0 += o.batch_size) {
+    const uint64_t nb = std::min<uint64_t>(o.batch_size, n_windows - w0);
+    // Windows of a batch have equal length except possibly the very last one: score it alone.
+    const bool last_partial = (w0 + nb == n_windows) && total % W != 0;
+    const uint64_t full = last_partial ? nb - 1 : nb;
+    auto score = [&](uint64_t first, uint64_t count, uint64_t len) {
+      if (count == 0) return;
+      buffer.assign(count * (len + 1), 0);
+      for (uint64_t b = 0; b < count; ++b) {
+        buffer[b * (len + 1)] = o.bos_id;
+        source((first + b) * W, len, buffer.data() + b * (len + 1) + 1);
+      }
+      auto windows = torch::from_blob(buffer.data(), {static_cast<int64_t>(count), static_cast<int64_t>(len + 1)},
+                                      torch::kInt32).to(torch::kInt64);
+      auto logits = model->forward(windows.slice(1, 0, len));  // (B, len, V)
+      auto nll = torch::nn::functional::cross_entropy(
+          logits.reshape({-1, logits.size(-1)}), windows.slice(1, 1).reshape({-1}),
+          torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+      r.nll_sum += nll.item<double>();
+      r.tokens += static_cast<int64_t>(count * len);
+      r.windows += static_cast<int64_t>(count);
+      if (progress) {
+        progress->set_note(fmt::format("ppl {:.2f}", r.perplexity()));
+        progress->advance(static_cast<int64_t>(count * len));
+      }
+    };
+    score(w0, full, W);
+    if (last_partial) score(w0 + full, 1, total - (n_windows - 1) * W);
+  }
+  if (progress) progress->finish();
+  if (was_training) model->train();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+PerplexityResult evaluate_perplexity(Llama& model, const TokenShard& shard, const PerplexityOptions& options) {
+  return evaluate_perplexity(
+      model, [&](uint64_t start, uint64_t n, int32_t* out) { shard.copy(start, n, out); }, shard.size(), options);
+}
+
+}  // namespace outq

@@ -1,0 +1,92 @@
+// Training checkpoint directories: staged writes, LATEST pointer, pruning, restore.
+#include "train_checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+
+#include "outq/core/error.h"
+#include "outq/core/file_io.h"
+#include "outq/core/safetensors.h"
+#include "outq/model/checkpoint.h"
+#include "outq/model/tensor_io.h"
+#include "outq/data/text.h"
+
+namespace fs = std::filesystem;
+
+namespace outq::train_detail {
+
+CheckpointPaths checkpoint_paths(const std::string& run_dir) {
+  const fs::path dir = fs::path(run_dir) / "checkpoints";
+  return {dir.string(), (dir / "LATEST").string()};
+}
+
+void checkpoint_save(const std::string& run_dir, int64_t step, Llama& model, torch::optim::Optimizer& optimizer,
+                     const nlohmann::json& state, const std::string& tokenizer_path, int keep) {
+  const CheckpointPaths paths = checkpoint_paths(run_dir);
+  const std::string name = fmt::format("step-{:07d}", step);
+  {
+    StagedDirectory stage(fs::path(paths.dir) / name);
+    const fs::path out = stage.path();
+    model_write(model, out.string(), tokenizer_path, {{"step", std::to_string(step)}});
+    std::ostringstream optimizer_bytes;
+    torch::save(optimizer, optimizer_bytes);
+    write_file_atomic(out / "optimizer.pt", optimizer_bytes.str());
+    TensorFileWriter rng;
+    rng.add("torch_default_generator", at::detail::getDefaultCPUGenerator().get_state());
+    rng.write((out / "rng.safetensors").string());
+    write_file_atomic(out / "trainer_state.json", state.dump(2) + "\n");
+    stage.commit();
+  }
+  write_file_atomic(paths.latest_file, name + "\n");
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(paths.dir)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find('.') == std::string::npos) names.push_back(n);
+  }
+  std::sort(names.begin(), names.end());
+  for (size_t i = 0; i + keep < names.size(); ++i) fs::remove_all(fs::path(paths.dir) / names[i]);
+}
+
+std::optional<std::string> checkpoint_latest(const std::string& run_dir) {
+  const CheckpointPaths paths = checkpoint_paths(run_dir);
+  if (!fs::exists(paths.latest_file)) return std::nullopt;
+  for (const auto& e : fs::directory_iterator(paths.dir)) {
+    const std::string n = e.path().filename().string();
+    if (n.find(".staging.") != std::string::npos || n.find(".old.") != std::string::npos) fs::remove_all(e.path());
+  }
+  const std::string name(trim(read_file(paths.latest_file, "checkpoint pointer")));
+  const fs::path dir = fs::path(paths.dir) / name;
+  OUTQ_CHECK(fs::is_directory(dir), paths.latest_file, ": names checkpoint '", name,
+             "' which does not exist (expected a directory in ", paths.dir, ")");
+  return dir.string();
+}
+
+nlohmann::json checkpoint_load(const std::string& dir, Llama& model, torch::optim::Optimizer& optimizer) {
+  model_load_weights(model, SafetensorsFile((fs::path(dir) / "model.safetensors").string()));
+  {
+    std::istringstream in(read_file(fs::path(dir) / "optimizer.pt", "optimizer state"));
+    try {
+      torch::load(optimizer, in);
+    } catch (const c10::Error& e) {
+      throw Error(fmt::format("{}/optimizer.pt: cannot restore the optimizer state ({})", dir, e.what_without_backtrace()));
+    }
+  }
+  SafetensorsFile rng((fs::path(dir) / "rng.safetensors").string());
+  auto gen = at::detail::getDefaultCPUGenerator();
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(tensor_from_view(rng.get("torch_default_generator")));
+  }
+  const std::string state_path = (fs::path(dir) / "trainer_state.json").string();
+  try {
+    return nlohmann::json::parse(read_file(state_path, "trainer state"));
+  } catch (const nlohmann::json::exception& e) {
+    fail_mismatch(state_path, "", "a JSON object", std::string("invalid JSON (") + e.what() + ")");
+  }
+}
+
+}  // namespace outq::train_detail

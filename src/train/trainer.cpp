@@ -1,0 +1,290 @@
+// The pretraining loop (see trainer.h for the run directory and behaviour).
+#include "outq/train/trainer.h"
+
+#include <fmt/format.h>
+#include <sys/resource.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include "outq/core/config.h"
+#include "outq/core/error.h"
+#include "outq/core/file_io.h"
+#include "outq/core/log.h"
+#include "outq/core/table.h"
+#include "outq/data/prepare.h"
+#include "outq/data/sampler.h"
+#include "outq/eval/perplexity.h"
+#include "outq/model/checkpoint.h"
+#include "train_checkpoint.h"
+
+namespace fs = std::filesystem;
+
+namespace outq {
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// Installs SIGINT/SIGTERM handlers that only set a flag; restores the old ones on exit.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+// The settings a resumed run must share with the run it continues.
+struct ResumeKey {
+  ModelConfig model;
+  TrainConfig train;
+  template <class F>
+  void visit_sections(F&& f) {
+    f(model);
+    f(train);
+  }
+};
+
+nlohmann::json resume_key(const ModelConfig& model, const TrainConfig& train, const std::string& tokenizer) {
+  ResumeKey key{model, train};
+  auto j = nlohmann::json::parse(config_json(config_entries(key)));
+  for (const char* k : {"run_dir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}) j["train"].erase(k);
+  j["tokenizer_checksum"] = tokenizer;
+  return j;
+}
+
+void check_same_run(const nlohmann::json& saved, const nlohmann::json& now, const std::string& where) {
+  for (const auto& [section, fields] : now.items()) {
+    if (!fields.is_object()) {
+      if (saved.value(section, nlohmann::json()) != fields)
+        fail_mismatch(where, section, fields.dump(), saved.value(section, nlohmann::json()).dump() + " (resume needs the same data)");
+      continue;
+    }
+    for (const auto& [k, v] : fields.items()) {
+      const auto old = saved.contains(section) ? saved[section].value(k, nlohmann::json()) : nlohmann::json();
+      if (old != v) {
+        fail_mismatch(where, section + "." + k, v.dump() + " (this run's setting)",
+                      old.dump() + " (the checkpoint's); resume needs the same settings");
+      }
+    }
+  }
+}
+
+// metrics.jsonl: appended line by line; on resume, records after the checkpoint are dropped.
+class MetricsLog {
+ public:
+  MetricsLog(const fs::path& path, int64_t keep_up_to_step) : path_(path) {
+    std::string kept;
+    if (keep_up_to_step >= 0 && fs::exists(path)) {
+      std::ifstream in(path);
+      for (std::string line; std::getline(in, line);) {
+        try {
+          auto j = nlohmann::json::parse(line);
+          if (j.value("step", int64_t{0}) <= keep_up_to_step) kept += line + "\n";
+        } catch (const nlohmann::json::exception&) {
+          // a line cut short by a kill: dropped
+        }
+      }
+    }
+    write_file_atomic(path, kept);
+    out_.open(path, std::ios::app);
+    OUTQ_CHECK(out_.good(), path.string(), ": cannot open for appending");
+  }
+  void write(const nlohmann::json& record) {
+    out_ << record.dump() << "\n";
+    out_.flush();
+  }
+
+ private:
+  fs::path path_;
+  std::ofstream out_;
+};
+
+}  // namespace
+
+int64_t peak_rss_bytes() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+TrainResult train_run(const TrainOptions& opt) {
+  const TrainConfig& tc = opt.train;
+  OUTQ_CHECK(tc.seq_len <= opt.model.max_position_embeddings, "train.seq_len: expected at most model.max_position_embeddings = ",
+             opt.model.max_position_embeddings, ", found ", tc.seq_len);
+  torch::set_num_threads(tc.threads);
+
+  const DataSummary data_summary = data_prepare(opt.data, opt.config_json, false);
+  PreparedData data(data_summary.dir);
+  const std::string tokenizer_path = (fs::path(data_summary.dir) / "tokenizer.model").string();
+  OUTQ_CHECK(opt.model.vocab_size == data.tokenizer().vocab_size(), "model.vocab_size: expected the tokenizer's vocabulary size ",
+             data.tokenizer().vocab_size(), " (", tokenizer_path, "), found ", opt.model.vocab_size);
+  const TokenShard train_shard = data.shard("train");
+  const TokenShard val_shard = data.shard("val");
+
+  Llama model(opt.model);
+  model->reset_parameters(static_cast<uint64_t>(tc.seed));
+  torch::manual_seed(static_cast<uint64_t>(tc.seed));
+
+  std::vector<torch::Tensor> decay, no_decay;
+  for (const auto& p : model->named_parameters()) {
+    const bool matrix = p.value().dim() == 2 && p.key().find("embed_tokens") == std::string::npos;
+    (matrix || tc.decay_embeddings_and_norms ? decay : no_decay).push_back(p.value());
+  }
+  auto adamw = torch::optim::AdamWOptions(tc.lr).betas({tc.beta1, tc.beta2}).eps(tc.adam_eps).weight_decay(tc.weight_decay);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(adamw));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(adamw).weight_decay(0)));
+  torch::optim::AdamW optimizer(groups, adamw);
+  std::vector<torch::Tensor> params;
+  for (const auto& p : model->parameters()) params.push_back(p);
+
+  // Training windows are BOS + (seq_len) text tokens: inputs [:, :seq_len], targets [:, 1:].
+  WindowSampler sampler(train_shard.size(), tc.seq_len - 1, static_cast<uint64_t>(tc.seed));
+  const nlohmann::json key = resume_key(opt.model, tc, data.tokenizer().checksum());
+
+  fs::create_directories(tc.run_dir);
+  int64_t step = 0;
+  double elapsed_before = 0;
+  if (opt.resume) {
+    const auto latest = train_detail::checkpoint_latest(tc.run_dir);
+    OUTQ_CHECK(latest.has_value(), tc.run_dir, ": --resume: expected a checkpoint in ", tc.run_dir,
+               "/checkpoints, found none (start without --resume)");
+    const nlohmann::json state = train_detail::checkpoint_load(*latest, model, optimizer);
+    check_same_run(state.at("resume_key"), key, *latest + "/trainer_state.json");
+    step = state.at("step").get<int64_t>();
+    sampler.restore({state.at("sampler_seed").get<uint64_t>(), state.at("sampler_drawn").get<uint64_t>()});
+    elapsed_before = state.value("elapsed_seconds", 0.0);
+    log_info("resuming from {} (step {} of {})", *latest, step, tc.steps);
+  } else if (train_detail::checkpoint_latest(tc.run_dir)) {
+    throw Error(fmt::format("{}: holds checkpoints of an earlier run; expected an empty run directory "
+                            "(pass --resume to continue it, or choose another train.run_dir)", tc.run_dir));
+  }
+  write_file_atomic(fs::path(tc.run_dir) / "config.json", opt.config_json);
+  MetricsLog metrics(fs::path(tc.run_dir) / "metrics.jsonl", opt.resume ? step : -1);
+
+  const int64_t tokens_per_step = static_cast<int64_t>(tc.batch_size) * tc.seq_len * tc.grad_accum;
+  log_info("model: {} parameters; {} tokens per step; {} steps; data {}", format_count(opt.model.parameter_count()),
+           format_count(tokens_per_step), tc.steps, data_summary.dir);
+
+  PerplexityOptions eval_opt;
+  eval_opt.seq_len = tc.seq_len;
+  eval_opt.max_tokens = tc.eval_tokens;
+  eval_opt.batch_size = tc.batch_size;
+  eval_opt.bos_id = data.tokenizer().bos_id();
+  eval_opt.show_progress = false;
+
+  TrainResult result;
+  auto evaluate = [&](int64_t at_step) {
+    const PerplexityResult r = evaluate_perplexity(model, val_shard, eval_opt);
+    result.final_val_loss = r.mean_nll();
+    result.final_val_ppl = r.perplexity();
+    metrics.write({{"type", "eval"}, {"step", at_step}, {"val_loss", r.mean_nll()}, {"val_ppl", r.perplexity()},
+                   {"val_tokens", r.tokens}});
+    log_info("step {}  validation loss {:.4f}  perplexity {:.2f}  ({} tokens, {:.1f}s)", at_step, r.mean_nll(),
+             r.perplexity(), format_count(r.tokens), r.seconds);
+  };
+  auto save = [&](double elapsed) {
+    nlohmann::json state = {{"format", "outq-train-state"}, {"version", 1}, {"step", step},
+                            {"sampler_seed", sampler.state().seed}, {"sampler_drawn", sampler.state().drawn},
+                            {"elapsed_seconds", elapsed}, {"resume_key", key}};
+    train_detail::checkpoint_save(tc.run_dir, step, model, optimizer, state, tokenizer_path, tc.keep_checkpoints);
+  };
+
+  StopSignals signals;
+  model->train();
+  std::vector<int32_t> buffer(static_cast<size_t>(tc.batch_size) * (tc.seq_len + 1));
+  const auto t_start = std::chrono::steady_clock::now();
+  auto elapsed_now = [&] { return elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count(); };
+  const int64_t first_step = step;
+  double interval_loss = 0;
+  int64_t interval_steps = 0;
+  auto interval_start = std::chrono::steady_clock::now();
+  while (step < tc.steps) {
+    const double lr = tc.lr_at(step);
+    for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    optimizer.zero_grad();
+    double step_loss = 0;
+    for (int micro = 0; micro < tc.grad_accum; ++micro) {
+      for (int b = 0; b < tc.batch_size; ++b) {
+        int32_t* row = buffer.data() + static_cast<size_t>(b) * (tc.seq_len + 1);
+        row[0] = data.tokenizer().bos_id();
+        train_shard.copy(sampler.next(), static_cast<uint64_t>(tc.seq_len), row + 1);
+      }
+      auto windows = torch::from_blob(buffer.data(), {tc.batch_size, tc.seq_len + 1}, torch::kInt32).to(torch::kInt64);
+      auto loss = model->loss(windows);
+      const double value = loss.item<double>();
+      if (!std::isfinite(value)) {
+        throw Error(fmt::format("training stopped: the loss is {} at step {} (lr {:.3g}); no checkpoint was written "
+                                "after step {}. Expected a finite loss: lower train.lr, raise train.warmup_steps or "
+                                "set train.grad_clip", value, step + 1, lr, step));
+      }
+      step_loss += value / tc.grad_accum;
+      (tc.grad_accum > 1 ? loss / tc.grad_accum : loss).backward();
+    }
+    const double grad_norm = tc.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(params, tc.grad_clip)
+                                              : torch::nn::utils::clip_grad_norm_(params, 1e30);
+    if (!std::isfinite(grad_norm)) {
+      throw Error(fmt::format("training stopped: the gradient norm is {} at step {} (lr {:.3g}); no checkpoint was "
+                              "written after step {}. Expected finite gradients: lower train.lr", grad_norm, step + 1, lr, step));
+    }
+    optimizer.step();
+    ++step;
+    result.final_train_loss = step_loss;
+    interval_loss += step_loss;
+    ++interval_steps;
+
+    if (step % tc.log_every == 0 || step == tc.steps) {
+      const auto now = std::chrono::steady_clock::now();
+      const double dt = std::chrono::duration<double>(now - interval_start).count();
+      const double tps = interval_steps * tokens_per_step / std::max(dt, 1e-9);
+      const double done_time = std::chrono::duration<double>(now - t_start).count();
+      const double eta = done_time / static_cast<double>(step - first_step) * static_cast<double>(tc.steps - step);
+      metrics.write({{"type", "train"}, {"step", step}, {"loss", step_loss}, {"loss_avg", interval_loss / interval_steps},
+                     {"lr", lr}, {"grad_norm", grad_norm}, {"tokens", step * tokens_per_step},
+                     {"tokens_per_s", tps}, {"elapsed_s", elapsed_now()}});
+      log_info("step {}/{}  loss {:.4f}  lr {:.2e}  gnorm {:.3f}  {:.0f} tok/s  elapsed {}  ETA {}", step, tc.steps,
+               interval_loss / interval_steps, lr, grad_norm, tps, format_duration(elapsed_now()), format_duration(eta));
+      interval_loss = 0;
+      interval_steps = 0;
+      interval_start = now;
+    }
+    const bool last = step == tc.steps;
+    if ((tc.eval_every > 0 && step % tc.eval_every == 0) || last) evaluate(step);
+    const int sig = g_stop_signal.load();
+    if ((tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0) || last || sig) save(elapsed_now());
+    if (sig && !last) {
+      log_warn("stopped by signal {} after step {}; checkpoint written; continue with --resume", sig, step);
+      result.stopped_by_signal = sig;
+      break;
+    }
+  }
+  result.steps_done = step;
+  result.seconds = elapsed_now();
+  const double run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  result.tokens_per_second = (step - first_step) * tokens_per_step / std::max(run_seconds, 1e-9);
+  if (!result.stopped_by_signal) {
+    result.model_dir = (fs::path(tc.run_dir) / "model").string();
+    model_save(model, result.model_dir, tokenizer_path, {{"steps", std::to_string(step)}});
+  }
+  result.peak_rss_bytes = peak_rss_bytes();
+  return result;
+}
+
+}  // namespace outq
