@@ -39,5 +39,6 @@ Command command_data();
 Command command_train();
 Command command_eval();
 Command command_generate();
+Command command_quantize();
 
 }  // namespace outq::app

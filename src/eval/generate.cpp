@@ -39,7 +39,8 @@ std::vector<int32_t> generate(Llama& model, const std::vector<int32_t>& prompt, 
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   KVCache cache;
   std::vector<int64_t> ids(prompt.begin(), prompt.end());
-  auto logits = model->forward(torch::tensor(ids).unsqueeze(0), &cache);  // (1, P, V)
+  const torch::Device device = model->parameters().front().device();
+  auto logits = model->forward(torch::tensor(ids).unsqueeze(0).to(device), &cache);  // (1, P, V)
   std::vector<int32_t> out;
   while (static_cast<int64_t>(out.size()) < o.max_new_tokens && cache.length < max_pos) {
     const int64_t next = sample_token(logits[0][logits.size(1) - 1], o, gen);
@@ -47,7 +48,7 @@ std::vector<int32_t> generate(Llama& model, const std::vector<int32_t>& prompt, 
     out.push_back(static_cast<int32_t>(next));
     if (on_token) on_token(static_cast<int32_t>(next));
     if (cache.length >= max_pos) break;
-    logits = model->forward(torch::tensor({next}).unsqueeze(0), &cache);
+    logits = model->forward(torch::tensor({next}).unsqueeze(0).to(device), &cache);
   }
   return out;
 }

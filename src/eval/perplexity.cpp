@@ -14,12 +14,17 @@ namespace outq {
 double PerplexityResult::perplexity() const { return std::exp(mean_nll()); }
 
 nlohmann::json PerplexityResult::to_json() const {
-  return {{"perplexity", perplexity()}, {"mean_nll", mean_nll()}, {"tokens", tokens},
-          {"windows", windows},         {"seconds", seconds}};
+  nlohmann::json j = {{"perplexity", perplexity()}, {"mean_nll", mean_nll()}, {"tokens", tokens},
+                      {"windows", windows},         {"seconds", seconds}};
+  if (has_reference) {
+    j["kl_mean"] = kl_mean();
+    j["top1_agreement"] = top1_agreement();
+  }
+  return j;
 }
 
 PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, uint64_t num_tokens,
-                                     const PerplexityOptions& o) {
+                                     const PerplexityOptions& o, Llama* reference) {
   OUTQ_CHECK(o.seq_len >= 2 && o.seq_len <= model->config().max_position_embeddings,
              "evaluation seq_len: expected 2 .. max_position_embeddings = ", model->config().max_position_embeddings,
              ", found ", o.seq_len);
@@ -28,8 +33,14 @@ PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, ui
   OUTQ_CHECK(total > 0, "evaluation: expected tokens to score, found none");
   const auto t0 = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
+  const torch::Device device = model->parameters().front().device();
   const bool was_training = model->is_training();
   model->eval();
+  if (reference) {
+    OUTQ_CHECK((*reference)->config().vocab_size == model->config().vocab_size, "KL reference model: vocab_size: expected ",
+               model->config().vocab_size, " (the evaluated model's), found ", (*reference)->config().vocab_size);
+    (*reference)->eval();
+  }
   PerplexityResult r;
   const uint64_t W = static_cast<uint64_t>(o.seq_len);
   const uint64_t n_windows = (total + W - 1) / W;
@@ -49,16 +60,24 @@ PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, ui
         source((first + b) * W, len, buffer.data() + b * (len + 1) + 1);
       }
       auto windows = torch::from_blob(buffer.data(), {static_cast<int64_t>(count), static_cast<int64_t>(len + 1)},
-                                      torch::kInt32).to(torch::kInt64);
+                                      torch::kInt32).to(device, torch::kInt64);
       auto logits = model->forward(windows.slice(1, 0, len));  // (B, len, V)
       auto nll = torch::nn::functional::cross_entropy(
           logits.reshape({-1, logits.size(-1)}), windows.slice(1, 1).reshape({-1}),
           torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
       r.nll_sum += nll.item<double>();
+      if (reference) {
+        const auto ref_logits = (*reference)->forward(windows.slice(1, 0, len));
+        const auto logp = torch::log_softmax(logits.to(torch::kFloat64), -1);
+        const auto ref_logp = torch::log_softmax(ref_logits.to(torch::kFloat64), -1);
+        r.kl_sum += (ref_logp.exp() * (ref_logp - logp)).sum().item<double>();
+        r.top1_agree += (logits.argmax(-1) == ref_logits.argmax(-1)).sum().item<int64_t>();
+      }
       r.tokens += static_cast<int64_t>(count * len);
       r.windows += static_cast<int64_t>(count);
       if (progress) {
-        progress->set_note(fmt::format("ppl {:.2f}", r.perplexity()));
+        progress->set_note(reference ? fmt::format("ppl {:.2f}  KL {:.4f}", r.perplexity(), r.kl_mean())
+                                     : fmt::format("ppl {:.2f}", r.perplexity()));
         progress->advance(static_cast<int64_t>(count * len));
       }
     };
@@ -67,13 +86,16 @@ PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, ui
   }
   if (progress) progress->finish();
   if (was_training) model->train();
+  r.has_reference = reference != nullptr;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
 
-PerplexityResult evaluate_perplexity(Llama& model, const TokenShard& shard, const PerplexityOptions& options) {
+PerplexityResult evaluate_perplexity(Llama& model, const TokenShard& shard, const PerplexityOptions& options,
+                                     Llama* reference) {
   return evaluate_perplexity(
-      model, [&](uint64_t start, uint64_t n, int32_t* out) { shard.copy(start, n, out); }, shard.size(), options);
+      model, [&](uint64_t start, uint64_t n, int32_t* out) { shard.copy(start, n, out); }, shard.size(), options,
+      reference);
 }
 
 }  // namespace outq

@@ -21,7 +21,7 @@ void model_write(Llama& model, const std::string& dir, const std::string& tokeni
   writer.set_metadata("format", "pt");
   writer.set_metadata("producer", "outq");
   for (const auto& [k, v] : metadata) writer.set_metadata(k, v);
-  for (const auto& p : model->named_parameters()) writer.add(p.key(), p.value().to(torch::kFloat32));
+  for (const auto& p : model->named_parameters()) writer.add(p.key(), p.value().to(torch::kCPU, torch::kFloat32));
   writer.write((fs::path(dir) / "model.safetensors").string());
   write_file_atomic(fs::path(dir) / "config.json", model->config().to_hf_json().dump(2) + "\n");
   if (!tokenizer_path.empty()) {
@@ -90,7 +90,7 @@ void model_load_weights(Llama& model, const SafetensorsFile& file) {
     if (view.dtype != DType::F32 && view.dtype != DType::F16 && view.dtype != DType::BF16) {
       fail_mismatch(file.path(), p.key(), "dtype F32, F16 or BF16", dtype_name(view.dtype));
     }
-    p.value().copy_(tensor_from_view(view).to(torch::kFloat32));
+    p.value().copy_(tensor_from_view(view).to(p.value().device(), torch::kFloat32));
   }
 }
 

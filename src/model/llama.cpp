@@ -95,7 +95,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim_)));  // (B, H, T, S)
   if (T > 1) {
     // Query t sits at absolute position S - T + t and sees keys 0 .. S - T + t.
-    auto mask = torch::ones({T, S}, torch::kBool).triu(S - T + 1);
+    auto mask = torch::ones({T, S}, scores.options().dtype(torch::kBool)).triu(S - T + 1);
     scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
   }
   auto out = torch::matmul(torch::softmax(scores, -1), v);  // (B, H, T, D)
@@ -149,7 +149,9 @@ LlamaImpl::LlamaImpl(const ModelConfig& config) : config_(config) {
   if (!config_.tie_word_embeddings) {
     lm_head = register_module("lm_head", ObservedLinear(config_.hidden_size, config_.vocab_size));
   }
-  std::tie(rope_cos_, rope_sin_) = rope_tables(config_.max_position_embeddings, config_.head_dim(), config_.rope_theta);
+  auto [cos, sin] = rope_tables(config_.max_position_embeddings, config_.head_dim(), config_.rope_theta);
+  rope_cos_ = register_buffer("rope_cos", cos);  // buffers follow the model across devices
+  rope_sin_ = register_buffer("rope_sin", sin);
   build_points();
   reset_parameters(0);
 }
@@ -211,6 +213,24 @@ void LlamaImpl::reset_parameters(uint64_t seed) {
   }
 }
 
+std::pair<torch::Tensor, torch::Tensor> LlamaImpl::rope(int64_t start, int64_t T) const {
+  return {rope_cos_.slice(0, start, start + T), rope_sin_.slice(0, start, start + T)};
+}
+
+std::vector<std::string> LlamaImpl::linear_modules() const {
+  std::vector<std::string> out;
+  for (const auto& p : points_)
+    if (p.kind == PointKind::kLinearInput) out.push_back(p.module);
+  return out;
+}
+
+torch::Tensor LlamaImpl::linear_weight(const std::string& module) {
+  const auto params = named_parameters();
+  const auto* w = params.find(module + ".weight");
+  OUTQ_CHECK(w != nullptr, "model: no linear module named '", module, "'");
+  return *w;
+}
+
 torch::Tensor LlamaImpl::lm_head_weight() const {
   return lm_head ? lm_head->weight : model->embed_tokens->weight;
 }
@@ -226,8 +246,7 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {
     cache->keys.resize(L);
     cache->values.resize(L);
   }
-  auto cos = rope_cos_.slice(0, start, start + T);  // (T, D)
-  auto sin = rope_sin_.slice(0, start, start + T);
+  auto [cos, sin] = rope(start, T);  // (T, D) each
   auto x = model->embed_tokens->forward(tokens);    // (B, T, C)
   for (int l = 0; l < L; ++l) {
     x = model->layers[l]->as<DecoderLayerImpl>()->forward(x, cos, sin, cache ? &cache->keys[l] : nullptr,

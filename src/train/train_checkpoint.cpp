@@ -65,12 +65,13 @@ std::optional<std::string> checkpoint_latest(const std::string& run_dir) {
   return dir.string();
 }
 
-nlohmann::json checkpoint_load(const std::string& dir, Llama& model, torch::optim::Optimizer& optimizer) {
+nlohmann::json checkpoint_load(const std::string& dir, Llama& model, torch::optim::Optimizer& optimizer,
+                               const torch::Device& device) {
   model_load_weights(model, SafetensorsFile((fs::path(dir) / "model.safetensors").string()));
   {
     std::istringstream in(read_file(fs::path(dir) / "optimizer.pt", "optimizer state"));
     try {
-      torch::load(optimizer, in);
+      torch::load(optimizer, in, device);
     } catch (const c10::Error& e) {
       throw Error(fmt::format("{}/optimizer.pt: cannot restore the optimizer state ({})", dir, e.what_without_backtrace()));
     }

@@ -27,6 +27,7 @@ void checkpoint_save(const std::string& run_dir, int64_t step, Llama& model, tor
 std::optional<std::string> checkpoint_latest(const std::string& run_dir);
 
 /// Restores weights, optimizer state and the global RNG; returns trainer_state.json.
-nlohmann::json checkpoint_load(const std::string& dir, Llama& model, torch::optim::Optimizer& optimizer);
+nlohmann::json checkpoint_load(const std::string& dir, Llama& model, torch::optim::Optimizer& optimizer,
+                               const torch::Device& device);
 
 }  // namespace outq::train_detail

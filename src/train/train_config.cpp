@@ -27,6 +27,8 @@ void TrainConfig::validate() const {
   OUTQ_CHECK(checkpoint_every >= 0, "train.checkpoint_every: expected >= 0, found ", checkpoint_every);
   OUTQ_CHECK(keep_checkpoints >= 1, "train.keep_checkpoints: expected >= 1, found ", keep_checkpoints);
   OUTQ_CHECK(threads >= 1 && threads <= 256, "train.threads: expected an integer in [1, 256], found ", threads);
+  OUTQ_CHECK(device == "cpu" || device == "cuda" || device.rfind("cuda:", 0) == 0,
+             "train.device: expected \"cpu\", \"cuda\" or \"cuda:N\", found \"", device, "\"");
 }
 
 double TrainConfig::lr_at(int64_t step) const {

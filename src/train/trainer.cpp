@@ -15,6 +15,7 @@
 #include "outq/core/error.h"
 #include "outq/core/file_io.h"
 #include "outq/core/log.h"
+#include "outq/core/plot.h"
 #include "outq/core/table.h"
 #include "outq/data/prepare.h"
 #include "outq/data/sampler.h"
@@ -116,6 +117,30 @@ class MetricsLog {
   std::ofstream out_;
 };
 
+// curve.png: training and validation perplexity against step, from metrics.jsonl.
+void plot_curve(const fs::path& run_dir) {
+  PlotSeries train{"train (interval mean)", {}, {}}, val{"validation", {}, {}};
+  std::ifstream in(run_dir / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    const double step = j.at("step").get<double>();
+    if (j.at("type") == "train") {
+      train.x.push_back(step);
+      train.y.push_back(std::exp(j.at("loss_avg").get<double>()));
+    } else if (j.at("type") == "eval") {
+      val.x.push_back(step);
+      val.y.push_back(j.at("val_ppl").get<double>());
+    }
+  }
+  LinePlot plot;
+  plot.title = "outq train: perplexity by step";
+  plot.xlabel = "step";
+  plot.ylabel = "perplexity (log scale)";
+  plot.log_y = true;
+  plot.series = {train, val};
+  plot_lines(plot, (run_dir / "curve.png").string());
+}
+
 }  // namespace
 
 int64_t peak_rss_bytes() {
@@ -129,6 +154,9 @@ TrainResult train_run(const TrainOptions& opt) {
   OUTQ_CHECK(tc.seq_len <= opt.model.max_position_embeddings, "train.seq_len: expected at most model.max_position_embeddings = ",
              opt.model.max_position_embeddings, ", found ", tc.seq_len);
   torch::set_num_threads(tc.threads);
+  const torch::Device device(tc.device);
+  OUTQ_CHECK(!device.is_cuda() || torch::cuda::is_available(), "train.device: expected a CUDA device visible to LibTorch, "
+             "found none (this LibTorch has no CUDA support or no GPU is present); use train.device=\"cpu\"");
 
   const DataSummary data_summary = data_prepare(opt.data, opt.config_json, false);
   PreparedData data(data_summary.dir);
@@ -140,6 +168,7 @@ TrainResult train_run(const TrainOptions& opt) {
 
   Llama model(opt.model);
   model->reset_parameters(static_cast<uint64_t>(tc.seed));
+  model->to(device);
   torch::manual_seed(static_cast<uint64_t>(tc.seed));
 
   std::vector<torch::Tensor> decay, no_decay;
@@ -166,7 +195,7 @@ TrainResult train_run(const TrainOptions& opt) {
     const auto latest = train_detail::checkpoint_latest(tc.run_dir);
     OUTQ_CHECK(latest.has_value(), tc.run_dir, ": --resume: expected a checkpoint in ", tc.run_dir,
                "/checkpoints, found none (start without --resume)");
-    const nlohmann::json state = train_detail::checkpoint_load(*latest, model, optimizer);
+    const nlohmann::json state = train_detail::checkpoint_load(*latest, model, optimizer, device);
     check_same_run(state.at("resume_key"), key, *latest + "/trainer_state.json");
     step = state.at("step").get<int64_t>();
     sampler.restore({state.at("sampler_seed").get<uint64_t>(), state.at("sampler_drawn").get<uint64_t>()});
@@ -227,7 +256,7 @@ TrainResult train_run(const TrainOptions& opt) {
         row[0] = data.tokenizer().bos_id();
         train_shard.copy(sampler.next(), static_cast<uint64_t>(tc.seq_len), row + 1);
       }
-      auto windows = torch::from_blob(buffer.data(), {tc.batch_size, tc.seq_len + 1}, torch::kInt32).to(torch::kInt64);
+      auto windows = torch::from_blob(buffer.data(), {tc.batch_size, tc.seq_len + 1}, torch::kInt32).to(device, torch::kInt64);
       auto loss = model->loss(windows);
       const double value = loss.item<double>();
       if (!std::isfinite(value)) {
@@ -282,6 +311,11 @@ TrainResult train_run(const TrainOptions& opt) {
   if (!result.stopped_by_signal) {
     result.model_dir = (fs::path(tc.run_dir) / "model").string();
     model_save(model, result.model_dir, tokenizer_path, {{"steps", std::to_string(step)}});
+    try {
+      plot_curve(tc.run_dir);
+    } catch (const Error& e) {
+      log_warn("no curve.png: {}", e.what());
+    }
   }
   result.peak_rss_bytes = peak_rss_bytes();
   return result;

@@ -43,4 +43,22 @@ RunResult run_shell(const std::string& command, const std::map<std::string, std:
   return r;
 }
 
+int spawn_shell(const std::string& command, const std::map<std::string, std::string>& env) {
+  std::string prefix;
+  for (const auto& [k, v] : env) prefix += k + "='" + v + "' ";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const std::string full = "exec env " + prefix + command + " </dev/null >/dev/null 2>&1";
+    ::execl("/bin/sh", "sh", "-c", full.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int wait_process(int pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 }  // namespace outq::test

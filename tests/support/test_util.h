@@ -51,4 +51,10 @@ struct RunResult {
 /// Runs `command` (a shell command line) with `env` prepended as VAR=value assignments.
 RunResult run_shell(const std::string& command, const std::map<std::string, std::string>& env = {});
 
+/// Starts `command` in the background (output discarded) and returns its pid; the shell execs the
+/// command, so signals sent to the pid reach it.
+int spawn_shell(const std::string& command, const std::map<std::string, std::string>& env = {});
+/// Waits for a spawned process; returns its exit code, or 128 + signal if it was killed.
+int wait_process(int pid);
+
 }  // namespace outq::test

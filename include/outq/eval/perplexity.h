@@ -23,23 +23,31 @@ struct PerplexityOptions {
 
 struct PerplexityResult {
   double nll_sum = 0;   ///< summed negative log-likelihood (nats)
+  double kl_sum = 0;    ///< with a reference model: summed KL(reference || model) per position (nats)
+  int64_t top1_agree = 0;  ///< with a reference model: positions where both argmax tokens agree
+  bool has_reference = false;
   int64_t tokens = 0;   ///< tokens scored
   int64_t windows = 0;
   double seconds = 0;
   double mean_nll() const { return tokens ? nll_sum / static_cast<double>(tokens) : 0.0; }
   double perplexity() const;
+  double kl_mean() const { return tokens ? kl_sum / static_cast<double>(tokens) : 0.0; }
+  double top1_agreement() const { return tokens ? static_cast<double>(top1_agree) / static_cast<double>(tokens) : 0.0; }
   nlohmann::json to_json() const;
 };
 
 /// Reads tokens [start, start + n) of a source into `out`.
 using TokenSource = std::function<void(uint64_t start, uint64_t n, int32_t* out)>;
 
-/// Scores the first min(max_tokens, num_tokens) tokens (rounded down to whole windows; a last
-/// partial window is scored too). Runs under NoGradGuard; shows running perplexity with progress.
+/// Scores the first min(max_tokens, num_tokens) tokens (a last partial window is scored too).
+/// Runs under NoGradGuard; shows running perplexity with progress. With a `reference` model the
+/// same windows also give the mean KL divergence of this model's next-token distribution from
+/// the reference's and the top-1 agreement, in one pass with memory independent of the tokens.
 PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, uint64_t num_tokens,
-                                     const PerplexityOptions& options);
+                                     const PerplexityOptions& options, Llama* reference = nullptr);
 
 /// Convenience overload for a token shard.
-PerplexityResult evaluate_perplexity(Llama& model, const TokenShard& shard, const PerplexityOptions& options);
+PerplexityResult evaluate_perplexity(Llama& model, const TokenShard& shard, const PerplexityOptions& options,
+                                     Llama* reference = nullptr);
 
 }  // namespace outq

@@ -118,6 +118,14 @@ class LlamaImpl : public torch::nn::Module {
 
   /// The LM head weight (V, C): the embedding when tied.
   torch::Tensor lm_head_weight() const;
+  /// RoPE cos/sin rows for positions [start, start + T): each (T, D).
+  std::pair<torch::Tensor, torch::Tensor> rope(int64_t start, int64_t T) const;
+  /// Decoder block l.
+  DecoderLayerImpl& layer(int l) { return *model->layers[l]->as<DecoderLayerImpl>(); }
+  /// Names of the linear modules fed by observation points ("model.layers.0.self_attn.q_proj", ...).
+  std::vector<std::string> linear_modules() const;
+  /// The weight parameter of a linear module, by name.
+  torch::Tensor linear_weight(const std::string& module);
 
   LlamaBody model{nullptr};
   ObservedLinear lm_head{nullptr};  ///< "lm_head.weight"; null when tied to the embedding
@@ -127,7 +135,7 @@ class LlamaImpl : public torch::nn::Module {
   ModelConfig config_;
   std::vector<ObservationPoint> points_;
   ObserverList observers_;
-  torch::Tensor rope_cos_, rope_sin_;  ///< (max_position_embeddings, D)
+  torch::Tensor rope_cos_, rope_sin_;  ///< (max_position_embeddings, D), registered buffers
 };
 TORCH_MODULE(Llama);
 

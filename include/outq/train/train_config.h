@@ -30,6 +30,7 @@ struct TrainConfig {
   int64_t checkpoint_every = 100;
   int keep_checkpoints = 2;
   int threads = 2;
+  std::string device = "cpu";
 
   template <class V>
   void visit(V& v) {
@@ -54,6 +55,7 @@ struct TrainConfig {
     v("checkpoint_every", checkpoint_every, "steps between checkpoints (0 = only at the end)");
     v("keep_checkpoints", keep_checkpoints, "how many recent checkpoints to keep");
     v("threads", threads, "intra-op threads for LibTorch");
+    v("device", device, "\"cpu\", or \"cuda\" / \"cuda:N\" with a CUDA build of LibTorch");
   }
   void validate() const;
 

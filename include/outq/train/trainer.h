@@ -9,6 +9,7 @@
 //                              rng.safetensors trainer_state.json
 //   checkpoints/LATEST         name of the newest complete checkpoint
 //   model/                     the final model directory (what `outq eval` reads)
+//   curve.png                  training and validation perplexity by step
 #pragma once
 
 #include <cstdint>

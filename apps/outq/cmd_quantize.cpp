@@ -1,0 +1,68 @@
+// `outq quantize`: apply a recipe (RTN or GPTQ weights, static or dynamic activations) to a float
+// model and write a quantized model directory.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "command.h"
+#include "model_source.h"
+#include "outq/core/error.h"
+#include "outq/core/table.h"
+#include "outq/ptq/quantized_io.h"
+#include "outq/quant/recipe.h"
+#include "outq/train/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace outq::app {
+namespace {
+
+std::string g_model, g_recipe, g_calib, g_out, g_data_dir;
+int g_threads = 2;
+
+void add_options(CLI::App& app) {
+  app.add_option("--model", g_model, "float model directory")->required();
+  app.add_option("--recipe", g_recipe, "recipe TOML file (see recipes/)")->required();
+  app.add_option("--out", g_out, "output directory for the quantized model")->required();
+  app.add_option("--calib", g_calib, "calibration token shard (default: the prepared data's train split)");
+  app.add_option("--data-dir", g_data_dir, "a prepared data directory (default: prepare/reuse the [data] config)");
+  app.add_option("--threads", g_threads, "LibTorch threads")->capture_default_str();
+}
+
+int run(const CommonOptions& common, OutqConfig& config) {
+  torch::set_num_threads(g_threads);
+  const Recipe recipe = recipe_load(g_recipe);
+  LoadedModel lm = load_model_dir(g_model);
+  OUTQ_CHECK(!lm.quantized, g_model, ": expected a float model directory, found a quantized one (quant_config.json)");
+  const std::string tokenizer_path = (fs::path(g_model) / "tokenizer.model").string();
+  std::unique_ptr<TokenShard> calib;
+  if (recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration()) {
+    calib = open_calibration_shard(g_calib, g_data_dir, config, *lm.tokenizer, tokenizer_path);
+  }
+  const QuantizedModel q = quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id());
+  quantized_save(lm.model, q, g_out, tokenizer_path);
+  const double rss = static_cast<double>(peak_rss_bytes());
+  if (common.json) {
+    std::printf("%s\n", nlohmann::json({{"recipe", recipe.name}, {"label", recipe.label()}, {"out", g_out},
+                                        {"seconds", q.seconds}, {"peak_rss_bytes", rss}})
+                            .dump(2)
+                            .c_str());
+    return 0;
+  }
+  Table t({"recipe", "weights", "activations", "algorithm", "time", "peak memory"});
+  t.add_row({recipe.name, recipe.weights.describe(), recipe.activations.describe(),
+             recipe.algorithm == WeightAlgorithm::kGptq ? "gptq" : "rtn", format_duration(q.seconds), format_bytes(rss)});
+  std::printf("%s\nquantized model: %s\n", t.render().c_str(), g_out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Command command_quantize() {
+  return {"quantize", "apply a recipe (RTN/GPTQ weights, static/dynamic activations) and write a quantized model",
+          "outq quantize --model runs/tiny/model --recipe recipes/w4a8-token-gptq.toml --out runs/tiny/w4a8", add_options,
+          run};
+}
+
+}  // namespace outq::app

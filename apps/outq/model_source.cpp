@@ -1,0 +1,45 @@
+// Model and data loading helpers shared by eval, quantize and generate.
+#include "model_source.h"
+
+#include <filesystem>
+
+#include "outq/core/config.h"
+#include "outq/core/error.h"
+#include "outq/model/checkpoint.h"
+#include "outq/ptq/quantized_io.h"
+
+namespace fs = std::filesystem;
+
+namespace outq::app {
+
+LoadedModel load_model_dir(const std::string& dir) {
+  LoadedModel out;
+  out.quantized = is_quantized_dir(dir);
+  out.model = out.quantized ? quantized_load(dir) : model_load(dir);
+  out.tokenizer = std::make_unique<Tokenizer>(Tokenizer::load((fs::path(dir) / "tokenizer.model").string()));
+  OUTQ_CHECK(out.tokenizer->vocab_size() == out.model->config().vocab_size, dir,
+             "/tokenizer.model: vocabulary size: expected ", out.model->config().vocab_size, " (the model's), found ",
+             out.tokenizer->vocab_size());
+  return out;
+}
+
+std::string resolve_data_dir(const std::string& data_dir, OutqConfig& config) {
+  if (!data_dir.empty()) return data_dir;
+  return data_prepare(config.data, config_json(config_entries(config)), false).dir;
+}
+
+std::unique_ptr<TokenShard> open_calibration_shard(const std::string& calib_path, const std::string& data_dir,
+                                                   OutqConfig& config, const Tokenizer& tokenizer,
+                                                   const std::string& tokenizer_path) {
+  std::unique_ptr<TokenShard> shard;
+  if (!calib_path.empty()) {
+    shard = std::make_unique<TokenShard>(calib_path);
+  } else {
+    PreparedData data(resolve_data_dir(data_dir, config));
+    shard = std::make_unique<TokenShard>(data.shard("train"));
+  }
+  shard->expect_tokenizer(tokenizer.checksum(), tokenizer_path);
+  return shard;
+}
+
+}  // namespace outq::app

@@ -1,0 +1,34 @@
+// Shared by the commands that read models and data: loading a float or quantized model
+// directory with its tokenizer, and finding the evaluation / calibration token shards.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "app_config.h"
+#include "outq/data/prepare.h"
+#include "outq/data/tokenizer.h"
+#include "outq/model/llama.h"
+
+namespace outq::app {
+
+struct LoadedModel {
+  Llama model{nullptr};
+  std::unique_ptr<Tokenizer> tokenizer;
+  bool quantized = false;
+};
+
+/// Loads `dir` (float or quantized, detected by quant_config.json) and its tokenizer, checking
+/// that the tokenizer's vocabulary is the model's.
+LoadedModel load_model_dir(const std::string& dir);
+
+/// The prepared data directory: `data_dir` if given, else prepare/reuse the [data] config.
+std::string resolve_data_dir(const std::string& data_dir, OutqConfig& config);
+
+/// A token shard for calibration: `calib_path` (a shard file) or the prepared data's train
+/// split; in both cases it must have been made with `tokenizer`.
+std::unique_ptr<TokenShard> open_calibration_shard(const std::string& calib_path, const std::string& data_dir,
+                                                   OutqConfig& config, const Tokenizer& tokenizer,
+                                                   const std::string& tokenizer_path);
+
+}  // namespace outq::app

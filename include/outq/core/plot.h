@@ -1,0 +1,26 @@
+// PNG line plots rendered by gnuplot (Debian's gnuplot-nox): the data and the script are written
+// to a temporary directory, gnuplot renders to a temporary PNG that is then moved into place.
+// A missing gnuplot is a clear error; callers that plot as a side product may catch it and warn.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace outq {
+
+struct PlotSeries {
+  std::string name;
+  std::vector<double> x, y;
+};
+
+struct LinePlot {
+  std::string title, xlabel, ylabel;
+  bool log_y = false;
+  int width = 900, height = 540;
+  std::vector<PlotSeries> series;
+};
+
+/// Renders `plot` to `png_path` atomically.
+void plot_lines(const LinePlot& plot, const std::string& png_path);
+
+}  // namespace outq

@@ -1,0 +1,72 @@
+// Quantization recipes: which weight and activation quantizers every linear layer gets, how the
+// weights are quantized (RTN or GPTQ), calibration settings, per-module overrides by glob, and
+// the outlier methods to apply. A recipe is data, loaded from TOML and printed back in reports:
+//
+//   name = "w4a4-token-gptq"
+//   methods = []                                   # outlier methods (added by later issues)
+//   [weights]      bits = 4  symmetric = false  granularity = "channel"  group_size = 0
+//                  range = "minmax"  algorithm = "gptq"
+//   [gptq]         damp = 0.01  block_size = 128  act_order = true  true_sequential = true
+//   [activations]  bits = 4  symmetric = false  granularity = "token"  range = "minmax"  dynamic = true
+//   [calibration]  windows = 128  seq_len = 256  seed = 0  batch_size = 16
+//   [[override]]   modules = "model.layers.*.mlp.down_proj"   weights = { bits = 8 }
+//                  activations = { bits = 16 }
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "outq/quant/spec.h"
+
+namespace outq {
+
+enum class WeightAlgorithm { kRtn, kGptq };
+
+struct GptqOptions {
+  double damp = 0.01;      ///< added to the Hessian diagonal, as a fraction of its mean
+  int block_size = 128;    ///< columns per lazy batch update
+  bool act_order = false;  ///< quantize columns by decreasing Hessian diagonal
+  bool true_sequential = true;
+};
+
+struct CalibrationOptions {
+  int64_t windows = 128;
+  int64_t seq_len = 256;
+  int64_t seed = 0;
+  int64_t batch_size = 16;
+};
+
+struct ModuleOverride {
+  std::string pattern;        ///< glob on module names, e.g. "model.layers.*.mlp.down_proj"
+  bool has_weights = false, has_activations = false;
+  QuantSpec weights, activations;  ///< full specs: the recipe's defaults with the override's keys applied
+};
+
+struct Recipe {
+  std::string name, description, source_path, source_text;
+  QuantSpec weights, activations;
+  WeightAlgorithm algorithm = WeightAlgorithm::kRtn;
+  GptqOptions gptq;
+  CalibrationOptions calibration;
+  std::vector<ModuleOverride> overrides;
+  std::vector<std::string> methods;
+
+  /// Specs for a linear module ("model.layers.0.mlp.down_proj"): the last matching override wins.
+  QuantSpec weight_spec(const std::string& module) const;
+  QuantSpec activation_spec(const std::string& module) const;
+  /// True if any activation quantizer is static (needs calibration ranges).
+  bool needs_calibration() const;
+  /// "W4A4" style label from the default specs.
+  std::string label() const;
+};
+
+/// Loads and validates a recipe file; unknown keys are errors that list the valid ones.
+Recipe recipe_load(const std::string& path);
+/// Parses recipe text (`origin` names it in errors).
+Recipe recipe_parse(const std::string& text, const std::string& origin);
+
+/// Names (among `modules`) matching a glob pattern.
+std::vector<std::string> glob_matches(const std::string& pattern, const std::vector<std::string>& modules);
+
+}  // namespace outq

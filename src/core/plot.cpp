@@ -1,0 +1,64 @@
+// gnuplot-based PNG rendering for line plots.
+#include "outq/core/plot.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "outq/core/error.h"
+#include "outq/core/file_io.h"
+#include "outq/core/process.h"
+
+namespace fs = std::filesystem;
+
+namespace outq {
+namespace {
+
+std::string quoted(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+
+}  // namespace
+
+void plot_lines(const LinePlot& plot, const std::string& png_path) {
+  OUTQ_CHECK(program_on_path("gnuplot"), "gnuplot not found on PATH: it renders the PNG plots (install it with "
+             "`apt-get install gnuplot-nox`, or run scripts/setup.sh)");
+  std::string tmpl = (fs::temp_directory_path() / "outq-plot-XXXXXX").string();
+  OUTQ_CHECK(::mkdtemp(tmpl.data()) != nullptr, "cannot create a temporary directory for plotting");
+  const fs::path work(tmpl);
+  const fs::path png = work / "plot.png";
+  std::string script = fmt::format(
+      "set terminal pngcairo size {},{} font 'sans,11'\nset output {}\nset title {}\nset xlabel {}\nset ylabel {}\n"
+      "set grid\nset key top right\n",
+      plot.width, plot.height, quoted(png.string()), quoted(plot.title), quoted(plot.xlabel), quoted(plot.ylabel));
+  if (plot.log_y) script += "set logscale y\n";
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < plot.series.size(); ++i) {
+    const PlotSeries& s = plot.series[i];
+    OUTQ_ASSERT(s.x.size() == s.y.size(), "plot series ", s.name, " has mismatched x and y");
+    std::string data;
+    for (size_t k = 0; k < s.x.size(); ++k) data += fmt::format("{} {}\n", s.x[k], s.y[k]);
+    const fs::path file = work / fmt::format("series{}.dat", i);
+    write_file_atomic(file, data);
+    parts.push_back(fmt::format("{} using 1:2 with linespoints lw 2 pt 7 ps 0.6 title {}", quoted(file.string()),
+                                quoted(s.name)));
+  }
+  script += "plot ";
+  for (size_t i = 0; i < parts.size(); ++i) script += (i ? ", \\\n     " : "") + parts[i];
+  script += "\n";
+  write_file_atomic(work / "plot.gp", script);
+  const ProcessResult r = process_run({"gnuplot", (work / "plot.gp").string()});
+  if (r.exit_code != 0 || !fs::exists(png)) {
+    std::error_code ec;
+    fs::remove_all(work, ec);
+    throw Error(fmt::format("{}: gnuplot failed (exit code {}): {}", png_path, r.exit_code, r.output.substr(0, 300)));
+  }
+  write_file_atomic(png_path, read_file(png, "plot"));
+  std::error_code ec;
+  fs::remove_all(work, ec);
+}
+
+}  // namespace outq

@@ -1,0 +1,70 @@
+// Activation fake quantization, range calibration and calibration windows.
+#include "outq/ptq/activation_quant.h"
+
+#include "outq/core/error.h"
+#include "outq/core/progress.h"
+#include "outq/data/sampler.h"
+
+namespace outq {
+
+torch::Tensor ActivationQuantizer::observe(const ObservationPoint& point, const torch::Tensor& x) {
+  const auto& t = targets_[point.index];
+  if (!t || !t->spec.enabled()) return x;
+  if (t->spec.dynamic) return fake_quant_dynamic(x, t->spec, t->perm);
+  OUTQ_ASSERT(t->qp.scale.defined(), "static activation quantizer at ", point.name, " was never calibrated");
+  return fake_quant(x, t->qp, t->spec, t->perm);
+}
+
+void RangeCalibrator::watch(int point, const QuantSpec& spec, const torch::Tensor& perm) {
+  watched_.at(point) = Watch{spec, perm, {}, {}, 0};
+}
+
+torch::Tensor RangeCalibrator::observe(const ObservationPoint& point, const torch::Tensor& x) {
+  auto& w = watched_[point.index];
+  if (!w) return x;
+  auto [lo, hi] = observe_range(x, w->spec, w->perm);
+  if (w->batches == 0) {
+    w->lo = lo;
+    w->hi = hi;
+  } else if (w->spec.range == RangeMethod::kMinMax || w->spec.range == RangeMethod::kLearned) {
+    w->lo = torch::minimum(w->lo, lo);
+    w->hi = torch::maximum(w->hi, hi);
+  } else {
+    w->lo = w->lo + lo;  // summed; divided by the batch count in qparams()
+    w->hi = w->hi + hi;
+  }
+  ++w->batches;
+  return x;
+}
+
+QParams RangeCalibrator::qparams(int point) const {
+  const auto& w = watched_.at(point);
+  OUTQ_ASSERT(w && w->batches > 0, "calibration saw no data at point ", point);
+  const bool running = w->spec.range == RangeMethod::kMinMax || w->spec.range == RangeMethod::kLearned;
+  const double n = running ? 1.0 : static_cast<double>(w->batches);
+  return qparams_from_range(w->lo / n, w->hi / n, w->spec);
+}
+
+torch::Tensor calibration_windows(const TokenShard& shard, const CalibrationOptions& o, int32_t bos_id) {
+  OUTQ_CHECK(o.seq_len >= 3, "calibration seq_len: expected >= 3, found ", o.seq_len);
+  WindowSampler sampler(shard.size(), o.seq_len - 2, static_cast<uint64_t>(o.seed));  // windows of seq_len - 1 tokens
+  std::vector<int32_t> buffer(static_cast<size_t>(o.windows * o.seq_len));
+  for (int64_t w = 0; w < o.windows; ++w) {
+    int32_t* row = buffer.data() + w * o.seq_len;
+    row[0] = bos_id;
+    shard.copy(sampler.next(), static_cast<uint64_t>(o.seq_len - 1), row + 1);
+  }
+  return torch::from_blob(buffer.data(), {o.windows, o.seq_len}, torch::kInt32).to(torch::kInt64);
+}
+
+void run_windows(Llama& model, const torch::Tensor& windows, int64_t batch_size, Progress* progress) {
+  torch::NoGradGuard no_grad;
+  const torch::Device device = model->parameters().front().device();
+  for (int64_t b = 0; b < windows.size(0); b += batch_size) {
+    const auto batch = windows.slice(0, b, std::min(b + batch_size, windows.size(0)));
+    model->forward(batch.to(device));
+    if (progress) progress->advance(batch.size(0));
+  }
+}
+
+}  // namespace outq

@@ -1,0 +1,172 @@
+// Recipe application: RTN / true-sequential GPTQ on weights, then activation calibration.
+#include "outq/ptq/quantize_model.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <chrono>
+
+#include "outq/core/error.h"
+#include "outq/core/log.h"
+#include "outq/core/progress.h"
+
+namespace outq {
+namespace {
+
+// Captures the Hessian of selected input points while a decoder layer runs.
+class HessianCapture : public Observer {
+ public:
+  std::map<std::string, HessianAccumulator> by_module;  ///< keyed by module name
+  torch::Tensor observe(const ObservationPoint& point, const torch::Tensor& x) override {
+    if (point.kind == PointKind::kLinearInput) {
+      auto it = by_module.find(point.module);
+      if (it != by_module.end()) it->second.add(x);
+    }
+    return x;
+  }
+};
+
+// Runs decoder layer `l` over hidden states X (n, T, C) in batches; returns its outputs.
+torch::Tensor run_layer(Llama& model, int l, const torch::Tensor& X, int64_t batch, const ObserverList& observers) {
+  torch::NoGradGuard no_grad;
+  auto [cos, sin] = model->rope(0, X.size(1));
+  std::vector<torch::Tensor> outs;
+  for (int64_t b = 0; b < X.size(0); b += batch) {
+    outs.push_back(model->layer(l).forward(X.slice(0, b, std::min(b + batch, X.size(0))), cos, sin, nullptr, nullptr,
+                                          observers));
+  }
+  return torch::cat(outs, 0);
+}
+
+void store(QuantizedLinear& rec, Llama& model, const QuantizedWeight& q) {
+  torch::NoGradGuard no_grad;
+  model->linear_weight(rec.module).copy_(q.dequantized);
+  rec.codes = q.codes;
+  rec.weight_qp = q.qp;
+}
+
+void gptq_all(Llama& model, const Recipe& recipe, std::vector<QuantizedLinear>& recs, const torch::Tensor& windows) {
+  torch::NoGradGuard no_grad;
+  std::map<std::string, QuantizedLinear*> by_name;
+  for (auto& r : recs) by_name[r.module] = &r;
+  const int L = model->config().num_hidden_layers;
+  const int64_t batch = recipe.calibration.batch_size;
+  // Sub-steps of a block; modules in one list share their input (one Hessian for all of them).
+  const std::vector<std::vector<std::vector<std::string>>> sequential = {
+      {{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}}, {{"self_attn.o_proj"}},
+      {{"mlp.gate_proj", "mlp.up_proj"}}, {{"mlp.down_proj"}}};
+  const std::vector<std::vector<std::vector<std::string>>> together = {
+      {{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"self_attn.o_proj"},
+       {"mlp.gate_proj", "mlp.up_proj"}, {"mlp.down_proj"}}};
+  const auto& steps = recipe.gptq.true_sequential ? sequential : together;
+  Progress progress("gptq", L * 7, "layers");
+  torch::Tensor X = model->model->embed_tokens->forward(windows);  // (n, T, C)
+  for (int l = 0; l < L; ++l) {
+    const std::string block = fmt::format("model.layers.{}.", l);
+    for (const auto& step : steps) {
+      auto capture = std::make_shared<HessianCapture>();
+      for (const auto& shared : step) capture->by_module[block + shared.front()];
+      ObserverList observers;
+      observers.attach(capture);
+      run_layer(model, l, X, batch, observers);
+      for (const auto& shared : step) {
+        const torch::Tensor H = capture->by_module.at(block + shared.front()).hessian();
+        for (const auto& name : shared) {
+          QuantizedLinear& rec = *by_name.at(block + name);
+          if (rec.weight_spec.enabled()) {
+            store(rec, model, gptq_quantize(model->linear_weight(rec.module), H, rec.weight_spec, recipe.gptq, rec.module));
+          }
+          progress.advance();
+        }
+      }
+    }
+    X = run_layer(model, l, X, batch, ObserverList{});
+  }
+  progress.finish();
+}
+
+}  // namespace
+
+std::shared_ptr<ActivationQuantizer> attach_activation_quantizer(Llama& model, const std::vector<QuantizedLinear>& linears) {
+  auto aq = std::make_shared<ActivationQuantizer>(model->points().size());
+  for (const auto& rec : linears) {
+    if (!rec.activation_spec.enabled()) continue;
+    const ObservationPoint& p = model->point(rec.module + ".input");
+    aq->set(p.index, ActivationTarget{rec.activation_spec, rec.activation_qp, {}});
+  }
+  model->observers().attach(aq);
+  return aq;
+}
+
+QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenShard* calib, int32_t bos_id) {
+  const auto t0 = std::chrono::steady_clock::now();
+  QuantizedModel out;
+  out.recipe = recipe;
+  const std::vector<std::string> modules = model->linear_modules();
+  for (const auto& o : recipe.overrides) {
+    if (glob_matches(o.pattern, modules).empty()) {
+      log_warn("recipe {}: override '{}' matches no module (modules are named like {}, {}, ...)", recipe.name, o.pattern,
+               modules.front(), modules.back());
+    }
+  }
+  for (const auto& m : modules) {
+    QuantizedLinear rec;
+    rec.module = m;
+    rec.weight_spec = recipe.weight_spec(m);
+    rec.activation_spec = recipe.activation_spec(m);
+    rec.weight_spec.validate(recipe.source_path + ": " + m + " weights", true);
+    rec.activation_spec.validate(recipe.source_path + ": " + m + " activations", false);
+    const auto w = model->linear_weight(m);
+    if (rec.weight_spec.granularity == Granularity::kGroup && w.size(1) % rec.weight_spec.group_size != 0) {
+      fail_mismatch(recipe.source_path, m + " weights.group_size",
+                    fmt::format("a divisor of the input width {}", w.size(1)), std::to_string(rec.weight_spec.group_size));
+    }
+    if (rec.activation_spec.granularity == Granularity::kPeg && w.size(1) % rec.activation_spec.peg_groups != 0) {
+      fail_mismatch(recipe.source_path, m + " activations.peg_groups",
+                    fmt::format("a divisor of the input width {}", w.size(1)), std::to_string(rec.activation_spec.peg_groups));
+    }
+    out.linears.push_back(rec);
+  }
+  const bool needs_data = recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration();
+  OUTQ_CHECK(!needs_data || calib != nullptr, recipe.source_path, ": this recipe needs calibration data (GPTQ or static "
+             "activation ranges); expected a calibration shard (--calib or the prepared data's train split)");
+  torch::Tensor windows;
+  if (needs_data) {
+    CalibrationOptions co = recipe.calibration;
+    co.seq_len = std::min<int64_t>(co.seq_len, model->config().max_position_embeddings);
+    windows = calibration_windows(*calib, co, bos_id);
+  }
+  model->observers().clear();
+  if (recipe.algorithm == WeightAlgorithm::kGptq) {
+    gptq_all(model, recipe, out.linears, windows);
+  } else {
+    for (auto& rec : out.linears)
+      if (rec.weight_spec.enabled()) store(rec, model, rtn_quantize(model->linear_weight(rec.module), rec.weight_spec));
+  }
+  // Static activation ranges, measured on the weight-quantized model with float activations.
+  bool any_static = false;
+  auto calibrator = std::make_shared<RangeCalibrator>(model->points().size());
+  for (const auto& rec : out.linears) {
+    if (rec.activation_spec.enabled() && !rec.activation_spec.dynamic) {
+      calibrator->watch(model->point(rec.module + ".input").index, rec.activation_spec);
+      any_static = true;
+    }
+  }
+  if (any_static) {
+    model->observers().attach(calibrator);
+    Progress progress("calibration", windows.size(0), "windows");
+    run_windows(model, windows, recipe.calibration.batch_size, &progress);
+    progress.finish();
+    model->observers().clear();
+    for (auto& rec : out.linears) {
+      if (rec.activation_spec.enabled() && !rec.activation_spec.dynamic) {
+        rec.activation_qp = calibrator->qparams(model->point(rec.module + ".input").index);
+      }
+    }
+  }
+  out.activations = attach_activation_quantizer(model, out.linears);
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+}  // namespace outq

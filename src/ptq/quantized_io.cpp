@@ -1,0 +1,167 @@
+// Quantized model directory writing and loading (see quantized_io.h for the layout).
+#include "outq/ptq/quantized_io.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "outq/core/error.h"
+#include "outq/core/file_io.h"
+#include "outq/core/safetensors.h"
+#include "outq/model/checkpoint.h"
+#include "outq/model/tensor_io.h"
+
+namespace fs = std::filesystem;
+
+namespace outq {
+namespace {
+
+constexpr const char* kFormat = "outq-quantized";
+constexpr int kVersion = 1;
+
+nlohmann::json spec_json(const QuantSpec& s) {
+  return {{"bits", s.bits},           {"symmetric", s.symmetric},   {"granularity", granularity_name(s.granularity)},
+          {"group_size", s.group_size}, {"peg_groups", s.peg_groups}, {"peg_permute", s.peg_permute},
+          {"range", range_name(s.range)}, {"percentile", s.percentile}, {"dynamic", s.dynamic}};
+}
+
+QuantSpec spec_from_json(const nlohmann::json& j, const std::string& where) {
+  QuantSpec s;
+  try {
+    s.bits = j.at("bits").get<int>();
+    s.symmetric = j.at("symmetric").get<bool>();
+    s.granularity = granularity_parse(j.at("granularity").get<std::string>(), where);
+    s.group_size = j.at("group_size").get<int>();
+    s.peg_groups = j.at("peg_groups").get<int>();
+    s.peg_permute = j.at("peg_permute").get<bool>();
+    s.range = range_parse(j.at("range").get<std::string>(), where);
+    s.percentile = j.at("percentile").get<double>();
+    s.dynamic = j.at("dynamic").get<bool>();
+  } catch (const nlohmann::json::exception& e) {
+    fail_mismatch(where, "spec", "bits, symmetric, granularity, group_size, peg_groups, peg_permute, range, "
+                  "percentile, dynamic", std::string("an incomplete spec (") + e.what() + ")");
+  }
+  return s;
+}
+
+}  // namespace
+
+torch::Tensor pack_codes(const torch::Tensor& codes, const QuantSpec& spec) {
+  auto u = (codes.to(torch::kInt32) - static_cast<int32_t>(spec.qmin())).to(torch::kUInt8);  // (out, in)
+  if (spec.bits > 4) return u.contiguous();
+  if (u.size(1) % 2) u = torch::cat({u, torch::zeros({u.size(0), 1}, torch::kUInt8)}, 1);
+  const auto lo = u.slice(1, 0, u.size(1), 2), hi = u.slice(1, 1, u.size(1), 2);
+  return torch::bitwise_or(lo, torch::bitwise_left_shift(hi, 4)).contiguous();
+}
+
+torch::Tensor unpack_codes(const torch::Tensor& packed, const QuantSpec& spec, int64_t in) {
+  torch::Tensor u;
+  if (spec.bits > 4) {
+    u = packed.to(torch::kInt32);
+  } else {
+    const auto lo = torch::bitwise_and(packed, 0x0F), hi = torch::bitwise_right_shift(packed, 4);
+    u = torch::stack({lo, hi}, -1).reshape({packed.size(0), -1}).slice(1, 0, in).to(torch::kInt32);
+  }
+  return u + static_cast<int32_t>(spec.qmin());
+}
+
+void quantized_save(Llama& model, const QuantizedModel& q, const std::string& dir, const std::string& tokenizer_path) {
+  StagedDirectory stage(dir);
+  const fs::path out = stage.path();
+  TensorFileWriter w;
+  w.set_metadata("format", kFormat);
+  w.set_metadata("version", std::to_string(kVersion));
+  w.set_metadata("recipe_name", q.recipe.name);
+  w.set_metadata("recipe", q.recipe.source_text);
+  std::set<std::string> quantized;
+  nlohmann::ordered_json modules = nlohmann::ordered_json::object();
+  for (const auto& rec : q.linears) {
+    nlohmann::ordered_json m = {{"weights", spec_json(rec.weight_spec)}, {"activations", spec_json(rec.activation_spec)}};
+    if (rec.codes.defined()) {
+      quantized.insert(rec.module + ".weight");
+      w.add(rec.module + ".qweight", pack_codes(rec.codes, rec.weight_spec));
+      const int64_t rows = rec.codes.size(0);
+      w.add(rec.module + ".scales", rec.weight_qp.scale.reshape({rec.weight_qp.scale.size(0) == 1 ? 1 : rows, -1}));
+      w.add(rec.module + ".zeros", rec.weight_qp.zero.reshape({rec.weight_qp.zero.size(0) == 1 ? 1 : rows, -1}));
+      m["in_features"] = rec.codes.size(1);
+    }
+    if (rec.activation_qp.scale.defined()) {
+      w.add(rec.module + ".input_scale", rec.activation_qp.scale.flatten());
+      w.add(rec.module + ".input_zero", rec.activation_qp.zero.flatten());
+    }
+    modules[rec.module] = m;
+  }
+  for (const auto& p : model->named_parameters()) {
+    if (!quantized.count(p.key())) w.add(p.key(), p.value().detach().to(torch::kCPU, torch::kFloat32));
+  }
+  w.write((out / "model.safetensors").string());
+  const nlohmann::ordered_json config = {{"format", kFormat}, {"version", kVersion}, {"recipe", q.recipe.name},
+                                         {"label", q.recipe.label()}, {"modules", modules}};
+  write_file_atomic(out / "quant_config.json", config.dump(2) + "\n");
+  write_file_atomic(out / "recipe.toml", q.recipe.source_text);
+  write_file_atomic(out / "config.json", model->config().to_hf_json().dump(2) + "\n");
+  if (!tokenizer_path.empty()) write_file_atomic(out / "tokenizer.model", read_file(tokenizer_path, "tokenizer model"));
+  stage.commit();
+}
+
+bool is_quantized_dir(const std::string& dir) { return fs::exists(fs::path(dir) / "quant_config.json"); }
+
+Llama quantized_load(const std::string& dir, QuantizedModel* info) {
+  const std::string qc_path = (fs::path(dir) / "quant_config.json").string();
+  nlohmann::json qc;
+  try {
+    qc = nlohmann::json::parse(read_file(qc_path, "quantization config"));
+  } catch (const nlohmann::json::exception& e) {
+    fail_mismatch(qc_path, "", "a JSON object", std::string("invalid JSON (") + e.what() + ")");
+  }
+  if (qc.value("format", "") != kFormat) fail_mismatch(qc_path, "format", kFormat, qc.value("format", "none"));
+  if (qc.value("version", 0) != kVersion) fail_mismatch(qc_path, "version", std::to_string(kVersion), qc.value("version", nlohmann::json()).dump());
+  Llama model(model_config_read(dir));
+  const SafetensorsFile file((fs::path(dir) / "model.safetensors").string());
+  torch::NoGradGuard no_grad;
+  std::vector<QuantizedLinear> linears;
+  for (const auto& [module, m] : qc.at("modules").items()) {
+    QuantizedLinear rec;
+    rec.module = module;
+    rec.weight_spec = spec_from_json(m.at("weights"), qc_path + ": " + module + ".weights");
+    rec.activation_spec = spec_from_json(m.at("activations"), qc_path + ": " + module + ".activations");
+    torch::Tensor weight = model->linear_weight(module);
+    if (file.contains(module + ".qweight")) {
+      rec.codes = unpack_codes(tensor_from_view(file.get(module + ".qweight")), rec.weight_spec, weight.size(1));
+      if (rec.codes.sizes() != weight.sizes()) {
+        fail_mismatch(file.path(), module + ".qweight", fmt::format("codes of shape {}", weight.sizes()),
+                      fmt::format("shape {}", rec.codes.sizes()));
+      }
+      const auto scales = tensor_from_view(file.get(module + ".scales")), zeros = tensor_from_view(file.get(module + ".zeros"));
+      rec.weight_qp = {scales.unsqueeze(-1), zeros.unsqueeze(-1)};
+      weight.copy_(dequantize(rec.codes, rec.weight_qp, rec.weight_spec));
+    } else {
+      weight.copy_(tensor_from_view(file.get(module + ".weight")).to(torch::kFloat32));
+    }
+    if (file.contains(module + ".input_scale")) {
+      rec.activation_qp = {tensor_from_view(file.get(module + ".input_scale")).reshape({1, -1, 1}),
+                           tensor_from_view(file.get(module + ".input_zero")).reshape({1, -1, 1})};
+    } else if (rec.activation_spec.enabled() && !rec.activation_spec.dynamic) {
+      fail_mismatch(file.path(), module + ".input_scale", "static activation ranges for this module", "none");
+    }
+    linears.push_back(std::move(rec));
+  }
+  for (const auto& p : model->named_parameters()) {
+    const std::string& name = p.key();
+    const bool is_linear = name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0 &&
+                           qc.at("modules").contains(name.substr(0, name.size() - 7));
+    if (!is_linear) p.value().copy_(tensor_from_view(file.get(name)).to(torch::kFloat32));
+  }
+  auto aq = attach_activation_quantizer(model, linears);
+  if (info) {
+    info->recipe = recipe_parse(read_file(fs::path(dir) / "recipe.toml", "recipe"), (fs::path(dir) / "recipe.toml").string());
+    info->linears = std::move(linears);
+    info->activations = aq;
+  }
+  return model;
+}
+
+}  // namespace outq

@@ -1,0 +1,154 @@
+// Quantizer math (see quantizer.h): grouped views, range estimators, codes, fake quant with STE.
+#include "outq/quant/quantizer.h"
+
+#include <cmath>
+
+#include "outq/core/error.h"
+
+namespace outq {
+namespace {
+
+int64_t last_dim(const torch::Tensor& x) { return x.dim() == 0 ? 1 : x.size(-1); }
+
+// Fake-quantized grouped values and the inside-the-clipping-range mask, without gradient.
+std::pair<torch::Tensor, torch::Tensor> fake_quant_grouped(const torch::Tensor& g, const QParams& qp, const QuantSpec& spec) {
+  torch::NoGradGuard no_grad;
+  const double qmin = static_cast<double>(spec.qmin()), qmax = static_cast<double>(spec.qmax());
+  auto q = torch::clamp(torch::round(g / qp.scale) + qp.zero, qmin, qmax);
+  auto out = (q - qp.zero) * qp.scale;
+  auto inside = (g >= (qmin - qp.zero) * qp.scale) & (g <= (qmax - qp.zero) * qp.scale);
+  return {out, inside};
+}
+
+}  // namespace
+
+torch::Tensor grouped_view(const torch::Tensor& x, const QuantSpec& spec, const torch::Tensor& perm) {
+  const int64_t C = last_dim(x);
+  switch (spec.granularity) {
+    case Granularity::kTensor:
+      return x.reshape({1, 1, -1});
+    case Granularity::kToken:
+    case Granularity::kChannel:
+      return x.reshape({-1, 1, C});
+    case Granularity::kGroup: {
+      OUTQ_CHECK(C % spec.group_size == 0, "quantizer group_size: expected a divisor of the input width ", C,
+                 ", found ", spec.group_size);
+      return x.reshape({-1, C / spec.group_size, spec.group_size});
+    }
+    case Granularity::kPeg: {
+      const int64_t K = spec.peg_groups;
+      OUTQ_CHECK(C % K == 0, "quantizer peg_groups: expected a divisor of the channel count ", C, ", found ", K);
+      auto m = x.reshape({-1, C});
+      if (perm.defined()) m = m.index_select(1, perm);
+      return m.reshape({-1, K, C / K}).permute({1, 0, 2}).reshape({1, K, -1});
+    }
+  }
+  OUTQ_ASSERT(false, "unhandled granularity");
+}
+
+torch::Tensor ungrouped(const torch::Tensor& g, const torch::IntArrayRef& shape, const QuantSpec& spec,
+                        const torch::Tensor& perm) {
+  if (spec.granularity != Granularity::kPeg) return g.reshape(shape);
+  const int64_t C = shape.empty() ? 1 : shape.back();
+  const int64_t K = spec.peg_groups;
+  auto m = g.reshape({K, -1, C / K}).permute({1, 0, 2}).reshape({-1, C});
+  if (perm.defined()) m = m.index_select(1, torch::argsort(perm));
+  return m.reshape(shape);
+}
+
+std::pair<torch::Tensor, torch::Tensor> observe_range(const torch::Tensor& x, const QuantSpec& spec,
+                                                      const torch::Tensor& perm) {
+  torch::NoGradGuard no_grad;
+  const auto g = grouped_view(x.detach().to(torch::kFloat32), spec, perm);
+  const int64_t n = g.size(-1);
+  torch::Tensor lo, hi;
+  switch (spec.range) {
+    case RangeMethod::kMinMax:
+    case RangeMethod::kLearned:  // learned ranges start from min-max when calibrated
+      lo = g.amin(-1, true);
+      hi = g.amax(-1, true);
+      break;
+    case RangeMethod::kPercentile: {
+      const int64_t k_hi = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(spec.percentile / 100.0 * n - 1e-9)), 1, n);
+      if (spec.symmetric) {
+        hi = std::get<0>(g.abs().kthvalue(k_hi, -1, true));
+        lo = -hi;
+      } else {
+        hi = std::get<0>(g.kthvalue(k_hi, -1, true));
+        lo = std::get<0>(g.kthvalue(n - k_hi + 1, -1, true));
+      }
+      break;
+    }
+    case RangeMethod::kMse: {
+      // Shrink the min-max range by factors 1.00, 0.98, ..., 0.30 and keep, per (row, group),
+      // the factor with the smallest squared quantization error.
+      const auto lo0 = torch::clamp_max(g.amin(-1, true), 0.0), hi0 = torch::clamp_min(g.amax(-1, true), 0.0);
+      torch::Tensor best_err, best_f;
+      for (int i = 0; i <= 35; ++i) {
+        const double f = 1.0 - 0.02 * i;
+        const QParams qp = qparams_from_range(lo0 * f, hi0 * f, spec);
+        const auto err = (fake_quant_grouped(g, qp, spec).first - g).pow(2).sum(-1, true);
+        if (i == 0) {
+          best_err = err;
+          best_f = torch::ones_like(err);
+        } else {
+          const auto better = err < best_err;
+          best_err = torch::where(better, err, best_err);
+          best_f = torch::where(better, torch::full_like(err, f), best_f);
+        }
+      }
+      lo = lo0 * best_f;
+      hi = hi0 * best_f;
+      break;
+    }
+  }
+  return {torch::clamp_max(lo, 0.0), torch::clamp_min(hi, 0.0)};
+}
+
+QParams qparams_from_range(const torch::Tensor& lo_in, const torch::Tensor& hi_in, const QuantSpec& spec) {
+  torch::NoGradGuard no_grad;
+  const auto lo = torch::clamp_max(lo_in.to(torch::kFloat32), 0.0), hi = torch::clamp_min(hi_in.to(torch::kFloat32), 0.0);
+  QParams qp;
+  if (spec.symmetric) {
+    const double levels = static_cast<double>(spec.qmax());  // 2^(b-1) - 1
+    qp.scale = torch::maximum(lo.abs(), hi) / levels;
+    qp.scale = torch::where(qp.scale > 0, qp.scale, torch::ones_like(qp.scale));
+    qp.zero = torch::zeros_like(qp.scale);
+  } else {
+    const double levels = static_cast<double>(spec.qmax() - spec.qmin());  // 2^b - 1
+    qp.scale = (hi - lo) / levels;
+    qp.scale = torch::where(qp.scale > 0, qp.scale, torch::ones_like(qp.scale));
+    qp.zero = torch::clamp(torch::round(-lo / qp.scale), 0.0, levels);
+  }
+  return qp;
+}
+
+torch::Tensor quantize(const torch::Tensor& x, const QParams& qp, const QuantSpec& spec, const torch::Tensor& perm) {
+  torch::NoGradGuard no_grad;
+  const auto g = grouped_view(x.to(torch::kFloat32), spec, perm);
+  const auto q = torch::clamp(torch::round(g / qp.scale) + qp.zero, static_cast<double>(spec.qmin()),
+                              static_cast<double>(spec.qmax()));
+  return ungrouped(q, x.sizes(), spec, perm).to(torch::kInt32);
+}
+
+torch::Tensor dequantize(const torch::Tensor& codes, const QParams& qp, const QuantSpec& spec, const torch::Tensor& perm) {
+  torch::NoGradGuard no_grad;
+  const auto g = grouped_view(codes.to(torch::kFloat32), spec, perm);
+  return ungrouped((g - qp.zero) * qp.scale, codes.sizes(), spec, perm);
+}
+
+torch::Tensor fake_quant(const torch::Tensor& x, const QParams& qp, const QuantSpec& spec, const torch::Tensor& perm) {
+  if (!spec.enabled()) return x;
+  const auto g = grouped_view(x, spec, perm);
+  auto [out, inside] = fake_quant_grouped(g, qp, spec);
+  if (x.requires_grad()) out = out + (g - g.detach()) * inside;  // straight-through inside the range
+  return ungrouped(out, x.sizes(), spec, perm);
+}
+
+torch::Tensor fake_quant_dynamic(const torch::Tensor& x, const QuantSpec& spec, const torch::Tensor& perm) {
+  if (!spec.enabled()) return x;
+  const auto [lo, hi] = observe_range(x, spec, perm);
+  return fake_quant(x, qparams_from_range(lo, hi, spec), spec, perm);
+}
+
+}  // namespace outq

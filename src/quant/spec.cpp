@@ -1,0 +1,90 @@
+// QuantSpec validation, names and descriptions.
+#include "outq/quant/spec.h"
+
+#include <fmt/format.h>
+
+#include "outq/core/error.h"
+
+namespace outq {
+namespace {
+
+struct GranularityName {
+  Granularity g;
+  const char* name;
+};
+constexpr GranularityName kGranularities[] = {{Granularity::kTensor, "tensor"}, {Granularity::kToken, "token"},
+                                              {Granularity::kChannel, "channel"}, {Granularity::kGroup, "group"},
+                                              {Granularity::kPeg, "peg"}};
+struct RangeName {
+  RangeMethod r;
+  const char* name;
+};
+constexpr RangeName kRanges[] = {{RangeMethod::kMinMax, "minmax"}, {RangeMethod::kPercentile, "percentile"},
+                                 {RangeMethod::kMse, "mse"}, {RangeMethod::kLearned, "learned"}};
+
+}  // namespace
+
+const char* granularity_name(Granularity g) {
+  for (const auto& e : kGranularities)
+    if (e.g == g) return e.name;
+  OUTQ_ASSERT(false, "unknown granularity");
+}
+
+Granularity granularity_parse(const std::string& name, const std::string& where) {
+  for (const auto& e : kGranularities)
+    if (name == e.name) return e.g;
+  fail_mismatch(where, "granularity", "one of tensor, token, channel, group, peg", "\"" + name + "\"");
+}
+
+const char* range_name(RangeMethod r) {
+  for (const auto& e : kRanges)
+    if (e.r == r) return e.name;
+  OUTQ_ASSERT(false, "unknown range method");
+}
+
+RangeMethod range_parse(const std::string& name, const std::string& where) {
+  for (const auto& e : kRanges)
+    if (name == e.name) return e.r;
+  fail_mismatch(where, "range", "one of minmax, percentile, mse, learned", "\"" + name + "\"");
+}
+
+void QuantSpec::validate(const std::string& where, bool is_weight) const {
+  if (!(bits == 16 || (bits >= 2 && bits <= 8))) {
+    fail_mismatch(where, "bits", "2..8, or 16 for no quantization", std::to_string(bits));
+  }
+  if (!enabled()) return;
+  if (is_weight) {
+    if (granularity == Granularity::kToken || granularity == Granularity::kPeg) {
+      fail_mismatch(where, "granularity", "tensor, channel or group for weights", granularity_name(granularity));
+    }
+    if (dynamic) fail_mismatch(where, "dynamic", "false for weights (they are quantized once)", "true");
+  } else {
+    if (granularity == Granularity::kChannel || granularity == Granularity::kGroup) {
+      fail_mismatch(where, "granularity", "tensor, token or peg for activations", granularity_name(granularity));
+    }
+    if (granularity == Granularity::kToken && !dynamic) {
+      fail_mismatch(where, "dynamic", "true for per-token activations (tokens differ at run time)", "false");
+    }
+  }
+  if (granularity == Granularity::kGroup && group_size < 1) {
+    fail_mismatch(where, "group_size", "a positive number of input columns per group", std::to_string(group_size));
+  }
+  if (granularity == Granularity::kPeg && peg_groups < 1) {
+    fail_mismatch(where, "peg_groups", "a positive number of channel groups", std::to_string(peg_groups));
+  }
+  if (range == RangeMethod::kPercentile && !(percentile > 50 && percentile <= 100)) {
+    fail_mismatch(where, "percentile", "a value in (50, 100]", fmt::format("{}", percentile));
+  }
+}
+
+std::string QuantSpec::describe() const {
+  if (!enabled()) return "off";
+  std::string g = granularity_name(granularity);
+  if (granularity == Granularity::kGroup) g = fmt::format("group{}", group_size);
+  if (granularity == Granularity::kPeg) g = fmt::format("peg{}{}", peg_groups, peg_permute ? "+perm" : "");
+  std::string r = range_name(range);
+  if (range == RangeMethod::kPercentile) r = fmt::format("p{}", percentile);
+  return fmt::format("int{} {} per-{} {}{}", bits, symmetric ? "sym" : "asym", g, r, dynamic ? " dynamic" : "");
+}
+
+}  // namespace outq

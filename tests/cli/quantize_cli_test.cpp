@@ -1,0 +1,118 @@
+// `outq quantize` and `outq eval` with recipes on a tiny trained model: a quantized directory
+// evaluates to exactly the perplexity of the same recipe simulated on the fly (RTN and GPTQ,
+// static and dynamic activations); sweeps, KL against itself; and bad recipes, group sizes,
+// unmatched globs and a calibration shard from another tokenizer.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace outq {
+namespace {
+
+const std::string kOutq = OUTQ_BINARY;
+const std::string kRecipes = OUTQ_SOURCE_DIR "/recipes/";
+
+class QuantizeCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir();
+    test::write_text(*dir_ / "corpus.txt", test::synthetic_text(80, 6));
+    const auto r = outq("train --set train.steps=12 --set train.eval_every=0 --set train.run_dir=" + *dir_ / "run");
+    setup_error_ = r.exit_code == 0 ? "" : r.err;
+  }
+  void SetUp() override { ASSERT_EQ(setup_error_, "") << "training the test model failed"; }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::string data_args(const std::string& data = "data", int vocab = 300) {
+    return " --set data.corpus=" + *dir_ / "corpus.txt" + " --set data.vocab_size=" + std::to_string(vocab) +
+           " --set data.out=" + *dir_ / data;
+  }
+  static test::RunResult outq(const std::string& args) {
+    return test::run_shell(kOutq + " " + args + data_args() +
+                               " --set model.hidden_size=32 --set model.intermediate_size=64"
+                               " --set model.num_hidden_layers=2 --set model.num_attention_heads=2"
+                               " --set model.num_key_value_heads=2"
+                               " --set model.vocab_size=300 --set model.max_position_embeddings=64"
+                               " --set train.seq_len=64 --set train.batch_size=4 --set train.eval_tokens=1024",
+                           {{"OUTQ_CACHE", *dir_ / "cache"}, {"OUTQ_PROGRESS", "off"}, {"OUTQ_LOG", "quiet"}});
+  }
+  static std::string model() { return *dir_ / "run/model"; }
+  static double ppl(const test::RunResult& r) { return nlohmann::json::parse(r.out)["perplexity"].get<double>(); }
+  static test::TempDir* dir_;
+  static std::string setup_error_;
+};
+test::TempDir* QuantizeCli::dir_ = nullptr;
+std::string QuantizeCli::setup_error_;
+
+TEST_F(QuantizeCli, QuantizedDirectoryEqualsOnTheFlySimulation) {
+  for (const char* recipe : {"w8a8-tensor-rtn", "w4a4-token-gptq", "w4a8-token-rtn"}) {
+    const std::string out = *dir_ / (std::string("q-") + recipe);
+    const auto q = outq("quantize --model " + model() + " --recipe " + kRecipes + recipe + ".toml --out " + out);
+    ASSERT_EQ(q.exit_code, 0) << q.err;
+    for (const char* f : {"model.safetensors", "quant_config.json", "recipe.toml", "config.json", "tokenizer.model"})
+      EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+    const auto from_dir = outq("eval --model " + out + " --split val --json");
+    const auto on_the_fly = outq("eval --model " + model() + " --recipe " + kRecipes + recipe + ".toml --split val --json");
+    ASSERT_EQ(from_dir.exit_code, 0) << from_dir.err;
+    ASSERT_EQ(on_the_fly.exit_code, 0) << on_the_fly.err;
+    EXPECT_NEAR(ppl(from_dir), ppl(on_the_fly), 1e-9 * ppl(on_the_fly)) << recipe;
+  }
+  // 4-bit weights are packed two per byte: the int4 file is smaller than the int8 one.
+  EXPECT_LT(fs::file_size(*dir_ / "q-w4a8-token-rtn/model.safetensors"),
+            fs::file_size(*dir_ / "q-w8a8-tensor-rtn/model.safetensors"));
+}
+
+TEST_F(QuantizeCli, SweepTableAndKlAgainstItself) {
+  const auto s = outq("eval --model " + model() + " --split val --sweep " + kRecipes + "w8a8-token-rtn.toml " + kRecipes +
+                      "w4a4-tensor-rtn.toml");
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  for (const char* needle : {"float", "w8a8-token-rtn", "w4a4-tensor-rtn", "Δ% vs float", "KL", "top-1 agree"})
+    EXPECT_NE(s.out.find(needle), std::string::npos) << needle << "\n" << s.out;
+  const auto self = outq("eval --model " + model() + " --kl-base " + model() + " --split val --json");
+  ASSERT_EQ(self.exit_code, 0) << self.err;
+  const auto j = nlohmann::json::parse(self.out);
+  EXPECT_NEAR(j["kl_mean"].get<double>(), 0.0, 1e-9);
+  EXPECT_DOUBLE_EQ(j["top1_agreement"].get<double>(), 1.0);
+}
+
+TEST_F(QuantizeCli, BadRecipesAndInputs) {
+  test::write_text(*dir_ / "bad-key.toml", "[weights]\nbits = 4\nmode = \"x\"\n");
+  auto r = outq("quantize --model " + model() + " --recipe " + *dir_ / "bad-key.toml --out " + *dir_ / "o1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("unknown recipe key 'weights.mode'"), std::string::npos) << r.err;
+
+  test::write_text(*dir_ / "group.toml", "[weights]\nbits = 4\ngranularity = \"group\"\ngroup_size = 5\n");
+  r = outq("quantize --model " + model() + " --recipe " + *dir_ / "group.toml --out " + *dir_ / "o2");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("weights.group_size: expected a divisor of the input width 32, found 5"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(*dir_ / "o2"));
+
+  test::write_text(*dir_ / "glob.toml", "[weights]\nbits = 8\nsymmetric = true\n[[override]]\nmodules = \"layers.*.mlp\"\n"
+                                        "weights = { bits = 4 }\n");
+  r = test::run_shell(kOutq + " quantize --model " + model() + " --recipe " + *dir_ / "glob.toml --out " + *dir_ / "o3",
+                      {{"OUTQ_CACHE", *dir_ / "cache"}, {"OUTQ_PROGRESS", "off"}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: recipe glob: override 'layers.*.mlp' matches no module (modules are named like "
+                       "model.layers.0.self_attn.q_proj"), std::string::npos) << r.err;
+
+  // A calibration shard made with another tokenizer.
+  const auto other = test::run_shell(kOutq + " data" + data_args("data-other", 310),
+                                     {{"OUTQ_CACHE", *dir_ / "cache"}, {"OUTQ_PROGRESS", "off"}});
+  ASSERT_EQ(other.exit_code, 0) << other.err;
+  r = outq("quantize --model " + model() + " --recipe " + kRecipes + "w8a8-tensor-rtn.toml --calib " + *dir_ /
+           "data-other/train.bin --out " + *dir_ / "o4");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("made with a different tokenizer"), std::string::npos) << r.err;
+
+  ASSERT_EQ(outq("quantize --model " + model() + " --recipe " + kRecipes + "w8a8-token-rtn.toml --out " + *dir_ / "q8").exit_code, 0);
+  r = outq("quantize --model " + *dir_ / "q8 --recipe " + kRecipes + "w8a8-tensor-rtn.toml --out " + *dir_ / "o5");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("expected a float model directory"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace outq

@@ -1,0 +1,155 @@
+// Perplexity against a direct computation (per-position log-softmax in double, window by
+// window), the learning-rate schedule, and sampling: greedy/top-k/top-p filtering and the
+// empirical distribution of temperature sampling; KV-cached greedy generation against
+// re-running the full sequence every step.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "outq/core/error.h"
+#include "outq/eval/generate.h"
+#include "outq/eval/perplexity.h"
+#include "outq/train/train_config.h"
+
+namespace outq {
+namespace {
+
+Llama tiny_model(uint64_t seed) {
+  ModelConfig c;
+  c.hidden_size = 16;
+  c.intermediate_size = 20;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 2;
+  c.vocab_size = 29;
+  c.max_position_embeddings = 12;
+  c.initializer_range = 0.4;
+  Llama m(c);
+  m->reset_parameters(seed);
+  return m;
+}
+
+TEST(Perplexity, MatchesDirectComputationIncludingPartialWindow) {
+  Llama m = tiny_model(1);
+  std::vector<int32_t> tokens(53);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 7 + 3) % 29);
+  const TokenSource source = [&](uint64_t s, uint64_t n, int32_t* out) { std::copy_n(tokens.begin() + s, n, out); };
+  for (int64_t max_tokens : {int64_t{0}, int64_t{30}}) {
+    PerplexityOptions o;
+    o.seq_len = 10;
+    o.batch_size = 3;
+    o.bos_id = 1;
+    o.max_tokens = max_tokens;
+    o.show_progress = false;
+    const PerplexityResult r = evaluate_perplexity(m, source, tokens.size(), o);
+    // Direct: every window of up to 10 tokens, input BOS + window[:-1], score each target.
+    const size_t total = max_tokens ? static_cast<size_t>(max_tokens) : tokens.size();
+    double nll = 0;
+    size_t count = 0;
+    torch::NoGradGuard g;
+    for (size_t start = 0; start < total; start += 10) {
+      const size_t len = std::min<size_t>(10, total - start);
+      std::vector<int64_t> input = {1};
+      for (size_t i = 0; i + 1 < len; ++i) input.push_back(tokens[start + i]);
+      const auto logits = m->forward(torch::tensor(input).unsqueeze(0))[0].to(torch::kFloat64);
+      for (size_t t = 0; t < len; ++t) {
+        const auto row = logits[t];
+        const double lse = std::log(row.exp().sum().item<double>());
+        nll += lse - row[tokens[start + t]].item<double>();
+        ++count;
+      }
+    }
+    EXPECT_EQ(r.tokens, static_cast<int64_t>(count));
+    EXPECT_EQ(r.windows, static_cast<int64_t>((total + 9) / 10));
+    // float32 logits vs double log-sum-exp: relative agreement to 1e-5 of the summed NLL.
+    EXPECT_NEAR(r.nll_sum, nll, 1e-5 * nll);
+    EXPECT_NEAR(r.perplexity(), std::exp(nll / count), 1e-5 * std::exp(nll / count));
+  }
+}
+
+TEST(Perplexity, BadOptionsAreErrors) {
+  Llama m = tiny_model(1);
+  std::vector<int32_t> tokens(20, 3);
+  const TokenSource source = [&](uint64_t s, uint64_t n, int32_t* out) { std::copy_n(tokens.begin() + s, n, out); };
+  PerplexityOptions o;
+  o.show_progress = false;
+  o.seq_len = 13;  // > max_position_embeddings 12
+  EXPECT_THROW(evaluate_perplexity(m, source, tokens.size(), o), Error);
+  o.seq_len = 8;
+  EXPECT_THROW(evaluate_perplexity(m, source, 0, o), Error);
+}
+
+TEST(Schedule, WarmupThenCosine) {
+  TrainConfig c;
+  c.lr = 1.0;
+  c.warmup_steps = 10;
+  c.steps = 110;
+  c.min_lr_ratio = 0.1;
+  EXPECT_DOUBLE_EQ(c.lr_at(0), 0.1);
+  EXPECT_DOUBLE_EQ(c.lr_at(9), 1.0);
+  EXPECT_DOUBLE_EQ(c.lr_at(10), 1.0);
+  EXPECT_NEAR(c.lr_at(60), 0.55, 1e-12);  // half-way: cosine at 0.5
+  EXPECT_NEAR(c.lr_at(109), 0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * 0.99)), 1e-12);
+  EXPECT_DOUBLE_EQ(c.lr_at(200), 0.1);
+}
+
+TEST(Sampling, GreedyTopKAndTopP) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const auto logits = torch::tensor({0.1f, 2.0f, 1.9f, -1.0f, 0.5f});
+  SamplingOptions o;
+  o.temperature = 0;
+  EXPECT_EQ(sample_token(logits, o, gen), 1);
+  o.temperature = 1.0;
+  o.top_k = 1;
+  o.top_p = 1.0;
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(sample_token(logits, o, gen), 1);
+  o.top_k = 0;
+  o.top_p = 0.01;  // only the most likely token reaches the mass
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(sample_token(logits, o, gen), 1);
+  o.top_k = 2;
+  o.top_p = 1.0;
+  for (int i = 0; i < 50; ++i) {
+    const auto t = sample_token(logits, o, gen);
+    EXPECT_TRUE(t == 1 || t == 2);
+  }
+}
+
+TEST(Sampling, TemperatureSamplingFollowsSoftmax) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
+  const auto logits = torch::tensor({1.0f, 0.0f, -1.0f, 0.5f});
+  SamplingOptions o;
+  o.temperature = 2.0;
+  o.top_k = 0;
+  o.top_p = 1.0;
+  const auto p = torch::softmax(logits / 2.0, 0);
+  std::vector<int> counts(4, 0);
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) ++counts[sample_token(logits, o, gen)];
+  for (int k = 0; k < 4; ++k) {
+    const double expected = p[k].item<double>() * n;
+    EXPECT_NEAR(counts[k], expected, 5 * std::sqrt(expected));  // 5 binomial standard deviations
+  }
+}
+
+TEST(Generate, CachedGreedyEqualsFullRecomputation) {
+  Llama m = tiny_model(4);
+  SamplingOptions o;
+  o.temperature = 0;
+  o.max_new_tokens = 8;
+  o.eos_id = -1;  // never stop early
+  const std::vector<int32_t> prompt = {1, 5, 9};
+  const auto out = generate(m, prompt, o);
+  ASSERT_EQ(out.size(), 8u);
+  std::vector<int64_t> seq(prompt.begin(), prompt.end());
+  torch::NoGradGuard g;
+  for (int32_t tok : out) {
+    const auto logits = m->forward(torch::tensor(seq).unsqueeze(0));
+    EXPECT_EQ(logits[0][static_cast<int64_t>(seq.size()) - 1].argmax().item<int64_t>(), tok);
+    seq.push_back(tok);
+  }
+  o.max_new_tokens = 100;  // stops at max_position_embeddings (12)
+  EXPECT_EQ(generate(m, prompt, o).size(), 12u - 3u);
+}
+
+}  // namespace
+}  // namespace outq
