@@ -28,7 +28,9 @@ int run(const CommonOptions& common, OutqConfig& config) {
                             {"tokens_per_second", r.tokens_per_second},
                             {"peak_rss_bytes", r.peak_rss_bytes},
                             {"model_dir", r.model_dir},
-                            {"stopped_by_signal", r.stopped_by_signal}};
+                            {"stopped_by_signal", r.stopped_by_signal},
+                            {"step_seconds", {{"forward", r.forward_s}, {"backward", r.backward_s},
+                                              {"optimizer", r.optimizer_s}}}};
   if (common.json) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
@@ -37,6 +39,12 @@ int run(const CommonOptions& common, OutqConfig& config) {
                fmt::format("{:.2f}", r.final_val_ppl), format_duration(r.seconds), fmt::format("{:.0f}", r.tokens_per_second),
                format_bytes(static_cast<double>(r.peak_rss_bytes))});
     std::printf("%s", t.render().c_str());
+    const double total = r.forward_s + r.backward_s + r.optimizer_s;
+    if (total > 0) {
+      std::printf("time per step: forward %.0f ms (%.0f%%), backward %.0f ms (%.0f%%), clip + AdamW %.0f ms (%.0f%%)\n",
+                  1e3 * r.forward_s, 100 * r.forward_s / total, 1e3 * r.backward_s, 100 * r.backward_s / total,
+                  1e3 * r.optimizer_s, 100 * r.optimizer_s / total);
+    }
     if (!r.model_dir.empty()) std::printf("\nmodel: %s\n", r.model_dir.c_str());
   }
   return r.stopped_by_signal ? 128 + r.stopped_by_signal : 0;

@@ -40,5 +40,6 @@ Command command_train();
 Command command_eval();
 Command command_generate();
 Command command_quantize();
+Command command_analyze();
 
 }  // namespace outq::app

@@ -30,8 +30,8 @@ void print_effective_config(OutqConfig& config) {
 }
 
 const std::vector<Command>& commands() {
-  static const std::vector<Command> table = {command_data(), command_train(), command_quantize(),
-                                              command_eval(), command_generate()};
+  static const std::vector<Command> table = {command_data(),     command_train(), command_analyze(),
+                                              command_quantize(), command_eval(),  command_generate()};
   return table;
 }
 

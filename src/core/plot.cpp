@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 
 #include "outq/core/error.h"
 #include "outq/core/file_io.h"
@@ -21,44 +22,76 @@ std::string quoted(const std::string& s) {
   return out + "'";
 }
 
-}  // namespace
-
-void plot_lines(const LinePlot& plot, const std::string& png_path) {
+// Creates a scratch directory, runs gnuplot on `script` there and moves plot.png to `png_path`.
+void render(const std::function<std::string(const fs::path&)>& make_script, const std::string& png_path) {
   OUTQ_CHECK(program_on_path("gnuplot"), "gnuplot not found on PATH: it renders the PNG plots (install it with "
              "`apt-get install gnuplot-nox`, or run scripts/setup.sh)");
   std::string tmpl = (fs::temp_directory_path() / "outq-plot-XXXXXX").string();
   OUTQ_CHECK(::mkdtemp(tmpl.data()) != nullptr, "cannot create a temporary directory for plotting");
   const fs::path work(tmpl);
   const fs::path png = work / "plot.png";
-  std::string script = fmt::format(
-      "set terminal pngcairo size {},{} font 'sans,11'\nset output {}\nset title {}\nset xlabel {}\nset ylabel {}\n"
-      "set grid\nset key top right\n",
-      plot.width, plot.height, quoted(png.string()), quoted(plot.title), quoted(plot.xlabel), quoted(plot.ylabel));
-  if (plot.log_y) script += "set logscale y\n";
-  std::vector<std::string> parts;
-  for (size_t i = 0; i < plot.series.size(); ++i) {
-    const PlotSeries& s = plot.series[i];
-    OUTQ_ASSERT(s.x.size() == s.y.size(), "plot series ", s.name, " has mismatched x and y");
-    std::string data;
-    for (size_t k = 0; k < s.x.size(); ++k) data += fmt::format("{} {}\n", s.x[k], s.y[k]);
-    const fs::path file = work / fmt::format("series{}.dat", i);
-    write_file_atomic(file, data);
-    parts.push_back(fmt::format("{} using 1:2 with linespoints lw 2 pt 7 ps 0.6 title {}", quoted(file.string()),
-                                quoted(s.name)));
-  }
-  script += "plot ";
-  for (size_t i = 0; i < parts.size(); ++i) script += (i ? ", \\\n     " : "") + parts[i];
-  script += "\n";
-  write_file_atomic(work / "plot.gp", script);
+  write_file_atomic(work / "plot.gp", make_script(work));
   const ProcessResult r = process_run({"gnuplot", (work / "plot.gp").string()});
+  std::error_code ec;
   if (r.exit_code != 0 || !fs::exists(png)) {
-    std::error_code ec;
     fs::remove_all(work, ec);
     throw Error(fmt::format("{}: gnuplot failed (exit code {}): {}", png_path, r.exit_code, r.output.substr(0, 300)));
   }
   write_file_atomic(png_path, read_file(png, "plot"));
-  std::error_code ec;
   fs::remove_all(work, ec);
+}
+
+}  // namespace
+
+void plot_heatmap(const HeatMap& map, const std::string& png_path) {
+  OUTQ_ASSERT(static_cast<int64_t>(map.values.size()) == map.rows * map.cols, "heat map size mismatch");
+  render(
+      [&](const fs::path& work) {
+        std::string data;
+        data.reserve(map.values.size() * 8);
+        for (int64_t r = 0; r < map.rows; ++r) {
+          for (int64_t c = 0; c < map.cols; ++c) data += fmt::format("{}{:.5g}", c ? " " : "", map.values[r * map.cols + c]);
+          data += "\n";
+        }
+        write_file_atomic(work / "matrix.dat", data);
+        std::string script = fmt::format(
+            "set terminal pngcairo size {},{} font 'sans,11'\nset output {}\nset title {}\nset xlabel {}\n"
+            "set ylabel {}\nset cblabel {}\nset palette defined (0 '#f7fbff', 1 '#6baed6', 2 '#08306b', 3 '#e31a1c')\n"
+            "set xrange [-0.5:{}]\nset yrange [-0.5:{}]\n",
+            map.width, map.height, quoted((work / "plot.png").string()), quoted(map.title), quoted(map.xlabel),
+            quoted(map.ylabel), quoted(map.cblabel), map.cols - 0.5, map.rows - 0.5);
+        if (map.log_color) script += "set logscale cb\n";
+        script += fmt::format("plot {} matrix with image notitle\n", quoted((work / "matrix.dat").string()));
+        return script;
+      },
+      png_path);
+}
+
+void plot_lines(const LinePlot& plot, const std::string& png_path) {
+  render(
+      [&](const fs::path& work) {
+        std::string script = fmt::format(
+            "set terminal pngcairo size {},{} font 'sans,11'\nset output {}\nset title {}\nset xlabel {}\n"
+            "set ylabel {}\nset grid\nset key top right\n",
+            plot.width, plot.height, quoted((work / "plot.png").string()), quoted(plot.title), quoted(plot.xlabel),
+            quoted(plot.ylabel));
+        if (plot.log_y) script += "set logscale y\n";
+        std::vector<std::string> parts;
+        for (size_t i = 0; i < plot.series.size(); ++i) {
+          const PlotSeries& s = plot.series[i];
+          OUTQ_ASSERT(s.x.size() == s.y.size(), "plot series ", s.name, " has mismatched x and y");
+          std::string data;
+          for (size_t k = 0; k < s.x.size(); ++k) data += fmt::format("{} {}\n", s.x[k], s.y[k]);
+          const fs::path file = work / fmt::format("series{}.dat", i);
+          write_file_atomic(file, data);
+          parts.push_back(fmt::format("{} using 1:2 with linespoints lw 2 pt 7 ps 0.6 title {}", quoted(file.string()),
+                                      quoted(s.name)));
+        }
+        script += "plot ";
+        for (size_t i = 0; i < parts.size(); ++i) script += (i ? ", \\\n     " : "") + parts[i];
+        return script + "\n";
+      },
+      png_path);
 }
 
 }  // namespace outq

@@ -74,9 +74,20 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
                                      const torch::Tensor& sin, torch::Tensor* cache_k,
                                      torch::Tensor* cache_v, const ObserverList& observers) {
   const int64_t B = x.size(0), T = x.size(1);
-  auto q = q_proj->forward(x, observers).view({B, T, heads_, head_dim_}).transpose(1, 2);     // (B, H, T, D)
-  auto k = k_proj->forward(x, observers).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);  // (B, K, T, D)
-  auto v = v_proj->forward(x, observers).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);  // (B, K, T, D)
+  torch::Tensor q, k, v;
+  if (observers.empty()) {
+    // One GEMM for q, k and v (they share their input); the observed path keeps them separate.
+    auto qkv = torch::matmul(x, torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0).t());
+    auto parts = qkv.split_with_sizes({heads_ * head_dim_, kv_heads_ * head_dim_, kv_heads_ * head_dim_}, -1);
+    q = parts[0], k = parts[1], v = parts[2];
+  } else {
+    q = q_proj->forward(x, observers);
+    k = k_proj->forward(x, observers);
+    v = v_proj->forward(x, observers);
+  }
+  q = q.reshape({B, T, heads_, head_dim_}).transpose(1, 2);     // (B, H, T, D)
+  k = k.reshape({B, T, kv_heads_, head_dim_}).transpose(1, 2);  // (B, K, T, D)
+  v = v.reshape({B, T, kv_heads_, head_dim_}).transpose(1, 2);  // (B, K, T, D)
   q = q * cos + rotate_half(q) * sin;
   k = k * cos + rotate_half(k) * sin;
   if (cache_k) {
@@ -110,6 +121,11 @@ MLPImpl::MLPImpl(const ModelConfig& c) {
 }
 
 torch::Tensor MLPImpl::forward(const torch::Tensor& x, const ObserverList& observers) {
+  if (observers.empty()) {
+    // One GEMM for gate and up (shared input).
+    auto gate_up = torch::matmul(x, torch::cat({gate_proj->weight, up_proj->weight}, 0).t()).chunk(2, -1);
+    return torch::matmul(F::silu(gate_up[0]) * gate_up[1], down_proj->weight.t());
+  }
   return down_proj->forward(F::silu(gate_proj->forward(x, observers)) * up_proj->forward(x, observers),
                             observers);
 }

@@ -59,7 +59,7 @@ void gptq_all(Llama& model, const Recipe& recipe, std::vector<QuantizedLinear>& 
       {{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"self_attn.o_proj"},
        {"mlp.gate_proj", "mlp.up_proj"}, {"mlp.down_proj"}}};
   const auto& steps = recipe.gptq.true_sequential ? sequential : together;
-  Progress progress("gptq", L * 7, "layers");
+  Progress progress("gptq", L * 7, "modules");
   torch::Tensor X = model->model->embed_tokens->forward(windows);  // (n, T, C)
   for (int l = 0; l < L; ++l) {
     const std::string block = fmt::format("model.layers.{}.", l);

@@ -24,6 +24,8 @@ void TrainConfig::validate() const {
   OUTQ_CHECK(log_every >= 1, "train.log_every: expected >= 1, found ", log_every);
   OUTQ_CHECK(eval_every >= 0, "train.eval_every: expected >= 0, found ", eval_every);
   OUTQ_CHECK(eval_tokens >= 0, "train.eval_tokens: expected >= 0, found ", eval_tokens);
+  OUTQ_CHECK(stats_every >= 0, "train.stats_every: expected >= 0, found ", stats_every);
+  OUTQ_CHECK(stats_tokens >= seq_len, "train.stats_tokens: expected at least train.seq_len = ", seq_len, ", found ", stats_tokens);
   OUTQ_CHECK(checkpoint_every >= 0, "train.checkpoint_every: expected >= 0, found ", checkpoint_every);
   OUTQ_CHECK(keep_checkpoints >= 1, "train.keep_checkpoints: expected >= 1, found ", keep_checkpoints);
   OUTQ_CHECK(threads >= 1 && threads <= 256, "train.threads: expected an integer in [1, 256], found ", threads);

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "outq/analysis/analyze.h"
 #include "outq/core/config.h"
 #include "outq/core/error.h"
 #include "outq/core/file_io.h"
@@ -70,7 +71,9 @@ nlohmann::json resume_key(const ModelConfig& model, const TrainConfig& train, co
   return j;
 }
 
-void check_same_run(const nlohmann::json& saved, const nlohmann::json& now, const std::string& where) {
+// A key missing from an older checkpoint matches when this run uses the key's default.
+void check_same_run(const nlohmann::json& saved, const nlohmann::json& now, const nlohmann::json& defaults,
+                    const std::string& where) {
   for (const auto& [section, fields] : now.items()) {
     if (!fields.is_object()) {
       if (saved.value(section, nlohmann::json()) != fields)
@@ -79,6 +82,7 @@ void check_same_run(const nlohmann::json& saved, const nlohmann::json& now, cons
     }
     for (const auto& [k, v] : fields.items()) {
       const auto old = saved.contains(section) ? saved[section].value(k, nlohmann::json()) : nlohmann::json();
+      if (old.is_null() && defaults[section].value(k, nlohmann::json()) == v) continue;
       if (old != v) {
         fail_mismatch(where, section + "." + k, v.dump() + " (this run's setting)",
                       old.dump() + " (the checkpoint's); resume needs the same settings");
@@ -196,7 +200,8 @@ TrainResult train_run(const TrainOptions& opt) {
     OUTQ_CHECK(latest.has_value(), tc.run_dir, ": --resume: expected a checkpoint in ", tc.run_dir,
                "/checkpoints, found none (start without --resume)");
     const nlohmann::json state = train_detail::checkpoint_load(*latest, model, optimizer, device);
-    check_same_run(state.at("resume_key"), key, *latest + "/trainer_state.json");
+    check_same_run(state.at("resume_key"), key, resume_key(ModelConfig{}, TrainConfig{}, ""),
+                   *latest + "/trainer_state.json");
     step = state.at("step").get<int64_t>();
     sampler.restore({state.at("sampler_seed").get<uint64_t>(), state.at("sampler_drawn").get<uint64_t>()});
     elapsed_before = state.value("elapsed_seconds", 0.0);
@@ -229,6 +234,18 @@ TrainResult train_run(const TrainOptions& opt) {
     log_info("step {}  validation loss {:.4f}  perplexity {:.2f}  ({} tokens, {:.1f}s)", at_step, r.mean_nll(),
              r.perplexity(), format_count(r.tokens), r.seconds);
   };
+  auto light_stats = [&](int64_t at_step) {
+    AnalyzeOptions ao;
+    ao.max_tokens = tc.stats_tokens;
+    ao.seq_len = tc.seq_len;
+    ao.batch_size = tc.batch_size;
+    ao.bos_id = data.tokenizer().bos_id();
+    ao.heatmap = false;
+    ao.show_progress = false;
+    const AnalysisResult a = analyze_model(model, val_shard, ao);
+    model->train();
+    metrics.write({{"type", "stats"}, {"step", at_step}, {"by_layer_type", layer_type_summary(a.points)}});
+  };
   auto save = [&](double elapsed) {
     nlohmann::json state = {{"format", "outq-train-state"}, {"version", 1}, {"step", step},
                             {"sampler_seed", sampler.state().seed}, {"sampler_drawn", sampler.state().drawn},
@@ -242,13 +259,14 @@ TrainResult train_run(const TrainOptions& opt) {
   const auto t_start = std::chrono::steady_clock::now();
   auto elapsed_now = [&] { return elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count(); };
   const int64_t first_step = step;
+  double phase[3] = {0, 0, 0};  // forward, backward, optimizer seconds
   double interval_loss = 0;
   int64_t interval_steps = 0;
   auto interval_start = std::chrono::steady_clock::now();
   while (step < tc.steps) {
     const double lr = tc.lr_at(step);
     for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-    optimizer.zero_grad();
+    for (auto& p : params) p.mutable_grad().reset();  // set to none: the first backward writes, no zero fill
     double step_loss = 0;
     for (int micro = 0; micro < tc.grad_accum; ++micro) {
       for (int b = 0; b < tc.batch_size; ++b) {
@@ -257,8 +275,11 @@ TrainResult train_run(const TrainOptions& opt) {
         train_shard.copy(sampler.next(), static_cast<uint64_t>(tc.seq_len), row + 1);
       }
       auto windows = torch::from_blob(buffer.data(), {tc.batch_size, tc.seq_len + 1}, torch::kInt32).to(device, torch::kInt64);
+      const auto t_fwd = std::chrono::steady_clock::now();
       auto loss = model->loss(windows);
       const double value = loss.item<double>();
+      const auto t_bwd = std::chrono::steady_clock::now();
+      phase[0] += std::chrono::duration<double>(t_bwd - t_fwd).count();
       if (!std::isfinite(value)) {
         throw Error(fmt::format("training stopped: the loss is {} at step {} (lr {:.3g}); no checkpoint was written "
                                 "after step {}. Expected a finite loss: lower train.lr, raise train.warmup_steps or "
@@ -266,7 +287,9 @@ TrainResult train_run(const TrainOptions& opt) {
       }
       step_loss += value / tc.grad_accum;
       (tc.grad_accum > 1 ? loss / tc.grad_accum : loss).backward();
+      phase[1] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_bwd).count();
     }
+    const auto t_opt = std::chrono::steady_clock::now();
     const double grad_norm = tc.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(params, tc.grad_clip)
                                               : torch::nn::utils::clip_grad_norm_(params, 1e30);
     if (!std::isfinite(grad_norm)) {
@@ -274,6 +297,7 @@ TrainResult train_run(const TrainOptions& opt) {
                               "written after step {}. Expected finite gradients: lower train.lr", grad_norm, step + 1, lr, step));
     }
     optimizer.step();
+    phase[2] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_opt).count();
     ++step;
     result.final_train_loss = step_loss;
     interval_loss += step_loss;
@@ -296,6 +320,7 @@ TrainResult train_run(const TrainOptions& opt) {
     }
     const bool last = step == tc.steps;
     if ((tc.eval_every > 0 && step % tc.eval_every == 0) || last) evaluate(step);
+    if (tc.stats_every > 0 && (step % tc.stats_every == 0 || last)) light_stats(step);
     const int sig = g_stop_signal.load();
     if ((tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0) || last || sig) save(elapsed_now());
     if (sig && !last) {
@@ -308,13 +333,19 @@ TrainResult train_run(const TrainOptions& opt) {
   result.seconds = elapsed_now();
   const double run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   result.tokens_per_second = (step - first_step) * tokens_per_step / std::max(run_seconds, 1e-9);
+  if (step > first_step) {
+    const double n = static_cast<double>(step - first_step);
+    result.forward_s = phase[0] / n, result.backward_s = phase[1] / n, result.optimizer_s = phase[2] / n;
+  }
   if (!result.stopped_by_signal) {
     result.model_dir = (fs::path(tc.run_dir) / "model").string();
     model_save(model, result.model_dir, tokenizer_path, {{"steps", std::to_string(step)}});
     try {
       plot_curve(tc.run_dir);
+      const auto series = emergence_from_metrics(tc.run_dir);
+      if (!series.empty()) emergence_plot(series, (fs::path(tc.run_dir) / "emergence.png").string());
     } catch (const Error& e) {
-      log_warn("no curve.png: {}", e.what());
+      log_warn("no curve.png / emergence.png: {}", e.what());
     }
   }
   result.peak_rss_bytes = peak_rss_bytes();

@@ -114,5 +114,48 @@ TEST_F(QuantizeCli, BadRecipesAndInputs) {
   EXPECT_NE(r.err.find("expected a float model directory"), std::string::npos) << r.err;
 }
 
+TEST_F(QuantizeCli, AnalyzeWritesStatisticsPlotsAndEmergence) {
+  const std::string out = *dir_ / "analysis";
+  const auto r = outq("analyze --model " + model() + " --max-tokens 4000 --out " + out + " --run-dir " + *dir_ / "run");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* f : {"analysis.json", "summary.txt", "heatmap.png", "weights.png", "spikes.png", "emergence.png"})
+    EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  const auto j = nlohmann::json::parse(test::read_text(out + "/analysis.json"));
+  EXPECT_EQ(j["format"], "outq-analysis");
+  EXPECT_GT(j["points"].size(), 20u);
+  EXPECT_EQ(j["weights"].size(), 14u);  // 7 linears x 2 layers
+  EXPECT_FALSE(j["emergence"].empty());
+  EXPECT_NE(r.out.find("largest activations"), std::string::npos) << r.out;
+}
+
+TEST_F(QuantizeCli, AnalyzeBadInputs) {
+  // Statistics are written even without gnuplot; the missing plots are an error that says so.
+  fs::create_directories(*dir_ / "nobin");
+  auto r = test::run_shell(kOutq + " analyze --model " + model() + " --max-tokens 2000 --data-dir " + *dir_ / "data" +
+                               " --out " + *dir_ / "a-noplot",
+                           {{"PATH", *dir_ / "nobin"}, {"OUTQ_PROGRESS", "off"}, {"OUTQ_LOG", "quiet"}});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("statistics written to"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("gnuplot not found"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(*dir_ / "a-noplot/analysis.json"));
+
+  // An evaluation shard made with another tokenizer.
+  ASSERT_EQ(test::run_shell(kOutq + " data" + data_args("data-other2", 310), {{"OUTQ_CACHE", *dir_ / "cache"}}).exit_code, 0);
+  r = outq("analyze --model " + model() + " --data-dir " + *dir_ / "data-other2 --max-tokens 2000");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("expected the tokenizer of"), std::string::npos) << r.err;
+
+  // A checkpoint series whose configurations differ.
+  fs::create_directories(*dir_ / "series");
+  fs::copy(model(), *dir_ / "series/step-0000001", fs::copy_options::recursive);
+  fs::copy(model(), *dir_ / "series/step-0000002", fs::copy_options::recursive);
+  auto cfg = nlohmann::json::parse(test::read_text(*dir_ / "series/step-0000002/config.json"));
+  cfg["num_attention_heads"] = 4;
+  test::write_text(*dir_ / "series/step-0000002/config.json", cfg.dump());
+  r = outq("analyze --model " + model() + " --max-tokens 2000 --checkpoints " + *dir_ / "series");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("all checkpoints must be of the same model"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace outq

@@ -23,4 +23,15 @@ struct LinePlot {
 /// Renders `plot` to `png_path` atomically.
 void plot_lines(const LinePlot& plot, const std::string& png_path);
 
+struct HeatMap {
+  std::string title, xlabel, ylabel, cblabel;
+  bool log_color = false;
+  int width = 1000, height = 600;
+  int64_t rows = 0, cols = 0;
+  std::vector<float> values;  ///< row-major rows x cols; row = y, column = x
+};
+
+/// Renders a heat map (x = column, y = row) to `png_path` atomically.
+void plot_heatmap(const HeatMap& map, const std::string& png_path);
+
 }  // namespace outq

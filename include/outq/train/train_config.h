@@ -27,6 +27,8 @@ struct TrainConfig {
   int64_t log_every = 10;
   int64_t eval_every = 100;
   int64_t eval_tokens = 65536;
+  int64_t stats_every = 50;
+  int64_t stats_tokens = 4096;
   int64_t checkpoint_every = 100;
   int keep_checkpoints = 2;
   int threads = 2;
@@ -52,6 +54,8 @@ struct TrainConfig {
     v("log_every", log_every, "steps between log lines / metrics records");
     v("eval_every", eval_every, "steps between validation evaluations (0 = only at the end)");
     v("eval_tokens", eval_tokens, "validation tokens per evaluation (0 = whole split)");
+    v("stats_every", stats_every, "steps between light outlier statistics in metrics.jsonl (0 = off)");
+    v("stats_tokens", stats_tokens, "validation tokens the light statistics look at");
     v("checkpoint_every", checkpoint_every, "steps between checkpoints (0 = only at the end)");
     v("keep_checkpoints", keep_checkpoints, "how many recent checkpoints to keep");
     v("threads", threads, "intra-op threads for LibTorch");

@@ -37,6 +37,9 @@ struct TrainResult {
   double seconds = 0;
   double tokens_per_second = 0;
   int64_t peak_rss_bytes = 0;
+  /// Mean wall time per optimizer step in each phase (seconds): forward incl. loss, backward,
+  /// gradient clipping + AdamW update.
+  double forward_s = 0, backward_s = 0, optimizer_s = 0;
   std::string model_dir;
   int stopped_by_signal = 0;  ///< signal number if stopped early, else 0
 };

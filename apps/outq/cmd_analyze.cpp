@@ -1,0 +1,124 @@
+// `outq analyze`: per-layer / per-channel / per-token activation statistics, weight statistics,
+// outlier emergence over training, a summary, JSON and PNG plots.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "command.h"
+#include "model_source.h"
+#include "outq/analysis/analyze.h"
+#include "outq/core/error.h"
+#include "outq/core/file_io.h"
+#include "outq/core/log.h"
+#include "outq/model/checkpoint.h"
+
+namespace fs = std::filesystem;
+
+namespace outq::app {
+namespace {
+
+std::string g_model, g_split = "val", g_data_dir, g_out, g_point, g_checkpoints, g_run_dir;
+int64_t g_max_tokens = 100000, g_seq_len = 0, g_batch = 8, g_emergence_tokens = 16384;
+int g_threads = 2;
+
+void add_options(CLI::App& app) {
+  app.add_option("--model", g_model, "model directory, float or quantized")->required();
+  app.add_option("--split", g_split, "split of the prepared corpus to analyse")->capture_default_str();
+  app.add_option("--data-dir", g_data_dir, "a prepared data directory (default: prepare/reuse the [data] config)");
+  app.add_option("--max-tokens", g_max_tokens, "tokens to analyse")->capture_default_str();
+  app.add_option("--seq-len", g_seq_len, "window length (0 = the model's max_position_embeddings)")->capture_default_str();
+  app.add_option("--batch", g_batch, "windows per forward pass")->capture_default_str();
+  app.add_option("--point", g_point, "observation point for the heat map (default: the linear input with the largest |x|)");
+  app.add_option("--out", g_out, "output directory (default: <model>/analysis)");
+  app.add_option("--checkpoints", g_checkpoints, "emergence: a directory of model/checkpoint directories (e.g. RUN/checkpoints)");
+  app.add_option("--emergence-tokens", g_emergence_tokens, "tokens analysed per checkpoint for emergence")->capture_default_str();
+  app.add_option("--run-dir", g_run_dir, "emergence: an `outq train` run directory whose metrics.jsonl has light statistics");
+  app.add_option("--threads", g_threads, "LibTorch threads")->capture_default_str();
+}
+
+int run(const CommonOptions& common, OutqConfig& config) {
+  torch::set_num_threads(g_threads);
+  LoadedModel lm = load_model_dir(g_model);
+  const std::string dir = resolve_data_dir(g_data_dir, config);
+  PreparedData data(dir);
+  OUTQ_CHECK(data.tokenizer().checksum() == lm.tokenizer->checksum(), g_model, "/tokenizer.model: expected the tokenizer of ",
+             dir, " (checksum ", data.tokenizer().checksum(), "), found checksum ", lm.tokenizer->checksum());
+  const TokenShard shard = data.shard(g_split);
+  AnalyzeOptions o;
+  o.max_tokens = g_max_tokens;
+  o.seq_len = g_seq_len > 0 ? g_seq_len : lm.model->config().max_position_embeddings;
+  o.batch_size = g_batch;
+  o.bos_id = lm.tokenizer->bos_id();
+  o.heatmap_point = g_point;
+  const AnalysisResult r = analyze_model(lm.model, shard, o);
+
+  // Emergence: a series of checkpoints, or the light statistics of a training run.
+  std::vector<std::pair<int64_t, nlohmann::json>> series;
+  if (!g_checkpoints.empty()) {
+    OUTQ_CHECK(fs::is_directory(g_checkpoints), g_checkpoints, ": checkpoint directory not found");
+    std::vector<fs::path> dirs;
+    for (const auto& e : fs::directory_iterator(g_checkpoints))
+      if (e.is_directory() && fs::exists(e.path() / "config.json") && e.path().filename().string().find('.') == std::string::npos)
+        dirs.push_back(e.path());
+    std::sort(dirs.begin(), dirs.end());
+    OUTQ_CHECK(!dirs.empty(), g_checkpoints, ": expected checkpoint directories (with config.json), found none");
+    const nlohmann::json want = lm.model->config().to_hf_json();
+    AnalyzeOptions eo = o;
+    eo.max_tokens = g_emergence_tokens;
+    eo.heatmap = false;
+    eo.show_progress = false;
+    for (const auto& d : dirs) {
+      const ModelConfig c = model_config_read(d.string());
+      if (c.to_hf_json() != want) {
+        fail_mismatch((d / "config.json").string(), "model config", "the configuration of " + g_model,
+                      "a different one (all checkpoints must be of the same model)");
+      }
+      Llama m = model_load(d.string());
+      const std::string name = d.filename().string();
+      const int64_t step = name.rfind("step-", 0) == 0 ? std::stoll(name.substr(5)) : static_cast<int64_t>(series.size());
+      series.emplace_back(step, layer_type_summary(analyze_model(m, shard, eo).points));
+      log_info("emergence: {} analysed", d.string());
+    }
+  } else if (!g_run_dir.empty()) {
+    series = emergence_from_metrics(g_run_dir);
+    OUTQ_CHECK(!series.empty(), g_run_dir, "/metrics.jsonl: expected light statistics (train.stats_every > 0), found none");
+  }
+
+  const std::string out = g_out.empty() ? (fs::path(g_model) / "analysis").string() : g_out;
+  fs::create_directories(out);
+  nlohmann::json j = analysis_json(r, lm.tokenizer.get());
+  j["model"] = g_model;
+  j["source"] = dir + ":" + g_split;
+  if (!series.empty()) {
+    nlohmann::json e = nlohmann::json::array();
+    for (const auto& [step, summary] : series) e.push_back({{"step", step}, {"by_layer_type", summary}});
+    j["emergence"] = e;
+  }
+  write_file_atomic(fs::path(out) / "analysis.json", j.dump(1) + "\n");
+  std::string summary = analysis_summary(r, lm.tokenizer.get());
+  if (!series.empty()) summary += "\noutlier channels by training step (per depth):\n" + emergence_table(series);
+  write_file_atomic(fs::path(out) / "summary.txt", summary);
+  if (common.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("%s\nwritten: %s/analysis.json, summary.txt\n", summary.c_str(), out.c_str());
+  }
+  try {
+    analysis_plots(r, out);
+    if (!series.empty()) emergence_plot(series, (fs::path(out) / "emergence.png").string());
+  } catch (const Error& e) {
+    throw Error(fmt::format("statistics written to {}, but no plots: {}", out, e.what()));
+  }
+  if (!common.json) std::printf("plots: %s/{heatmap,weights,spikes%s}.png\n", out.c_str(), series.empty() ? "" : ",emergence");
+  return 0;
+}
+
+}  // namespace
+
+Command command_analyze() {
+  return {"analyze", "per-layer/channel/token activation statistics, outlier channels, spikes, emergence, plots",
+          "outq analyze --model runs/tiny/model --max-tokens 100000 --run-dir runs/tiny", add_options, run};
+}
+
+}  // namespace outq::app
