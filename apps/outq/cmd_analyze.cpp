@@ -29,7 +29,7 @@ void add_options(CLI::App& app) {
   app.add_option("--max-tokens", g_max_tokens, "tokens to analyse")->capture_default_str();
   app.add_option("--seq-len", g_seq_len, "window length (0 = the model's max_position_embeddings)")->capture_default_str();
   app.add_option("--batch", g_batch, "windows per forward pass")->capture_default_str();
-  app.add_option("--point", g_point, "observation point for the heat map (default: the linear input with the largest |x|)");
+  app.add_option("--point", g_point, "observation point for the heat map (default: the linear input with the most prominent outlier channel)");
   app.add_option("--out", g_out, "output directory (default: <model>/analysis)");
   app.add_option("--checkpoints", g_checkpoints, "emergence: a directory of model/checkpoint directories (e.g. RUN/checkpoints)");
   app.add_option("--emergence-tokens", g_emergence_tokens, "tokens analysed per checkpoint for emergence")->capture_default_str();

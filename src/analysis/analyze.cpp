@@ -107,11 +107,13 @@ AnalysisResult analyze_model(Llama& model, const TokenShard& shard, const Analyz
     model->observers().attach(std::shared_ptr<Observer>(&probe, [](Observer*) {}));
     model->forward(windows_tensor.slice(0, 0, 1));
     model->observers().detach(&probe);
+    // The linear input whose loudest channel stands out most from the rest (outlier channels show
+    // as stripes in the heat map).
     double best = -1;
     for (const auto& s : probe.finish()) {
-      if (s.kind != PointKind::kLinearInput || s.max_abs.empty()) continue;
-      const double m = *std::max_element(s.max_abs.begin(), s.max_abs.end());
-      if (m > best) best = m, heat = model->point(s.name).index;
+      if (s.kind != PointKind::kLinearInput || s.mean_abs.empty() || s.layer_mean_abs <= 0) continue;
+      const double ratio = *std::max_element(s.mean_abs.begin(), s.mean_abs.end()) / s.layer_mean_abs;
+      if (ratio > best) best = ratio, heat = model->point(s.name).index;
     }
   }
   if (heat >= 0) r.heatmap_point = model->points()[heat].name;

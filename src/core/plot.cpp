@@ -55,7 +55,7 @@ void plot_heatmap(const HeatMap& map, const std::string& png_path) {
         }
         write_file_atomic(work / "matrix.dat", data);
         std::string script = fmt::format(
-            "set terminal pngcairo size {},{} font 'sans,11'\nset output {}\nset title {}\nset xlabel {}\n"
+            "set terminal pngcairo noenhanced size {},{} font 'sans,11'\nset output {}\nset title {}\nset xlabel {}\n"
             "set ylabel {}\nset cblabel {}\nset palette defined (0 '#f7fbff', 1 '#6baed6', 2 '#08306b', 3 '#e31a1c')\n"
             "set xrange [-0.5:{}]\nset yrange [-0.5:{}]\n",
             map.width, map.height, quoted((work / "plot.png").string()), quoted(map.title), quoted(map.xlabel),
@@ -71,8 +71,8 @@ void plot_lines(const LinePlot& plot, const std::string& png_path) {
   render(
       [&](const fs::path& work) {
         std::string script = fmt::format(
-            "set terminal pngcairo size {},{} font 'sans,11'\nset output {}\nset title {}\nset xlabel {}\n"
-            "set ylabel {}\nset grid\nset key top right\n",
+            "set terminal pngcairo noenhanced size {},{} font 'sans,11'\nset output {}\nset title {}\nset xlabel {}\n"
+            "set ylabel {}\nset grid\nset key below\n",
             plot.width, plot.height, quoted((work / "plot.png").string()), quoted(plot.title), quoted(plot.xlabel),
             quoted(plot.ylabel));
         if (plot.log_y) script += "set logscale y\n";

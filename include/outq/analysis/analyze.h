@@ -36,7 +36,7 @@ struct AnalyzeOptions {
   int64_t seq_len = 256;
   int64_t batch_size = 8;
   int32_t bos_id = 1;
-  std::string heatmap_point;  ///< "" = the linear input with the largest max |x|
+  std::string heatmap_point;  ///< "" = the linear input whose loudest channel stands out most
   bool heatmap = true;        ///< false: no heat map (light statistics during training)
   bool show_progress = true;
 };
