@@ -216,10 +216,11 @@ void analysis_plots(const AnalysisResult& r, const std::string& dir) {
     h.title = "|x| at " + r.heatmap_point + " (one sequence)";
     h.xlabel = "channel";
     h.ylabel = "token position";
-    h.cblabel = "|x|";
+    h.cblabel = "|x| (log scale)";
     h.rows = r.heatmap.size(0);
     h.cols = r.heatmap.size(1);
-    const auto c = r.heatmap.contiguous();
+    h.log_color = true;  // a few large values next to many small ones: log colours show both
+    const auto c = torch::clamp_min(r.heatmap, 1e-3).contiguous();
     h.values.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
     plot_heatmap(h, (fs::path(dir) / "heatmap.png").string());
   }

@@ -84,8 +84,8 @@ void plot_lines(const LinePlot& plot, const std::string& png_path) {
           for (size_t k = 0; k < s.x.size(); ++k) data += fmt::format("{} {}\n", s.x[k], s.y[k]);
           const fs::path file = work / fmt::format("series{}.dat", i);
           write_file_atomic(file, data);
-          parts.push_back(fmt::format("{} using 1:2 with linespoints lw 2 pt 7 ps 0.6 title {}", quoted(file.string()),
-                                      quoted(s.name)));
+          const char* style = s.x.size() > 200 ? "lines lw 1.5" : "linespoints lw 2 pt 7 ps 0.6";  // dense: no markers
+          parts.push_back(fmt::format("{} using 1:2 with {} title {}", quoted(file.string()), style, quoted(s.name)));
         }
         script += "plot ";
         for (size_t i = 0; i < parts.size(); ++i) script += (i ? ", \\\n     " : "") + parts[i];

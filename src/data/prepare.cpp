@@ -10,6 +10,7 @@
 
 #include "outq/core/error.h"
 #include "outq/core/file_io.h"
+#include "outq/core/json_file.h"
 #include "outq/core/hash.h"
 #include "outq/core/log.h"
 #include "outq/core/progress.h"
@@ -68,15 +69,10 @@ DataSummary summary_from_manifest(const nlohmann::json& m, const std::string& di
 
 nlohmann::json read_manifest(const std::string& dir) {
   const std::string path = (fs::path(dir) / "manifest.json").string();
-  nlohmann::json m;
-  try {
-    m = nlohmann::json::parse(read_file(path, "data manifest"));
-  } catch (const nlohmann::json::exception& e) {
-    fail_mismatch(path, "", "a JSON manifest", std::string("invalid JSON (") + e.what() + ")");
-  }
-  if (!m.is_object() || m.value("format", "") != kManifestFormat) {
+  const nlohmann::json m = json_read_object(path, "data manifest");
+  if (m.value("format", "") != kManifestFormat) {
     fail_mismatch(path, "format", std::string("\"") + kManifestFormat + "\"",
-                  m.is_object() && m.contains("format") ? m["format"].dump() : "none");
+                  m.contains("format") ? m["format"].dump() : "none");
   }
   if (m.value("version", 0) != kManifestVersion) {
     fail_mismatch(path, "version", std::to_string(kManifestVersion),

@@ -9,6 +9,7 @@
 
 #include "outq/core/error.h"
 #include "outq/core/file_io.h"
+#include "outq/core/json_file.h"
 #include "outq/model/tensor_io.h"
 
 namespace fs = std::filesystem;
@@ -39,13 +40,7 @@ void model_save(Llama& model, const std::string& dir, const std::string& tokeniz
 ModelConfig model_config_read(const std::string& dir) {
   const std::string path = (fs::path(dir) / "config.json").string();
   OUTQ_CHECK(fs::is_directory(dir), dir, ": model directory not found (expected config.json and model.safetensors)");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(path, "model config"));
-  } catch (const nlohmann::json::exception& e) {
-    fail_mismatch(path, "", "a JSON object", std::string("invalid JSON (") + e.what() + ")");
-  }
-  return ModelConfig::from_hf_json(j, path);
+  return ModelConfig::from_hf_json(json_read_object(path, "model config"), path);
 }
 
 Llama model_load(const std::string& dir) {

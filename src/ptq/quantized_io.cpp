@@ -10,6 +10,7 @@
 
 #include "outq/core/error.h"
 #include "outq/core/file_io.h"
+#include "outq/core/json_file.h"
 #include "outq/core/safetensors.h"
 #include "outq/model/checkpoint.h"
 #include "outq/model/tensor_io.h"
@@ -111,12 +112,7 @@ bool is_quantized_dir(const std::string& dir) { return fs::exists(fs::path(dir) 
 
 Llama quantized_load(const std::string& dir, QuantizedModel* info) {
   const std::string qc_path = (fs::path(dir) / "quant_config.json").string();
-  nlohmann::json qc;
-  try {
-    qc = nlohmann::json::parse(read_file(qc_path, "quantization config"));
-  } catch (const nlohmann::json::exception& e) {
-    fail_mismatch(qc_path, "", "a JSON object", std::string("invalid JSON (") + e.what() + ")");
-  }
+  const nlohmann::json qc = json_read_object(qc_path, "quantization config");
   if (qc.value("format", "") != kFormat) fail_mismatch(qc_path, "format", kFormat, qc.value("format", "none"));
   if (qc.value("version", 0) != kVersion) fail_mismatch(qc_path, "version", std::to_string(kVersion), qc.value("version", nlohmann::json()).dump());
   Llama model(model_config_read(dir));

@@ -10,6 +10,7 @@
 
 #include "outq/core/error.h"
 #include "outq/core/file_io.h"
+#include "outq/core/json_file.h"
 #include "outq/core/safetensors.h"
 #include "outq/model/checkpoint.h"
 #include "outq/model/tensor_io.h"
@@ -82,12 +83,7 @@ nlohmann::json checkpoint_load(const std::string& dir, Llama& model, torch::opti
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(tensor_from_view(rng.get("torch_default_generator")));
   }
-  const std::string state_path = (fs::path(dir) / "trainer_state.json").string();
-  try {
-    return nlohmann::json::parse(read_file(state_path, "trainer state"));
-  } catch (const nlohmann::json::exception& e) {
-    fail_mismatch(state_path, "", "a JSON object", std::string("invalid JSON (") + e.what() + ")");
-  }
+  return json_read_object(fs::path(dir) / "trainer_state.json", "trainer state");
 }
 
 }  // namespace outq::train_detail
