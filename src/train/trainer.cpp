@@ -311,7 +311,7 @@ TrainResult train_run(const TrainOptions& opt) {
       const double eta = done_time / static_cast<double>(step - first_step) * static_cast<double>(tc.steps - step);
       metrics.write({{"type", "train"}, {"step", step}, {"loss", step_loss}, {"loss_avg", interval_loss / interval_steps},
                      {"lr", lr}, {"grad_norm", grad_norm}, {"tokens", step * tokens_per_step},
-                     {"tokens_per_s", tps}, {"elapsed_s", elapsed_now()}});
+                     {"tokens_per_s", tps}, {"elapsed_s", elapsed_now()}, {"eta_s", eta}});
       log_info("step {}/{}  loss {:.4f}  lr {:.2e}  gnorm {:.3f}  {:.0f} tok/s  elapsed {}  ETA {}", step, tc.steps,
                interval_loss / interval_steps, lr, grad_norm, tps, format_duration(elapsed_now()), format_duration(eta));
       interval_loss = 0;
