@@ -1,0 +1,118 @@
+// QAT primitives against independent references: the learned-clip quantizer's forward against
+// the direct formula (values at the clip bounds and at rounding ties included) and its x / alpha /
+// beta gradients against the spec's formulas evaluated in float64 loops; the kurtosis penalty
+// against a float64 autograd implementation (1e-5) and central finite differences (2e-3: float32
+// forward evaluations with step 1e-2 limit the accuracy of the difference quotient).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "outq/core/error.h"
+#include "outq/qat/learned_clip.h"
+
+namespace outq {
+namespace {
+
+TEST(LearnedClip, ForwardEqualsFormulaAtBoundsAndTies) {
+  const float a = 2.0f, b = -1.75f;  // delta = 3.75 / 15 = 0.25 exactly
+  std::vector<float> xs = {b, a, b - 1, a + 3, b + 0.125f, b + 0.375f, b + 0.625f, 0.0f, 1.9f, -1.0f};
+  torch::manual_seed(1);
+  auto rnd = torch::randn({123}) * 2;
+  for (int64_t i = 0; i < rnd.numel(); ++i) xs.push_back(rnd[i].item<float>());
+  const auto x = torch::tensor(xs);
+  const auto out = learned_clip_quant(x, torch::tensor(a), torch::tensor(b), 4);
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double xc = std::min<double>(std::max<double>(xs[i], b), a);
+    const double want = b + std::nearbyint((xc - b) / 0.25) * 0.25;
+    EXPECT_DOUBLE_EQ(out[i].item<float>(), want) << "x = " << xs[i];
+  }
+  // Ties go to even codes: u = 0.5 -> 0, 1.5 -> 2, 2.5 -> 2.
+  EXPECT_FLOAT_EQ(out[4].item<float>(), b);
+  EXPECT_FLOAT_EQ(out[5].item<float>(), b + 0.5f);
+  EXPECT_FLOAT_EQ(out[6].item<float>(), b + 0.5f);
+}
+
+TEST(LearnedClip, GradientsEqualTheSpecFormulas) {
+  torch::manual_seed(2);
+  for (int bits : {2, 4, 8}) {
+    auto x = (torch::randn({7, 131}) * 3).requires_grad_(true);
+    auto alpha = torch::tensor(2.5f).requires_grad_(true);
+    auto beta = torch::tensor(-1.3f).requires_grad_(true);
+    {
+      torch::NoGradGuard ng;
+      x[0][0] = 2.5f;  // exactly at alpha
+      x[0][1] = -1.3f;  // exactly at beta
+    }
+    const auto g = torch::randn({7, 131});
+    (learned_clip_quant(x, alpha, beta, bits) * g).sum().backward();
+    const double a = 2.5f, b = -1.3f, N = (1 << bits) - 1, delta = (static_cast<float>(a) - static_cast<float>(b)) / static_cast<float>(N);
+    double ga = 0, gb = 0;
+    const auto xf = x.detach().flatten(), gf = g.flatten(), gxf = x.grad().flatten();
+    for (int64_t i = 0; i < xf.numel(); ++i) {
+      const double xi = xf[i].item<float>(), gi = gf[i].item<float>();
+      double want_gx = 0;
+      if (xi >= a) {
+        ga += gi;
+      } else if (xi <= b) {
+        gb += gi;
+      } else {
+        want_gx = gi;
+        const double u = static_cast<float>((static_cast<float>(xi) - static_cast<float>(b)) / static_cast<float>(delta));
+        ga += gi * (std::nearbyint(u) - u) / N;
+        gb += gi * (u - std::nearbyint(u)) / N;
+      }
+      EXPECT_EQ(gxf[i].item<float>(), static_cast<float>(want_gx)) << i;
+    }
+    EXPECT_NEAR(alpha.grad().item<double>(), ga, 1e-5 * std::max(1.0, std::abs(ga))) << bits;
+    EXPECT_NEAR(beta.grad().item<double>(), gb, 1e-5 * std::max(1.0, std::abs(gb))) << bits;
+    EXPECT_GT(std::abs(ga) + std::abs(gb), 1e-3);  // not trivially zero
+  }
+}
+
+TEST(LearnedClip, BadInput) {
+  const auto x = torch::randn({4});
+  EXPECT_THROW(learned_clip_quant(x, torch::tensor(1.0f), torch::tensor(1.0f), 4), Error);  // alpha == beta
+  EXPECT_THROW(learned_clip_quant(x, torch::tensor(-1.0f), torch::tensor(1.0f), 4), Error);
+  EXPECT_THROW(learned_clip_quant(x, torch::tensor(1.0f), torch::tensor(-1.0f), 9), Error);
+  EXPECT_THROW(learned_clip_quant(x, torch::tensor(1.0f), torch::tensor(-1.0f), 1), Error);
+}
+
+torch::Tensor kurtosis_reference(const torch::Tensor& y, double eps) {  // float64 autograd
+  const auto c = y - y.mean(-1, true);
+  const auto m2 = c.pow(2).mean(-1), m4 = c.pow(4).mean(-1);
+  return (m4 / (m2 * m2 + eps)).sum();
+}
+
+TEST(Kurtosis, ValueAndGradientMatchAutogradAndFiniteDifferences) {
+  torch::manual_seed(3);
+  auto y = torch::randn({2, 3, 17});
+  {
+    torch::NoGradGuard ng;
+    y[1][2][5] = 9.0f;  // a heavy-tailed token
+  }
+  const double eps = 1e-6;
+  auto yv = y.clone().requires_grad_(true);
+  const auto k = kurtosis_penalty(yv, eps);
+  k.backward();
+  auto yd = y.to(torch::kFloat64).requires_grad_(true);
+  const auto kd = kurtosis_reference(yd, eps);
+  kd.backward();
+  EXPECT_NEAR(k.item<double>(), kd.item<double>(), 1e-5 * kd.item<double>());
+  const double scale = yd.grad().abs().max().item<double>();
+  EXPECT_LE((yv.grad().to(torch::kFloat64) - yd.grad()).abs().max().item<double>(), 1e-5 * scale);
+  // Central finite differences of the float32 function itself.
+  const double h = 1e-2;
+  for (int64_t i : {0L, 7L, 40L, 51L + 2 * 17L + 5L, 101L}) {  // 90 = the planted outlier
+    auto plus = y.clone(), minus = y.clone();
+    plus.view(-1)[i] += h;
+    minus.view(-1)[i] -= h;
+    const double fd = (kurtosis_penalty(plus, eps).item<double>() - kurtosis_penalty(minus, eps).item<double>()) / (2 * h);
+    EXPECT_NEAR(yv.grad().view(-1)[i].item<double>(), fd, 2e-3 * scale) << "element " << i;
+  }
+  // A Gaussian-like token has kurtosis near 3; the planted outlier token is far above it.
+  const auto per_token = [&](int t) { return kurtosis_reference(y.to(torch::kFloat64)[1][t].unsqueeze(0), eps).item<double>(); };
+  EXPECT_GT(per_token(2), 8.0);
+}
+
+}  // namespace
+}  // namespace outq
