@@ -329,6 +329,13 @@ TrainResult train_run(const TrainOptions& opt) {
       break;
     }
   }
+  if (step == first_step) {
+    // A resumed run that had already finished: report its validation numbers without logging them again.
+    log_info("the run had already finished at step {}; nothing to train", step);
+    const PerplexityResult r = evaluate_perplexity(model, val_shard, eval_opt);
+    result.final_val_loss = r.mean_nll();
+    result.final_val_ppl = r.perplexity();
+  }
   result.steps_done = step;
   result.seconds = elapsed_now();
   const double run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
