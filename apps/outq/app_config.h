@@ -8,6 +8,7 @@
 #include "outq/core/config.h"
 #include "outq/data/data_config.h"
 #include "outq/model/model_config.h"
+#include "outq/qat/qat_config.h"
 #include "outq/train/train_config.h"
 
 namespace outq::app {
@@ -16,12 +17,14 @@ struct OutqConfig {
   DataConfig data;
   ModelConfig model;
   TrainConfig train;
+  QatConfig qat;
 
   template <class F>
   void visit_sections(F&& f) {
     f(data);
     f(model);
     f(train);
+    f(qat);
   }
 };
 

@@ -18,7 +18,7 @@ void add_options(CLI::App& app) {
 
 int run(const CommonOptions& common, OutqConfig& config) {
   print_effective_config(config);
-  TrainOptions options{config.data, config.model, config.train, config_json(config_entries(config)), g_resume};
+  TrainOptions options{config.data, config.model, config.train, config.qat, config_json(config_entries(config)), g_resume};
   const TrainResult r = train_run(options);
   const nlohmann::json j = {{"steps", r.steps_done},
                             {"train_loss", r.final_train_loss},

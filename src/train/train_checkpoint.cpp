@@ -26,7 +26,8 @@ CheckpointPaths checkpoint_paths(const std::string& run_dir) {
 }
 
 void checkpoint_save(const std::string& run_dir, int64_t step, Llama& model, torch::optim::Optimizer& optimizer,
-                     const nlohmann::json& state, const std::string& tokenizer_path, int keep) {
+                     const nlohmann::json& state, const std::string& tokenizer_path, int keep,
+                     const std::map<std::string, torch::Tensor>& extra) {
   const CheckpointPaths paths = checkpoint_paths(run_dir);
   const std::string name = fmt::format("step-{:07d}", step);
   {
@@ -40,6 +41,11 @@ void checkpoint_save(const std::string& run_dir, int64_t step, Llama& model, tor
     rng.add("torch_default_generator", at::detail::getDefaultCPUGenerator().get_state());
     rng.write((out / "rng.safetensors").string());
     write_file_atomic(out / "trainer_state.json", state.dump(2) + "\n");
+    if (!extra.empty()) {
+      TensorFileWriter extra_file;
+      for (const auto& [key, t] : extra) extra_file.add(key, t.to(torch::kCPU));
+      extra_file.write((out / "extra.safetensors").string());
+    }
     stage.commit();
   }
   write_file_atomic(paths.latest_file, name + "\n");
@@ -84,6 +90,15 @@ nlohmann::json checkpoint_load(const std::string& dir, Llama& model, torch::opti
     gen.set_state(tensor_from_view(rng.get("torch_default_generator")));
   }
   return json_read_object(fs::path(dir) / "trainer_state.json", "trainer state");
+}
+
+std::map<std::string, torch::Tensor> checkpoint_extra(const std::string& dir) {
+  std::map<std::string, torch::Tensor> out;
+  const fs::path path = fs::path(dir) / "extra.safetensors";
+  if (!fs::exists(path)) return out;
+  SafetensorsFile file(path.string());
+  for (const auto& [name, view] : file.tensors()) out[name] = tensor_from_view(view);
+  return out;
 }
 
 }  // namespace outq::train_detail

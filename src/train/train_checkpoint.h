@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -20,8 +21,13 @@ struct CheckpointPaths {
 CheckpointPaths checkpoint_paths(const std::string& run_dir);
 
 /// Writes checkpoints/step-NNNNNNN (staged), updates LATEST, keeps the newest `keep`.
+/// `extra` tensors (e.g. QAT clip values) go to extra.safetensors when not empty.
 void checkpoint_save(const std::string& run_dir, int64_t step, Llama& model, torch::optim::Optimizer& optimizer,
-                     const nlohmann::json& state, const std::string& tokenizer_path, int keep);
+                     const nlohmann::json& state, const std::string& tokenizer_path, int keep,
+                     const std::map<std::string, torch::Tensor>& extra = {});
+
+/// The extra tensors of a checkpoint (empty if it has none).
+std::map<std::string, torch::Tensor> checkpoint_extra(const std::string& dir);
 
 /// The newest complete checkpoint directory, if any (stale staging directories are removed).
 std::optional<std::string> checkpoint_latest(const std::string& run_dir);

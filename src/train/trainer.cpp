@@ -10,6 +10,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "outq/analysis/analyze.h"
 #include "outq/core/config.h"
@@ -22,6 +23,7 @@
 #include "outq/data/sampler.h"
 #include "outq/eval/perplexity.h"
 #include "outq/model/checkpoint.h"
+#include "outq/qat/qat_observer.h"
 #include "train_checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -56,15 +58,18 @@ class StopSignals {
 struct ResumeKey {
   ModelConfig model;
   TrainConfig train;
+  QatConfig qat;
   template <class F>
   void visit_sections(F&& f) {
     f(model);
     f(train);
+    f(qat);
   }
 };
 
-nlohmann::json resume_key(const ModelConfig& model, const TrainConfig& train, const std::string& tokenizer) {
-  ResumeKey key{model, train};
+nlohmann::json resume_key(const ModelConfig& model, const TrainConfig& train, const QatConfig& qat,
+                          const std::string& tokenizer) {
+  ResumeKey key{model, train, qat};
   auto j = nlohmann::json::parse(config_json(config_entries(key)));
   for (const char* k : {"run_dir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}) j["train"].erase(k);
   j["tokenizer_checksum"] = tokenizer;
@@ -190,7 +195,22 @@ TrainResult train_run(const TrainOptions& opt) {
 
   // Training windows are BOS + (seq_len) text tokens: inputs [:, :seq_len], targets [:, 1:].
   WindowSampler sampler(train_shard.size(), tc.seq_len - 1, static_cast<uint64_t>(tc.seed));
-  const nlohmann::json key = resume_key(opt.model, tc, data.tokenizer().checksum());
+  const nlohmann::json key = resume_key(opt.model, tc, opt.qat, data.tokenizer().checksum());
+
+  // QAT: the observer on the model, and the clip values' own optimizer (Adam without momentum,
+  // beta1 = 0, and without weight decay).
+  std::shared_ptr<QatObserver> qat;
+  std::unique_ptr<torch::optim::AdamW> clip_optimizer;
+  if (opt.qat.active()) {
+    OUTQ_CHECK(!device.is_cuda() || !opt.qat.quantizes(), "qat.mode: the learned-clip quantizer runs on the CPU; "
+               "expected train.device = \"cpu\" for mode ", opt.qat.mode);
+    qat = std::make_shared<QatObserver>(model, opt.qat);
+    model->observers().attach(qat);
+    if (opt.qat.quantizes()) {
+      clip_optimizer = std::make_unique<torch::optim::AdamW>(
+          qat->parameters(), torch::optim::AdamWOptions(tc.lr * opt.qat.clip_lr_scale).betas({0.0, tc.beta2}).weight_decay(0));
+    }
+  }
 
   fs::create_directories(tc.run_dir);
   int64_t step = 0;
@@ -200,11 +220,20 @@ TrainResult train_run(const TrainOptions& opt) {
     OUTQ_CHECK(latest.has_value(), tc.run_dir, ": --resume: expected a checkpoint in ", tc.run_dir,
                "/checkpoints, found none (start without --resume)");
     const nlohmann::json state = train_detail::checkpoint_load(*latest, model, optimizer, device);
-    check_same_run(state.at("resume_key"), key, resume_key(ModelConfig{}, TrainConfig{}, ""),
+    check_same_run(state.at("resume_key"), key, resume_key(ModelConfig{}, TrainConfig{}, QatConfig{}, ""),
                    *latest + "/trainer_state.json");
     step = state.at("step").get<int64_t>();
     sampler.restore({state.at("sampler_seed").get<uint64_t>(), state.at("sampler_drawn").get<uint64_t>()});
     elapsed_before = state.value("elapsed_seconds", 0.0);
+    if (qat) {
+      auto extra = train_detail::checkpoint_extra(*latest);
+      qat->load_clips(extra);
+      if (clip_optimizer) {
+        const auto bytes = extra.at("clip_optimizer").contiguous();
+        std::istringstream in(std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), bytes.numel()));
+        torch::load(*clip_optimizer, in);
+      }
+    }
     log_info("resuming from {} (step {} of {})", *latest, step, tc.steps);
   } else if (train_detail::checkpoint_latest(tc.run_dir)) {
     throw Error(fmt::format("{}: holds checkpoints of an earlier run; expected an empty run directory "
@@ -250,7 +279,18 @@ TrainResult train_run(const TrainOptions& opt) {
     nlohmann::json state = {{"format", "outq-train-state"}, {"version", 1}, {"step", step},
                             {"sampler_seed", sampler.state().seed}, {"sampler_drawn", sampler.state().drawn},
                             {"elapsed_seconds", elapsed}, {"resume_key", key}};
-    train_detail::checkpoint_save(tc.run_dir, step, model, optimizer, state, tokenizer_path, tc.keep_checkpoints);
+    std::map<std::string, torch::Tensor> extra;
+    if (qat) {
+      extra = qat->named_clips();
+      if (clip_optimizer) {
+        std::ostringstream bytes;
+        torch::save(*clip_optimizer, bytes);
+        const std::string b = bytes.str();
+        extra["clip_optimizer"] = torch::from_blob(const_cast<char*>(b.data()), {static_cast<int64_t>(b.size())},
+                                                   torch::kUInt8).clone();
+      }
+    }
+    train_detail::checkpoint_save(tc.run_dir, step, model, optimizer, state, tokenizer_path, tc.keep_checkpoints, extra);
   };
 
   StopSignals signals;
@@ -267,6 +307,11 @@ TrainResult train_run(const TrainOptions& opt) {
     const double lr = tc.lr_at(step);
     for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     for (auto& p : params) p.mutable_grad().reset();  // set to none: the first backward writes, no zero fill
+    if (clip_optimizer) {
+      for (auto& g : clip_optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr * opt.qat.clip_lr_scale);
+      for (auto& p : qat->parameters()) p.mutable_grad().reset();
+    }
+    double step_penalty = 0;
     double step_loss = 0;
     for (int micro = 0; micro < tc.grad_accum; ++micro) {
       for (int b = 0; b < tc.batch_size; ++b) {
@@ -277,10 +322,15 @@ TrainResult train_run(const TrainOptions& opt) {
       auto windows = torch::from_blob(buffer.data(), {tc.batch_size, tc.seq_len + 1}, torch::kInt32).to(device, torch::kInt64);
       const auto t_fwd = std::chrono::steady_clock::now();
       auto loss = model->loss(windows);
-      const double value = loss.item<double>();
+      const double value = loss.item<double>();  // cross entropy alone: comparable across modes
+      if (qat) {
+        const auto penalty = qat->take_penalty();
+        step_penalty += penalty.item<double>() / tc.grad_accum;
+        loss = loss + penalty;
+      }
       const auto t_bwd = std::chrono::steady_clock::now();
       phase[0] += std::chrono::duration<double>(t_bwd - t_fwd).count();
-      if (!std::isfinite(value)) {
+      if (!std::isfinite(value) || !std::isfinite(step_penalty)) {
         throw Error(fmt::format("training stopped: the loss is {} at step {} (lr {:.3g}); no checkpoint was written "
                                 "after step {}. Expected a finite loss: lower train.lr, raise train.warmup_steps or "
                                 "set train.grad_clip", value, step + 1, lr, step));
@@ -297,6 +347,7 @@ TrainResult train_run(const TrainOptions& opt) {
                               "written after step {}. Expected finite gradients: lower train.lr", grad_norm, step + 1, lr, step));
     }
     optimizer.step();
+    if (clip_optimizer) clip_optimizer->step();
     phase[2] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_opt).count();
     ++step;
     result.final_train_loss = step_loss;
@@ -311,7 +362,8 @@ TrainResult train_run(const TrainOptions& opt) {
       const double eta = done_time / static_cast<double>(step - first_step) * static_cast<double>(tc.steps - step);
       metrics.write({{"type", "train"}, {"step", step}, {"loss", step_loss}, {"loss_avg", interval_loss / interval_steps},
                      {"lr", lr}, {"grad_norm", grad_norm}, {"tokens", step * tokens_per_step},
-                     {"tokens_per_s", tps}, {"elapsed_s", elapsed_now()}, {"eta_s", eta}});
+                     {"tokens_per_s", tps}, {"elapsed_s", elapsed_now()}, {"eta_s", eta},
+                     {"kurtosis_penalty", step_penalty}});
       log_info("step {}/{}  loss {:.4f}  lr {:.2e}  gnorm {:.3f}  {:.0f} tok/s  elapsed {}  ETA {}", step, tc.steps,
                interval_loss / interval_steps, lr, grad_norm, tps, format_duration(elapsed_now()), format_duration(eta));
       interval_loss = 0;
@@ -346,7 +398,10 @@ TrainResult train_run(const TrainOptions& opt) {
   }
   if (!result.stopped_by_signal) {
     result.model_dir = (fs::path(tc.run_dir) / "model").string();
-    model_save(model, result.model_dir, tokenizer_path, {{"steps", std::to_string(step)}});
+    model_save(model, result.model_dir, tokenizer_path, {{"steps", std::to_string(step)}, {"qat_mode", opt.qat.mode}});
+    if (qat && opt.qat.quantizes()) {
+      write_file_atomic(fs::path(result.model_dir) / "clips.json", qat->clips_json().dump(2) + "\n");
+    }
     try {
       plot_curve(tc.run_dir);
       const auto series = emergence_from_metrics(tc.run_dir);

@@ -155,5 +155,61 @@ TEST_F(TrainCli, EvalReproducesValidationAndGenerateIsSeeded) {
   EXPECT_NE(wrong.err.find("expected train, val or test, found dev"), std::string::npos) << wrong.err;
 }
 
+TEST_F(TrainCli, QatRunLearnsClipsAndResumesExactly) {
+  const std::string common = base_args() + " --set qat.mode=qat+kurtosis --set train.steps=30 --set train.eval_every=0"
+                                           " --set train.checkpoint_every=0";
+  const std::string straight = *dir_ / "qat-straight";
+  ASSERT_EQ(outq("train" + common + " --set train.run_dir=" + straight).exit_code, 0);
+  const auto clips = nlohmann::json::parse(test::read_text(straight + "/model/clips.json"));
+  ASSERT_EQ(clips.size(), 14u);  // 7 linears x 2 layers
+  EXPECT_NE(clips["model.layers.1.mlp.down_proj"]["alpha"].get<double>(), 4.0);  // learned, moved from the init
+  EXPECT_EQ(clips["model.layers.0.self_attn.q_proj"], clips["model.layers.0.self_attn.v_proj"]);  // shared q/k/v pair
+  double penalty = 0;
+  std::ifstream in(straight + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["type"] == "train") penalty += j["kurtosis_penalty"].get<double>();
+  }
+  EXPECT_GT(penalty, 0.0);
+
+  // Stopped by SIGTERM part-way, then resumed: the same losses and the same learned clips.
+  const std::string stopped = *dir_ / "qat-stopped";
+  const int pid = test::spawn_shell(kOutq + " train" + common + " --set train.run_dir=" + stopped, env());
+  for (int i = 0; i < 600 && losses(stopped, "train", "loss").size() < 5; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(test::wait_process(pid), 128 + SIGTERM);
+  ASSERT_LT(losses(stopped, "train", "loss").size(), 30u);
+  const auto resumed = outq("train" + common + " --set train.run_dir=" + stopped + " --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_EQ(losses(straight, "train", "loss"), losses(stopped, "train", "loss"));
+  EXPECT_EQ(test::read_text(straight + "/model/clips.json"), test::read_text(stopped + "/model/clips.json"));
+  const auto other_mode = outq("train" + base_args() + " --set qat.mode=qat --set train.steps=30 --set train.eval_every=0"
+                               " --set train.checkpoint_every=0 --set train.run_dir=" + stopped + " --resume");
+  EXPECT_EQ(other_mode.exit_code, 1);
+  EXPECT_NE(other_mode.err.find("qat.mode: expected \"qat\" (this run's setting)"), std::string::npos) << other_mode.err;
+}
+
+TEST_F(TrainCli, QatSettingsAreChecked) {
+  const std::string run = " --set train.steps=2 --set train.run_dir=" + *dir_ / "qat-bad";
+  auto r = outq("train" + base_args() + run + " --set qat.mode=pact");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("qat.mode: expected one of float, clamp, kurtosis, qat, qat+kurtosis, found \"pact\""),
+            std::string::npos) << r.err;
+  r = outq("train" + base_args() + run + " --set qat.mode=qat --set qat.bits=9");
+  EXPECT_NE(r.err.find("qat.bits: expected 2..8, found 9"), std::string::npos) << r.err;
+  r = outq("train" + base_args() + run + " --set qat.mode=qat --set qat.clip_init=0");
+  EXPECT_NE(r.err.find("alpha = +clip_init > beta = -clip_init"), std::string::npos) << r.err;
+  r = outq("train" + base_args() + run + " --set qat.mode=kurtosis --set qat.kurtosis_reduction=median");
+  EXPECT_NE(r.err.find("qat.kurtosis_reduction: expected \"sum\" or \"mean\", found \"median\""), std::string::npos)
+      << r.err;
+  r = test::run_shell(kOutq + " train" + base_args() + " --set train.steps=2 --set train.run_dir=" + *dir_ / "qat-warn" +
+                          " --set qat.kurtosis_lambda=0.5",
+                      {{"OUTQ_CACHE", *dir_ / "cache"}, {"OUTQ_PROGRESS", "off"}});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: qat.kurtosis_lambda / qat.kurtosis_reduction have no effect in mode \"float\""),
+            std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace outq

@@ -6,9 +6,10 @@
 //   config.json                effective configuration (all sections)
 //   metrics.jsonl              one JSON record per log/eval event
 //   checkpoints/step-NNNNNNN/  model.safetensors config.json tokenizer.model optimizer.pt
-//                              rng.safetensors trainer_state.json
+//                              rng.safetensors trainer_state.json (QAT: clips.safetensors)
 //   checkpoints/LATEST         name of the newest complete checkpoint
-//   model/                     the final model directory (what `outq eval` reads)
+//   model/                     the final model directory (what `outq eval` reads); QAT modes add
+//                              clips.json (the learned clip values per quantized linear)
 //   curve.png                  training and validation perplexity by step
 #pragma once
 
@@ -17,6 +18,7 @@
 
 #include "outq/data/data_config.h"
 #include "outq/model/model_config.h"
+#include "outq/qat/qat_config.h"
 #include "outq/train/train_config.h"
 
 namespace outq {
@@ -25,6 +27,7 @@ struct TrainOptions {
   DataConfig data;
   ModelConfig model;
   TrainConfig train;
+  QatConfig qat;
   std::string config_json;  ///< effective configuration, saved in the run directory
   bool resume = false;
 };

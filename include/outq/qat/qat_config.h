@@ -1,0 +1,43 @@
+// The [qat] config section: the training mode and the QAT / kurtosis settings (methods §2).
+//   float         plain training (the baseline)
+//   clamp         no quantization; every quantized-layer input is clamped to +-clamp_value
+//   kurtosis      float training plus the kurtosis penalty on quantized layers' outputs
+//   qat           learned-clip fake quantization of the four inputs per block
+//   qat+kurtosis  both (the paper's method)
+#pragma once
+
+#include <string>
+
+namespace outq {
+
+struct QatConfig {
+  static constexpr const char* kSection = "qat";
+
+  std::string mode = "float";
+  int bits = 4;
+  double clip_init = 4.0;
+  double clamp_value = 4.0;
+  double kurtosis_lambda = 1e-3;
+  std::string kurtosis_reduction = "mean";
+  double clip_lr_scale = 1.0;
+
+  template <class V>
+  void visit(V& v) {
+    v("mode", mode, "float | clamp | kurtosis | qat | qat+kurtosis");
+    v("bits", bits, "activation bits of the learned-clip quantizers (2..8)");
+    v("clip_init", clip_init, "initial clip values alpha = +clip_init, beta = -clip_init");
+    v("clamp_value", clamp_value, "clamp mode: inputs clamped to [-clamp_value, clamp_value]");
+    v("kurtosis_lambda", kurtosis_lambda, "weight of the kurtosis penalty");
+    v("kurtosis_reduction", kurtosis_reduction, "sum or mean of the per-token kurtosis over tokens (summed over layers)");
+    v("clip_lr_scale", clip_lr_scale, "clip learning rate as a multiple of train.lr (plain SGD, no decay)");
+  }
+  /// Impossible settings are errors; settings the mode ignores are warnings.
+  void validate() const;
+
+  bool quantizes() const { return mode == "qat" || mode == "qat+kurtosis"; }
+  bool clamps() const { return mode == "clamp"; }
+  bool penalizes() const { return mode == "kurtosis" || mode == "qat+kurtosis"; }
+  bool active() const { return mode != "float"; }
+};
+
+}  // namespace outq

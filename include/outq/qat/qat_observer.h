@@ -1,0 +1,46 @@
+// Attaches QAT to a model through its observation points: learned-clip fake quantization of the
+// four quantized inputs per block (q/k/v input with one shared clip pair, attention-output input,
+// gate/up input shared, down-projection input), clamping in clamp mode, and the kurtosis penalty
+// on the outputs of those linear layers. Embeddings, LM head, attention scores and the KV cache
+// stay in float.
+#pragma once
+
+#include <array>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "outq/model/llama.h"
+#include "outq/qat/qat_config.h"
+
+namespace outq {
+
+class QatObserver : public Observer {
+ public:
+  QatObserver(const Llama& model, const QatConfig& config);
+  torch::Tensor observe(const ObservationPoint& point, const torch::Tensor& x) override;
+
+  /// The clip values (alpha, beta per block and input type), for the optimizer.
+  std::vector<torch::Tensor> parameters() const;
+  /// lambda x the penalty accumulated since the last call (a zero tensor if none), then reset.
+  /// Only forward passes with gradients enabled (training) add to it.
+  torch::Tensor take_penalty();
+  /// Named clip tensors ("layers.0.qkv.alpha", ...) for checkpoints, and their restoration.
+  std::map<std::string, torch::Tensor> named_clips() const;
+  void load_clips(const std::map<std::string, torch::Tensor>& clips);
+  /// {"model.layers.0.self_attn.q_proj": {"alpha": .., "beta": ..}, ...} for every quantized linear.
+  nlohmann::json clips_json() const;
+
+ private:
+  struct Clip {
+    torch::Tensor alpha, beta;
+  };
+  int slot(const ObservationPoint& point) const;  ///< 0 qkv, 1 o, 2 gate/up, 3 down, -1 other
+  QatConfig config_;
+  std::vector<std::array<Clip, 4>> clips_;  ///< per layer
+  torch::Tensor penalty_;
+  int64_t penalty_tokens_ = 0;
+};
+
+}  // namespace outq

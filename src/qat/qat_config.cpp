@@ -1,0 +1,31 @@
+// QatConfig validation.
+#include "outq/qat/qat_config.h"
+
+#include "outq/core/error.h"
+#include "outq/core/log.h"
+
+namespace outq {
+
+void QatConfig::validate() const {
+  OUTQ_CHECK(mode == "float" || mode == "clamp" || mode == "kurtosis" || mode == "qat" || mode == "qat+kurtosis",
+             "qat.mode: expected one of float, clamp, kurtosis, qat, qat+kurtosis, found \"", mode, "\"");
+  OUTQ_CHECK(bits >= 2 && bits <= 8, "qat.bits: expected 2..8, found ", bits);
+  OUTQ_CHECK(clip_init > 0, "qat.clip_init: expected > 0 (alpha = +clip_init > beta = -clip_init), found ", clip_init);
+  OUTQ_CHECK(clamp_value > 0, "qat.clamp_value: expected > 0, found ", clamp_value);
+  OUTQ_CHECK(kurtosis_lambda >= 0, "qat.kurtosis_lambda: expected >= 0, found ", kurtosis_lambda);
+  OUTQ_CHECK(kurtosis_reduction == "sum" || kurtosis_reduction == "mean",
+             "qat.kurtosis_reduction: expected \"sum\" or \"mean\", found \"", kurtosis_reduction, "\"");
+  OUTQ_CHECK(clip_lr_scale >= 0, "qat.clip_lr_scale: expected >= 0, found ", clip_lr_scale);
+  const QatConfig defaults;
+  if (!quantizes() && (bits != defaults.bits || clip_init != defaults.clip_init || clip_lr_scale != defaults.clip_lr_scale)) {
+    log_warn("qat.bits / qat.clip_init / qat.clip_lr_scale have no effect in mode \"{}\" (only qat modes learn clips)", mode);
+  }
+  if (!penalizes() && (kurtosis_lambda != defaults.kurtosis_lambda || kurtosis_reduction != defaults.kurtosis_reduction)) {
+    log_warn("qat.kurtosis_lambda / qat.kurtosis_reduction have no effect in mode \"{}\"", mode);
+  }
+  if (!clamps() && clamp_value != defaults.clamp_value) {
+    log_warn("qat.clamp_value has no effect in mode \"{}\" (only clamp mode uses it)", mode);
+  }
+}
+
+}  // namespace outq

@@ -1,0 +1,106 @@
+// QAT through observation points (see qat_observer.h).
+#include "outq/qat/qat_observer.h"
+
+#include <fmt/format.h>
+
+#include "outq/core/error.h"
+#include "outq/qat/learned_clip.h"
+
+namespace outq {
+namespace {
+const char* kSlotNames[] = {"qkv", "o", "gate_up", "down"};
+}
+
+QatObserver::QatObserver(const Llama& model, const QatConfig& config) : config_(config) {
+  config_.validate();
+  clips_.resize(model->config().num_hidden_layers);
+  for (auto& layer : clips_)
+    for (auto& c : layer) {
+      c.alpha = torch::full({}, static_cast<float>(config.clip_init)).requires_grad_(true);
+      c.beta = torch::full({}, static_cast<float>(-config.clip_init)).requires_grad_(true);
+    }
+}
+
+int QatObserver::slot(const ObservationPoint& p) const {
+  if (p.kind == PointKind::kResidual) return -1;
+  const std::string& m = p.module;
+  auto ends = [&](const char* s) {
+    const std::string suffix(s);
+    return m.size() >= suffix.size() && m.compare(m.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (ends("q_proj") || ends("k_proj") || ends("v_proj")) return 0;
+  if (ends("o_proj")) return 1;
+  if (ends("gate_proj") || ends("up_proj")) return 2;
+  if (ends("down_proj")) return 3;
+  return -1;
+}
+
+torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::Tensor& x) {
+  const int s = slot(point);
+  if (s < 0) return x;
+  if (point.kind == PointKind::kLinearInput) {
+    if (config_.quantizes()) {
+      const Clip& c = clips_[point.layer][s];
+      return learned_clip_quant(x, c.alpha, c.beta, config_.bits);
+    }
+    if (config_.clamps()) return x.clamp(-config_.clamp_value, config_.clamp_value);
+    return x;
+  }
+  if (config_.penalizes() && torch::GradMode::is_enabled()) {  // training forward: a quantized layer's output
+    torch::Tensor k = kurtosis_penalty(x);
+    if (config_.kurtosis_reduction == "mean") k = k / static_cast<double>(x.numel() / x.size(-1));
+    penalty_ = penalty_.defined() ? penalty_ + k : k;
+  }
+  return x;
+}
+
+std::vector<torch::Tensor> QatObserver::parameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& layer : clips_)
+    for (const auto& c : layer) out.insert(out.end(), {c.alpha, c.beta});
+  return out;
+}
+
+torch::Tensor QatObserver::take_penalty() {
+  torch::Tensor p = penalty_.defined() ? penalty_ * config_.kurtosis_lambda : torch::zeros({});
+  penalty_ = torch::Tensor();
+  return p;
+}
+
+std::map<std::string, torch::Tensor> QatObserver::named_clips() const {
+  std::map<std::string, torch::Tensor> out;
+  for (size_t l = 0; l < clips_.size(); ++l)
+    for (int s = 0; s < 4; ++s) {
+      out[fmt::format("layers.{}.{}.alpha", l, kSlotNames[s])] = clips_[l][s].alpha.detach().reshape({1});
+      out[fmt::format("layers.{}.{}.beta", l, kSlotNames[s])] = clips_[l][s].beta.detach().reshape({1});
+    }
+  return out;
+}
+
+void QatObserver::load_clips(const std::map<std::string, torch::Tensor>& clips) {
+  torch::NoGradGuard no_grad;
+  for (size_t l = 0; l < clips_.size(); ++l)
+    for (int s = 0; s < 4; ++s)
+      for (const char* which : {"alpha", "beta"}) {
+        const std::string name = fmt::format("layers.{}.{}.{}", l, kSlotNames[s], which);
+        auto it = clips.find(name);
+        OUTQ_CHECK(it != clips.end(), "QAT clips: expected a value for ", name, ", found none");
+        (std::string(which) == "alpha" ? clips_[l][s].alpha : clips_[l][s].beta).copy_(it->second.reshape({}));
+      }
+}
+
+nlohmann::json QatObserver::clips_json() const {
+  static const std::vector<std::vector<std::string>> kModules = {
+      {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"self_attn.o_proj"},
+      {"mlp.gate_proj", "mlp.up_proj"}, {"mlp.down_proj"}};
+  nlohmann::json out = nlohmann::json::object();
+  for (size_t l = 0; l < clips_.size(); ++l)
+    for (int s = 0; s < 4; ++s)
+      for (const auto& m : kModules[s])
+        out[fmt::format("model.layers.{}.{}", l, m)] = {{"alpha", clips_[l][s].alpha.item<double>()},
+                                                        {"beta", clips_[l][s].beta.item<double>()},
+                                                        {"bits", config_.bits}};
+  return out;
+}
+
+}  // namespace outq
