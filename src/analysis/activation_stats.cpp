@@ -10,14 +10,13 @@ namespace outq {
 
 std::string point_layer_type(const ObservationPoint& p) {
   if (p.kind != PointKind::kLinearInput) return "";
-  const auto ends = [&](const char* s) {
-    const std::string suffix(s);
-    return p.module.size() >= suffix.size() && p.module.compare(p.module.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  if (ends("q_proj") || ends("k_proj") || ends("v_proj")) return "qkv_input";
-  if (ends("o_proj")) return "attn_out_input";
-  if (ends("gate_proj") || ends("up_proj")) return "mlp_input";
-  if (ends("down_proj")) return "mlp_down_input";
+  switch (linear_role(p)) {
+    case LinearRole::kQkv: return "qkv_input";
+    case LinearRole::kAttnOut: return "attn_out_input";
+    case LinearRole::kMlpIn: return "mlp_input";
+    case LinearRole::kMlpDown: return "mlp_down_input";
+    case LinearRole::kNone: return "";
+  }
   return "";
 }
 

@@ -11,6 +11,20 @@ namespace F = torch::nn::functional;
 
 namespace outq {
 
+LinearRole linear_role(const ObservationPoint& p) {
+  if (p.kind == PointKind::kResidual) return LinearRole::kNone;
+  const auto ends = [&](const char* s) {
+    const std::string suffix(s);
+    return p.module.size() >= suffix.size() &&
+           p.module.compare(p.module.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (ends("q_proj") || ends("k_proj") || ends("v_proj")) return LinearRole::kQkv;
+  if (ends("o_proj")) return LinearRole::kAttnOut;
+  if (ends("gate_proj") || ends("up_proj")) return LinearRole::kMlpIn;
+  if (ends("down_proj")) return LinearRole::kMlpDown;
+  return LinearRole::kNone;
+}
+
 void ObserverList::detach(const Observer* observer) {
   observers_.erase(std::remove_if(observers_.begin(), observers_.end(),
                                   [&](const auto& o) { return o.get() == observer; }),

@@ -22,17 +22,8 @@ QatObserver::QatObserver(const Llama& model, const QatConfig& config) : config_(
 }
 
 int QatObserver::slot(const ObservationPoint& p) const {
-  if (p.kind == PointKind::kResidual) return -1;
-  const std::string& m = p.module;
-  auto ends = [&](const char* s) {
-    const std::string suffix(s);
-    return m.size() >= suffix.size() && m.compare(m.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  if (ends("q_proj") || ends("k_proj") || ends("v_proj")) return 0;
-  if (ends("o_proj")) return 1;
-  if (ends("gate_proj") || ends("up_proj")) return 2;
-  if (ends("down_proj")) return 3;
-  return -1;
+  const LinearRole role = linear_role(p);
+  return role == LinearRole::kNone ? -1 : static_cast<int>(role);  // kQkv..kMlpDown = 0..3
 }
 
 torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::Tensor& x) {

@@ -26,6 +26,11 @@ struct ObservationPoint {
   int layer = -1;       ///< decoder block index
 };
 
+/// The role of a linear layer in its block; q/k/v share their input, as do gate/up.
+enum class LinearRole { kQkv, kAttnOut, kMlpIn, kMlpDown, kNone };
+/// Role of the linear module a point belongs to (kNone for residual points).
+LinearRole linear_role(const ObservationPoint& point);
+
 class Observer {
  public:
   virtual ~Observer() = default;
