@@ -31,8 +31,13 @@ torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::T
   if (s < 0) return x;
   if (point.kind == PointKind::kLinearInput) {
     if (config_.quantizes()) {
+      // q/k/v (and gate/up) see the same input tensor: quantize it once and share the result, so
+      // the three linears feed one quantizer node (gradients add up exactly as for a fused GEMM).
+      if (x.unsafeGetTensorImpl() == last_input_.get() && x.sizes() == last_output_.sizes()) return last_output_;
       const Clip& c = clips_[point.layer][s];
-      return learned_clip_quant(x, c.alpha, c.beta, config_.bits);
+      last_output_ = learned_clip_quant(x, c.alpha, c.beta, config_.bits);
+      last_input_ = x.getIntrusivePtr();
+      return last_output_;
     }
     if (config_.clamps()) return x.clamp(-config_.clamp_value, config_.clamp_value);
     return x;
