@@ -41,10 +41,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
   torch::set_num_threads(g_threads);
   LoadedModel lm = load_model_dir(g_model);
   const std::string dir = resolve_data_dir(g_data_dir, config);
-  PreparedData data(dir);
-  OUTQ_CHECK(data.tokenizer().checksum() == lm.tokenizer->checksum(), g_model, "/tokenizer.model: expected the tokenizer of ",
-             dir, " (checksum ", data.tokenizer().checksum(), "), found checksum ", lm.tokenizer->checksum());
-  const TokenShard shard = data.shard(g_split);
+  const TokenShard shard = open_eval_shard(dir, g_split, *lm.tokenizer, g_model);
   AnalyzeOptions o;
   o.max_tokens = g_max_tokens;
   o.seq_len = g_seq_len > 0 ? g_seq_len : lm.model->config().max_position_embeddings;

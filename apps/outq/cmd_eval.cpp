@@ -69,10 +69,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
     source = g_text;
   } else {
     const std::string dir = resolve_data_dir(g_data_dir, config);
-    PreparedData data(dir);
-    OUTQ_CHECK(data.tokenizer().checksum() == tokenizer.checksum(), g_model, "/tokenizer.model: expected the tokenizer of ",
-               dir, " (checksum ", data.tokenizer().checksum(), "), found checksum ", tokenizer.checksum());
-    shard = std::make_unique<TokenShard>(data.shard(g_split));
+    shard = std::make_unique<TokenShard>(open_eval_shard(dir, g_split, tokenizer, g_model));
     source = dir + ":" + g_split;
   }
   auto evaluate = [&](Llama& model, Llama* reference) {

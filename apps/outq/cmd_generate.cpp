@@ -1,14 +1,9 @@
 // `outq generate`: sample text from a model directory (KV-cached; greedy, temperature, top-k, top-p).
 #include <cstdio>
-#include <filesystem>
 
 #include "command.h"
-#include "outq/core/error.h"
-#include "outq/data/tokenizer.h"
+#include "model_source.h"
 #include "outq/eval/generate.h"
-#include "outq/model/checkpoint.h"
-
-namespace fs = std::filesystem;
 
 namespace outq::app {
 namespace {
@@ -27,10 +22,9 @@ void add_options(CLI::App& app) {
 }
 
 int run(const CommonOptions& common, OutqConfig&) {
-  Llama model = model_load(g_model);
-  const Tokenizer tokenizer = Tokenizer::load((fs::path(g_model) / "tokenizer.model").string());
-  OUTQ_CHECK(tokenizer.vocab_size() == model->config().vocab_size, g_model, "/tokenizer.model: vocabulary size: expected ",
-             model->config().vocab_size, " (the model's), found ", tokenizer.vocab_size());
+  LoadedModel lm = load_model_dir(g_model);  // float or quantized
+  Llama& model = lm.model;
+  const Tokenizer& tokenizer = *lm.tokenizer;
   std::vector<int32_t> prompt = {tokenizer.bos_id()};
   for (int32_t id : tokenizer.encode(g_prompt)) prompt.push_back(id);
   g_sampling.eos_id = tokenizer.eos_id();

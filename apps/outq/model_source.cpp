@@ -28,6 +28,14 @@ std::string resolve_data_dir(const std::string& data_dir, OutqConfig& config) {
   return data_prepare(config.data, config_json(config_entries(config)), false).dir;
 }
 
+TokenShard open_eval_shard(const std::string& dir, const std::string& split, const Tokenizer& tokenizer,
+                           const std::string& model_dir) {
+  PreparedData data(dir);
+  OUTQ_CHECK(data.tokenizer().checksum() == tokenizer.checksum(), model_dir, "/tokenizer.model: expected the tokenizer of ",
+             dir, " (checksum ", data.tokenizer().checksum(), "), found checksum ", tokenizer.checksum());
+  return data.shard(split);
+}
+
 std::unique_ptr<TokenShard> open_calibration_shard(const std::string& calib_path, const std::string& data_dir,
                                                    OutqConfig& config, const Tokenizer& tokenizer,
                                                    const std::string& tokenizer_path) {

@@ -25,6 +25,11 @@ LoadedModel load_model_dir(const std::string& dir);
 /// The prepared data directory: `data_dir` if given, else prepare/reuse the [data] config.
 std::string resolve_data_dir(const std::string& data_dir, OutqConfig& config);
 
+/// A split of the prepared data directory `dir`, which must have been made with `tokenizer`
+/// (the tokenizer of `model_dir`).
+TokenShard open_eval_shard(const std::string& dir, const std::string& split, const Tokenizer& tokenizer,
+                           const std::string& model_dir);
+
 /// A token shard for calibration: `calib_path` (a shard file) or the prepared data's train
 /// split; in both cases it must have been made with `tokenizer`.
 std::unique_ptr<TokenShard> open_calibration_shard(const std::string& calib_path, const std::string& data_dir,
