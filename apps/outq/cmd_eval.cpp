@@ -91,7 +91,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
       const Recipe recipe = recipe_load(g_recipe);
       if (recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration())
         calib = open_calibration_shard(g_calib, g_data_dir, config, tokenizer, tokenizer_path);
-      quantize_model(lm.model, recipe, calib.get(), tokenizer.bos_id());
+      quantize_model(lm.model, recipe, calib.get(), tokenizer.bos_id(), lm.learned ? &*lm.learned : nullptr);
       rows.push_back({recipe.name, recipe.weights.describe(), recipe.activations.describe(), {}});
     } else {
       rows.push_back({g_model, lm.quantized ? "quantized" : "float", lm.quantized ? "quantized" : "float", {}});
@@ -106,7 +106,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
       if (!calib && (recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration()))
         calib = open_calibration_shard(g_calib, g_data_dir, config, tokenizer, tokenizer_path);
       LoadedModel fresh = load_model_dir(g_model);
-      quantize_model(fresh.model, recipe, calib.get(), tokenizer.bos_id());
+      quantize_model(fresh.model, recipe, calib.get(), tokenizer.bos_id(), fresh.learned ? &*fresh.learned : nullptr);
       rows.push_back({recipe.name, recipe.weights.describe(), recipe.activations.describe(), evaluate(fresh.model, ref)});
     }
   }

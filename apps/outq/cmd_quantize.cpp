@@ -40,7 +40,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
   if (recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration()) {
     calib = open_calibration_shard(g_calib, g_data_dir, config, *lm.tokenizer, tokenizer_path);
   }
-  const QuantizedModel q = quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id());
+  const QuantizedModel q = quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id(), lm.learned ? &*lm.learned : nullptr);
   quantized_save(lm.model, q, g_out, tokenizer_path);
   const double rss = static_cast<double>(peak_rss_bytes());
   if (common.json) {

@@ -20,6 +20,8 @@ LoadedModel load_model_dir(const std::string& dir) {
   OUTQ_CHECK(out.tokenizer->vocab_size() == out.model->config().vocab_size, dir,
              "/tokenizer.model: vocabulary size: expected ", out.model->config().vocab_size, " (the model's), found ",
              out.tokenizer->vocab_size());
+  const fs::path clips = fs::path(dir) / "clips.json";
+  if (fs::exists(clips)) out.learned = learned_ranges_load(clips.string());
   return out;
 }
 

@@ -3,12 +3,14 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "app_config.h"
 #include "outq/data/prepare.h"
 #include "outq/data/tokenizer.h"
 #include "outq/model/llama.h"
+#include "outq/ptq/activation_quant.h"
 
 namespace outq::app {
 
@@ -16,10 +18,11 @@ struct LoadedModel {
   Llama model{nullptr};
   std::unique_ptr<Tokenizer> tokenizer;
   bool quantized = false;
+  std::optional<LearnedRanges> learned;  ///< clips.json of a QAT model, when present
 };
 
-/// Loads `dir` (float or quantized, detected by quant_config.json) and its tokenizer, checking
-/// that the tokenizer's vocabulary is the model's.
+/// Loads `dir` (float or quantized, detected by quant_config.json), its tokenizer, checking
+/// that the tokenizer's vocabulary is the model's, and its learned clips if it has clips.json.
 LoadedModel load_model_dir(const std::string& dir);
 
 /// The prepared data directory: `data_dir` if given, else prepare/reuse the [data] config.

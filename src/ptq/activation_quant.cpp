@@ -1,7 +1,12 @@
-// Activation fake quantization, range calibration and calibration windows.
+// Activation fake quantization, range calibration, learned (QAT) ranges and calibration windows.
 #include "outq/ptq/activation_quant.h"
 
+#include <fmt/format.h>
+
+#include <cmath>
+
 #include "outq/core/error.h"
+#include "outq/core/json_file.h"
 #include "outq/core/progress.h"
 #include "outq/data/sampler.h"
 
@@ -43,6 +48,35 @@ QParams RangeCalibrator::qparams(int point) const {
   const bool running = w->spec.range == RangeMethod::kMinMax || w->spec.range == RangeMethod::kLearned;
   const double n = running ? 1.0 : static_cast<double>(w->batches);
   return qparams_from_range(w->lo / n, w->hi / n, w->spec);
+}
+
+LearnedRanges learned_ranges_load(const std::string& path) {
+  return learned_ranges_from_json(json_read_object(path, "learned clip values (clips.json)"), path);
+}
+
+LearnedRanges learned_ranges_from_json(const nlohmann::json& j, const std::string& path) {
+  LearnedRanges out;
+  for (const auto& [module, v] : j.items()) {
+    const std::string where = path + ": " + module;
+    OUTQ_CHECK(v.is_object() && v.contains("alpha") && v.contains("beta") && v["alpha"].is_number() &&
+                   v["beta"].is_number(),
+               where, ": expected an object with numbers \"alpha\" and \"beta\", found ", v.dump());
+    LearnedRange r{v["alpha"].get<double>(), v["beta"].get<double>(), v.value("bits", 4)};
+    if (!(std::isfinite(r.alpha) && std::isfinite(r.beta) && r.alpha > r.beta)) {
+      fail_mismatch(where, "alpha, beta", "finite clip values with alpha > beta", fmt::format("{}, {}", r.alpha, r.beta));
+    }
+    if (r.bits < 2 || r.bits > 8) fail_mismatch(where, "bits", "2..8", std::to_string(r.bits));
+    out[module] = r;
+  }
+  OUTQ_CHECK(!out.empty(), path, ": expected learned clip values for the quantized linear layers, found none");
+  return out;
+}
+
+QParams qparams_from_learned(const LearnedRange& range, const QuantSpec& spec) {
+  const double levels = static_cast<double>(spec.qmax() - spec.qmin());
+  const float scale = static_cast<float>((range.alpha - range.beta) / levels);
+  const float zero = static_cast<float>(-range.beta / static_cast<double>(scale));
+  return {torch::full({1, 1, 1}, scale), torch::full({1, 1, 1}, zero)};
 }
 
 torch::Tensor calibration_windows(const TokenShard& shard, const CalibrationOptions& o, int32_t bos_id) {

@@ -1,4 +1,5 @@
-// Recipe application: RTN / true-sequential GPTQ on weights, then activation calibration.
+// Recipe application: RTN / true-sequential GPTQ on weights, then static activation ranges
+// (calibrated, or a QAT model's learned clips).
 #include "outq/ptq/quantize_model.h"
 
 #include <fmt/format.h>
@@ -85,6 +86,22 @@ void gptq_all(Llama& model, const Recipe& recipe, std::vector<QuantizedLinear>& 
   progress.finish();
 }
 
+bool calibrated(const QuantSpec& s) { return s.enabled() && !s.dynamic && s.range != RangeMethod::kLearned; }
+
+QParams learned_qparams(const Recipe& recipe, const QuantizedLinear& rec, const LearnedRanges* learned) {
+  OUTQ_CHECK(learned != nullptr, recipe.source_path, ": ", rec.module,
+             " activations use range = \"learned\"; expected a model trained with qat.mode = qat or qat+kurtosis "
+             "(its directory has clips.json), found a model without learned clips");
+  const auto it = learned->find(rec.module);
+  OUTQ_CHECK(it != learned->end(), recipe.source_path, ": ", rec.module,
+             " activations use range = \"learned\"; expected clips.json to have an entry for it, found none");
+  if (it->second.bits != rec.activation_spec.bits) {
+    log_warn("{}: {} clips were learned for {}-bit inputs; using them as the range of a {}-bit quantizer", recipe.name,
+             rec.module, it->second.bits, rec.activation_spec.bits);
+  }
+  return qparams_from_learned(it->second, rec.activation_spec);
+}
+
 }  // namespace
 
 std::shared_ptr<ActivationQuantizer> attach_activation_quantizer(Llama& model, const std::vector<QuantizedLinear>& linears) {
@@ -98,7 +115,8 @@ std::shared_ptr<ActivationQuantizer> attach_activation_quantizer(Llama& model, c
   return aq;
 }
 
-QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenShard* calib, int32_t bos_id) {
+QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenShard* calib, int32_t bos_id,
+                              const LearnedRanges* learned) {
   const auto t0 = std::chrono::steady_clock::now();
   QuantizedModel out;
   out.recipe = recipe;
@@ -125,6 +143,9 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
       fail_mismatch(recipe.source_path, m + " activations.peg_groups",
                     fmt::format("a divisor of the input width {}", w.size(1)), std::to_string(rec.activation_spec.peg_groups));
     }
+    if (rec.activation_spec.enabled() && rec.activation_spec.range == RangeMethod::kLearned) {
+      rec.activation_qp = learned_qparams(recipe, rec, learned);
+    }
     out.linears.push_back(rec);
   }
   const bool needs_data = recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration();
@@ -147,7 +168,7 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
   bool any_static = false;
   auto calibrator = std::make_shared<RangeCalibrator>(model->points().size());
   for (const auto& rec : out.linears) {
-    if (rec.activation_spec.enabled() && !rec.activation_spec.dynamic) {
+    if (calibrated(rec.activation_spec)) {
       calibrator->watch(model->point(rec.module + ".input").index, rec.activation_spec);
       any_static = true;
     }
@@ -159,7 +180,7 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
     progress.finish();
     model->observers().clear();
     for (auto& rec : out.linears) {
-      if (rec.activation_spec.enabled() && !rec.activation_spec.dynamic) {
+      if (calibrated(rec.activation_spec)) {
         rec.activation_qp = calibrator->qparams(model->point(rec.module + ".input").index);
       }
     }

@@ -93,9 +93,10 @@ nlohmann::json QatObserver::clips_json() const {
   for (size_t l = 0; l < clips_.size(); ++l)
     for (int s = 0; s < 4; ++s)
       for (const auto& m : kModules[s])
-        out[fmt::format("model.layers.{}.{}", l, m)] = {{"alpha", clips_[l][s].alpha.item<double>()},
-                                                        {"beta", clips_[l][s].beta.item<double>()},
-                                                        {"bits", config_.bits}};
+        out[fmt::format("model.layers.{}.{}", l, m)] = {
+            {"alpha", config_.clamps() ? config_.clamp_value : clips_[l][s].alpha.item<double>()},
+            {"beta", config_.clamps() ? -config_.clamp_value : clips_[l][s].beta.item<double>()},
+            {"bits", config_.bits}};
   return out;
 }
 

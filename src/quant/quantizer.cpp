@@ -14,7 +14,7 @@ int64_t last_dim(const torch::Tensor& x) { return x.dim() == 0 ? 1 : x.size(-1);
 std::pair<torch::Tensor, torch::Tensor> fake_quant_grouped(const torch::Tensor& g, const QParams& qp, const QuantSpec& spec) {
   torch::NoGradGuard no_grad;
   const double qmin = static_cast<double>(spec.qmin()), qmax = static_cast<double>(spec.qmax());
-  auto q = torch::clamp(torch::round(g / qp.scale) + qp.zero, qmin, qmax);
+  auto q = torch::clamp(torch::round(g / qp.scale + qp.zero), qmin, qmax);
   auto out = (q - qp.zero) * qp.scale;
   auto inside = (g >= (qmin - qp.zero) * qp.scale) & (g <= (qmax - qp.zero) * qp.scale);
   return {out, inside};
@@ -126,7 +126,7 @@ QParams qparams_from_range(const torch::Tensor& lo_in, const torch::Tensor& hi_i
 torch::Tensor quantize(const torch::Tensor& x, const QParams& qp, const QuantSpec& spec, const torch::Tensor& perm) {
   torch::NoGradGuard no_grad;
   const auto g = grouped_view(x.to(torch::kFloat32), spec, perm);
-  const auto q = torch::clamp(torch::round(g / qp.scale) + qp.zero, static_cast<double>(spec.qmin()),
+  const auto q = torch::clamp(torch::round(g / qp.scale + qp.zero), static_cast<double>(spec.qmin()),
                               static_cast<double>(spec.qmax()));
   return ungrouped(q, x.sizes(), spec, perm).to(torch::kInt32);
 }

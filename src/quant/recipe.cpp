@@ -112,7 +112,7 @@ QuantSpec Recipe::activation_spec(const std::string& module) const {
 }
 
 bool Recipe::needs_calibration() const {
-  auto is_static = [](const QuantSpec& s) { return s.enabled() && !s.dynamic; };
+  auto is_static = [](const QuantSpec& s) { return s.enabled() && !s.dynamic && s.range != RangeMethod::kLearned; };
   if (is_static(activations)) return true;
   for (const auto& o : overrides)
     if (o.has_activations && is_static(o.activations)) return true;

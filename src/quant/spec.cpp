@@ -72,6 +72,14 @@ void QuantSpec::validate(const std::string& where, bool is_weight) const {
   if (granularity == Granularity::kPeg && peg_groups < 1) {
     fail_mismatch(where, "peg_groups", "a positive number of channel groups", std::to_string(peg_groups));
   }
+  if (range == RangeMethod::kLearned) {
+    if (is_weight) fail_mismatch(where, "range", "minmax, percentile or mse for weights", "learned");
+    if (granularity != Granularity::kTensor || dynamic || symmetric) {
+      fail_mismatch(where, "range = \"learned\"",
+                    "static asymmetric per-tensor activations (granularity = \"tensor\", dynamic = false, symmetric = false)",
+                    describe());
+    }
+  }
   if (range == RangeMethod::kPercentile && !(percentile > 50 && percentile <= 100)) {
     fail_mismatch(where, "percentile", "a value in (50, 100]", fmt::format("{}", percentile));
   }

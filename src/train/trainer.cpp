@@ -399,7 +399,7 @@ TrainResult train_run(const TrainOptions& opt) {
   if (!result.stopped_by_signal) {
     result.model_dir = (fs::path(tc.run_dir) / "model").string();
     model_save(model, result.model_dir, tokenizer_path, {{"steps", std::to_string(step)}, {"qat_mode", opt.qat.mode}});
-    if (qat && opt.qat.quantizes()) {
+    if (qat && (opt.qat.quantizes() || opt.qat.clamps())) {
       write_file_atomic(fs::path(result.model_dir) / "clips.json", qat->clips_json().dump(2) + "\n");
     }
     try {

@@ -49,7 +49,7 @@ Ref reference(const torch::Tensor& x, const QuantSpec& s) {
         zero = std::nearbyint(-lo / scale);
       }
       for (int64_t i : idx) {
-        const float q = std::nearbyint(static_cast<float>(p[i]) / scale) + zero;
+        const float q = std::nearbyint(static_cast<float>(p[i]) / scale + zero);
         r.codes[i] = static_cast<int64_t>(std::clamp<double>(q, s.qmin(), s.qmax()));
       }
       r.scale.push_back(scale);

@@ -3,7 +3,10 @@
 // calibration batches in bounded memory, and the calibration windows themselves.
 #pragma once
 
+#include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "outq/data/token_shard.h"
@@ -51,6 +54,23 @@ class RangeCalibrator : public Observer {
   };
   std::vector<std::optional<Watch>> watched_;
 };
+
+/// The learned clip values of a QAT model (its clips.json): per linear module, the static
+/// per-tensor range [beta, alpha] of its input and the bit width it was trained for.
+struct LearnedRange {
+  double alpha = 0, beta = 0;
+  int bits = 4;
+};
+using LearnedRanges = std::map<std::string, LearnedRange>;
+
+/// Reads a clips.json written by `outq train` in a QAT mode (alpha > beta, finite, bits 2..8).
+LearnedRanges learned_ranges_load(const std::string& path);
+/// The same from parsed JSON; `origin` names it in errors.
+LearnedRanges learned_ranges_from_json(const nlohmann::json& j, const std::string& origin);
+
+/// Static parameters that reproduce the QAT quantizer exactly: scale = (alpha - beta) / (2^b - 1)
+/// and zero = -beta / scale, not rounded (the trained grid is beta + k * scale).
+QParams qparams_from_learned(const LearnedRange& range, const QuantSpec& spec);
 
 /// `options.windows` windows of BOS + (seq_len - 1) tokens from seeded random positions: (n, seq_len).
 torch::Tensor calibration_windows(const TokenShard& shard, const CalibrationOptions& options, int32_t bos_id);

@@ -33,9 +33,12 @@ struct QuantizedModel {
 };
 
 /// Quantizes `model` in place as `recipe` says. `calib` (with `bos_id`) is needed for GPTQ and
-/// static activation ranges; otherwise it may be null. Globs that match no module are warned
-/// about with the list of module names.
-QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenShard* calib, int32_t bos_id);
+/// calibrated static activation ranges; otherwise it may be null. Activations with
+/// range = "learned" take their static range from `learned` (a QAT model's clips.json), which
+/// must then cover every such module. Globs that match no module are warned about with the
+/// list of module names.
+QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenShard* calib, int32_t bos_id,
+                              const LearnedRanges* learned = nullptr);
 
 /// Builds and attaches the activation quantizer from per-module specs and static ranges
 /// (used by quantize_model and when loading a quantized model directory).

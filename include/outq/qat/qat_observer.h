@@ -29,7 +29,8 @@ class QatObserver : public Observer {
   /// Named clip tensors ("layers.0.qkv.alpha", ...) for checkpoints, and their restoration.
   std::map<std::string, torch::Tensor> named_clips() const;
   void load_clips(const std::map<std::string, torch::Tensor>& clips);
-  /// {"model.layers.0.self_attn.q_proj": {"alpha": .., "beta": ..}, ...} for every quantized linear.
+  /// {"model.layers.0.self_attn.q_proj": {"alpha": .., "beta": ..}, ...} for every quantized linear
+  /// (in clamp mode the fixed clamp range, so a clamp-trained model can be quantized with it).
   nlohmann::json clips_json() const;
 
  private:

@@ -15,7 +15,8 @@ namespace outq {
 
 struct QParams {
   torch::Tensor scale;  ///< float32, shape (rows, groups, 1) of the grouped view
-  torch::Tensor zero;   ///< float32 holding integers (0 for symmetric), same shape
+  torch::Tensor zero;   ///< float32, same shape: integers from ranges, 0 for symmetric, any value
+                        ///< for learned clips (the QAT grid beta + k * scale need not contain 0)
 };
 
 /// Range (lo, hi) per (row, group) of the grouped view of x, by spec.range (minmax, percentile
@@ -28,7 +29,7 @@ std::pair<torch::Tensor, torch::Tensor> observe_range(const torch::Tensor& x, co
 /// the zero point exactly).
 QParams qparams_from_range(const torch::Tensor& lo, const torch::Tensor& hi, const QuantSpec& spec);
 
-/// Integer codes (int32 tensor shaped like x): clamp(round(x / scale) + zero, qmin, qmax).
+/// Integer codes (int32 tensor shaped like x): clamp(round(x / scale + zero), qmin, qmax).
 torch::Tensor quantize(const torch::Tensor& x, const QParams& qp, const QuantSpec& spec, const torch::Tensor& perm = {});
 /// scale * (codes - zero), float32 shaped like codes.
 torch::Tensor dequantize(const torch::Tensor& codes, const QParams& qp, const QuantSpec& spec,

@@ -1,0 +1,96 @@
+// Learned clips exported as static activation ranges: a model quantized by a recipe with
+// activations.range = "learned" computes what the QAT forward computed during training (same grid
+// beta + k * (alpha - beta) / (2^b - 1), unrounded zero point). The two compute the code from
+// (x - beta) / D and x / D - beta / D respectively, so they agree to float rounding: 1e-4 of the
+// largest logit bounds a few ulps through four layers (a code flip at a near-tie would exceed it).
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "outq/core/error.h"
+#include "outq/ptq/quantize_model.h"
+#include "outq/qat/qat_observer.h"
+
+namespace outq {
+namespace {
+
+Llama small_model() {
+  ModelConfig c;
+  c.hidden_size = 24;
+  c.intermediate_size = 40;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 2;
+  c.vocab_size = 37;
+  c.max_position_embeddings = 16;
+  c.initializer_range = 0.3;
+  Llama m(c);
+  m->reset_parameters(5);
+  return m;
+}
+
+Recipe learned_recipe(int activation_bits) {
+  return recipe_parse(fmt::format(R"(name = "learned"
+[weights]
+bits = 16
+[activations]
+bits = {}
+granularity = "tensor"
+range = "learned"
+dynamic = false
+)",
+                                  activation_bits),
+                      "learned.toml");
+}
+
+TEST(QatExport, LearnedRangesReproduceTheQatForward) {
+  for (int bits : {3, 4}) {
+    Llama model = small_model();
+    QatConfig qc;
+    qc.mode = "qat";
+    qc.bits = bits;
+    auto qat = std::make_shared<QatObserver>(model, qc);
+    // Uneven clips, as training leaves them (alpha != -beta, different per layer and slot).
+    std::map<std::string, torch::Tensor> clips = qat->named_clips();
+    torch::manual_seed(bits);
+    for (auto& [name, v] : clips) {
+      const bool alpha = name.size() > 5 && name.compare(name.size() - 5, 5, "alpha") == 0;
+      v = (alpha ? 1.0 : -1.0) * (0.2 + torch::rand({1}) * 1.5);
+    }
+    qat->load_clips(clips);
+    const auto tokens = torch::randint(0, 37, {3, 11}, torch::kInt64);
+    torch::NoGradGuard no_grad;
+    model->observers().attach(qat);
+    const auto want = model->forward(tokens);
+    model->observers().clear();
+    const auto plain = model->forward(tokens);
+
+    const LearnedRanges ranges = learned_ranges_from_json(qat->clips_json(), "clips.json");
+    EXPECT_EQ(ranges.size(), model->linear_modules().size());
+    quantize_model(model, learned_recipe(bits), nullptr, 1, &ranges);
+    const auto got = model->forward(tokens);
+    const double tol = 1e-4 * want.abs().max().item<double>();
+    EXPECT_LE((got - want).abs().max().item<double>(), tol) << bits << " bits";
+    EXPECT_GT((plain - want).abs().max().item<double>(), 100 * tol) << "the clips must matter for the test to mean anything";
+  }
+}
+
+TEST(QatExport, BadLearnedRanges) {
+  Llama model = small_model();
+  // No clips at all: the model was not trained with QAT.
+  EXPECT_THROW(quantize_model(model, learned_recipe(4), nullptr, 1, nullptr), Error);
+  // A module missing from clips.json.
+  LearnedRanges partial{{"model.layers.0.mlp.down_proj", {1.0, -1.0, 4}}};
+  EXPECT_THROW(quantize_model(model, learned_recipe(4), nullptr, 1, &partial), Error);
+  // Malformed entries.
+  EXPECT_THROW(learned_ranges_from_json(nlohmann::json::parse(R"({"m": {"alpha": -1, "beta": 1}})"), "c"), Error);
+  EXPECT_THROW(learned_ranges_from_json(nlohmann::json::parse(R"({"m": {"alpha": 1}})"), "c"), Error);
+  EXPECT_THROW(learned_ranges_from_json(nlohmann::json::parse(R"({"m": {"alpha": 1, "beta": 0, "bits": 9}})"), "c"), Error);
+  EXPECT_THROW(learned_ranges_from_json(nlohmann::json::object(), "c"), Error);
+  // Learned ranges only make sense for static asymmetric per-tensor activations.
+  EXPECT_THROW(recipe_parse("[activations]\nbits = 4\ngranularity = \"token\"\ndynamic = true\nrange = \"learned\"\n", "r"),
+               Error);
+  EXPECT_THROW(recipe_parse("[weights]\nbits = 4\nrange = \"learned\"\n", "r"), Error);
+}
+
+}  // namespace
+}  // namespace outq
