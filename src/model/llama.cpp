@@ -61,11 +61,45 @@ void ObservedLinearImpl::set_points(const ObservationPoint* input, const Observa
 
 torch::Tensor ObservedLinearImpl::forward(torch::Tensor x, const ObserverList& observers) {
   if (observers.empty()) return torch::matmul(x, weight.t());
-  if (input_) x = observers(*input_, x);
-  torch::Tensor y = torch::matmul(x, weight.t());
-  if (output_) y = observers(*output_, y);
-  return y;
+  return observe_output(torch::matmul(observe_input(x, observers), weight.t()), observers);
 }
+
+torch::Tensor ObservedLinearImpl::observe_input(const torch::Tensor& x, const ObserverList& observers) const {
+  return input_ ? observers(*input_, x) : x;
+}
+
+torch::Tensor ObservedLinearImpl::observe_output(const torch::Tensor& y, const ObserverList& observers) const {
+  return output_ ? observers(*output_, y) : y;
+}
+
+namespace {
+
+// Linear layers that share one input (q/k/v, gate/up). When every input observer hands back the
+// same tensor (always without observers, and with QAT's shared quantizer) they run as one GEMM over
+// the concatenated weights and the output is split; otherwise one GEMM each. Output observers see
+// each layer's own output either way.
+std::vector<torch::Tensor> shared_input_linears(const torch::Tensor& x, const std::vector<ObservedLinearImpl*>& linears,
+                                                const ObserverList& observers) {
+  std::vector<torch::Tensor> inputs, weights, outputs;
+  std::vector<int64_t> widths;
+  bool shared = true;
+  for (auto* l : linears) {
+    inputs.push_back(observers.empty() ? x : l->observe_input(x, observers));
+    shared = shared && inputs.back().is_same(inputs.front());
+    weights.push_back(l->weight);
+    widths.push_back(l->weight.size(0));
+  }
+  if (shared) {
+    outputs = torch::matmul(inputs.front(), torch::cat(weights, 0).t()).split_with_sizes(widths, -1);
+  } else {
+    for (size_t i = 0; i < linears.size(); ++i) outputs.push_back(torch::matmul(inputs[i], weights[i].t()));
+  }
+  if (!observers.empty())
+    for (size_t i = 0; i < linears.size(); ++i) outputs[i] = linears[i]->observe_output(outputs[i], observers);
+  return outputs;
+}
+
+}  // namespace
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
   weight = register_parameter("weight", torch::ones({dim}));
@@ -88,17 +122,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
                                      const torch::Tensor& sin, torch::Tensor* cache_k,
                                      torch::Tensor* cache_v, const ObserverList& observers) {
   const int64_t B = x.size(0), T = x.size(1);
-  torch::Tensor q, k, v;
-  if (observers.empty()) {
-    // One GEMM for q, k and v (they share their input); the observed path keeps them separate.
-    auto qkv = torch::matmul(x, torch::cat({q_proj->weight, k_proj->weight, v_proj->weight}, 0).t());
-    auto parts = qkv.split_with_sizes({heads_ * head_dim_, kv_heads_ * head_dim_, kv_heads_ * head_dim_}, -1);
-    q = parts[0], k = parts[1], v = parts[2];
-  } else {
-    q = q_proj->forward(x, observers);
-    k = k_proj->forward(x, observers);
-    v = v_proj->forward(x, observers);
-  }
+  const auto qkv = shared_input_linears(x, {q_proj.get(), k_proj.get(), v_proj.get()}, observers);
+  torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   q = q.reshape({B, T, heads_, head_dim_}).transpose(1, 2);     // (B, H, T, D)
   k = k.reshape({B, T, kv_heads_, head_dim_}).transpose(1, 2);  // (B, K, T, D)
   v = v.reshape({B, T, kv_heads_, head_dim_}).transpose(1, 2);  // (B, K, T, D)
@@ -135,13 +160,8 @@ MLPImpl::MLPImpl(const ModelConfig& c) {
 }
 
 torch::Tensor MLPImpl::forward(const torch::Tensor& x, const ObserverList& observers) {
-  if (observers.empty()) {
-    // One GEMM for gate and up (shared input).
-    auto gate_up = torch::matmul(x, torch::cat({gate_proj->weight, up_proj->weight}, 0).t()).chunk(2, -1);
-    return torch::matmul(F::silu(gate_up[0]) * gate_up[1], down_proj->weight.t());
-  }
-  return down_proj->forward(F::silu(gate_proj->forward(x, observers)) * up_proj->forward(x, observers),
-                            observers);
+  const auto gate_up = shared_input_linears(x, {gate_proj.get(), up_proj.get()}, observers);
+  return down_proj->forward(F::silu(gate_up[0]) * gate_up[1], observers);
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {

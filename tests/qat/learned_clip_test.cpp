@@ -114,5 +114,24 @@ TEST(Kurtosis, ValueAndGradientMatchAutogradAndFiniteDifferences) {
   EXPECT_GT(per_token(2), 8.0);
 }
 
+TEST(Kurtosis, ColumnSlicesAndWideRowsMatchTheReference) {
+  // q/k/v outputs are column slices of one GEMM output: read in place with a row stride. Widths
+  // 33 (two 16-lane blocks and a tail) and 1030 (many blocks) against float64 autograd. Mean 0.5
+  // against std 2 takes the two-pass path; the test above (mean ~0) the one-pass raw moments.
+  torch::manual_seed(4);
+  for (int64_t d : {33L, 1030L}) {
+    auto big = (torch::randn({2, 5, d + 19}) * 2 + 0.5).requires_grad_(true);
+    const auto slice = big.slice(-1, 7, 7 + d);
+    ASSERT_FALSE(slice.is_contiguous());
+    kurtosis_penalty(slice, 1e-6).backward();
+    auto ref = big.detach().to(torch::kFloat64).requires_grad_(true);
+    const auto kd = kurtosis_reference(ref.slice(-1, 7, 7 + d), 1e-6);
+    kd.backward();
+    const double scale = ref.grad().abs().max().item<double>();
+    EXPECT_NEAR(kurtosis_penalty(slice.detach(), 1e-6).item<double>(), kd.item<double>(), 1e-5 * kd.item<double>());
+    EXPECT_LE((big.grad().to(torch::kFloat64) - ref.grad()).abs().max().item<double>(), 1e-5 * scale) << "d = " << d;
+  }
+}
+
 }  // namespace
 }  // namespace outq

@@ -30,6 +30,9 @@ class ObservedLinearImpl : public torch::nn::Module {
   ObservedLinearImpl(int64_t in, int64_t out);
   void set_points(const ObservationPoint* input, const ObservationPoint* output);
   torch::Tensor forward(torch::Tensor x, const ObserverList& observers);
+  /// The observers' view of this layer's input / output (x itself when the point is unset).
+  torch::Tensor observe_input(const torch::Tensor& x, const ObserverList& observers) const;
+  torch::Tensor observe_output(const torch::Tensor& y, const ObserverList& observers) const;
   torch::Tensor weight;
 
  private:

@@ -10,8 +10,9 @@
 //   float32 tensors, sums accumulated in float64.
 //
 // kurtosis_penalty: sum over tokens of Kurt(y_t) = m4 / (m2^2 + eps) of each token's vector y_t
-//   (last dimension), with an analytic backward: two passes per token forward (mean, then the
-//   central moments), one pass backward.
+//   (last dimension), with an analytic backward: one pass per token forward (raw moments; a
+//   second pass about the mean only when the mean is large against the RMS), one pass backward.
+//   Column slices (the q/k/v outputs of one GEMM) are read in place.
 #pragma once
 
 #include <torch/torch.h>
