@@ -66,6 +66,27 @@ TEST_F(QuantizeCli, QuantizedDirectoryEqualsOnTheFlySimulation) {
             fs::file_size(*dir_ / "q-w8a8-tensor-rtn/model.safetensors"));
 }
 
+TEST_F(QuantizeCli, QatModelClipsBecomeStaticRanges) {
+  // A QAT model's clips.json gives the static A4 ranges of the "learned" recipes; the quantized
+  // directory (which stores them) evaluates like the on-the-fly simulation.
+  const std::string run = *dir_ / "qat-run";
+  auto r = outq("train --set train.steps=6 --set train.eval_every=0 --set qat.mode=qat --set train.run_dir=" + run);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(fs::exists(run + "/model/clips.json"));
+  const std::string out = *dir_ / "q-learned";
+  r = outq("quantize --model " + run + "/model --recipe " + kRecipes + "w4a4-learned-gptq.toml --out " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto from_dir = outq("eval --model " + out + " --split val --json");
+  const auto on_the_fly = outq("eval --model " + run + "/model --recipe " + kRecipes + "w4a4-learned-gptq.toml --split val --json");
+  ASSERT_EQ(from_dir.exit_code, 0) << from_dir.err;
+  ASSERT_EQ(on_the_fly.exit_code, 0) << on_the_fly.err;
+  EXPECT_NEAR(ppl(from_dir), ppl(on_the_fly), 1e-9 * ppl(on_the_fly));
+  // A model trained without QAT has no clips: one clear error.
+  r = outq("eval --model " + model() + " --recipe " + kRecipes + "w16a4-learned.toml --split val");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("learned clips"), std::string::npos) << r.err;
+}
+
 TEST_F(QuantizeCli, SweepTableAndKlAgainstItself) {
   const auto s = outq("eval --model " + model() + " --split val --sweep " + kRecipes + "w8a8-token-rtn.toml " + kRecipes +
                       "w4a4-tensor-rtn.toml");
