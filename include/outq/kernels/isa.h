@@ -1,0 +1,24 @@
+// Instruction-set selection for the integer kernels: detected once from CPUID, overridable with
+// OUTQ_ISA=ref|avx2|avx512_vnni (so tests and benchmarks can run every path on one machine).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace outq::kernels {
+
+enum class Isa { kRef, kAvx2, kAvx512Vnni };
+
+const char* isa_name(Isa isa);
+/// Parses "ref", "avx2", "avx512_vnni"; throws outq::Error listing them otherwise.
+Isa isa_parse(const std::string& name);
+/// Whether this CPU can run `isa` (ref always; avx2 needs AVX2 + FMA; avx512_vnni needs
+/// AVX-512 F/BW/VL + VNNI).
+bool isa_supported(Isa isa);
+/// Every ISA this CPU supports, slowest first.
+std::vector<Isa> isa_available();
+/// The ISA the kernels use: OUTQ_ISA if set (an error if this CPU lacks it), else the best
+/// supported. Decided once per process.
+Isa isa_active();
+
+}  // namespace outq::kernels

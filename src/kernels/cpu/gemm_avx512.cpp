@@ -1,0 +1,156 @@
+// AVX-512 VNNI GEMM: tiles of up to 6 rows x 32 channels (two column blocks), 12 int32
+// accumulators fed by vpdpbusd (weights as the unsigned operand, a broadcast quad of int8
+// activations as the signed one), a group epilogue in float FMAs (see gemm.h). int4 weights are
+// unpacked once per pair of column blocks into the int8 layout when there are enough rows to reuse
+// them, else nibble-split in registers (GEMV / decode). Compiled with -mavx512f/bw/vl/vnni only
+// for this file; never called unless CPUID says so.
+#include <immintrin.h>
+
+#include <vector>
+
+#include "../gemm_internal.h"
+
+namespace outq::kernels::detail {
+namespace {
+
+constexpr int kRows = 6;           // rows per tile
+constexpr int64_t kUnpackRows = 8; // unpack int4 panels when at least this many rows reuse them
+
+inline __m512i broadcast_quad(const int8_t* p) {
+  int32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// Integer dot products over quads [q0, q1) for R rows and NB blocks in the int8 layout.
+template <int R, int NB>
+inline void dot_w8(const int8_t* a, int64_t lda, const uint8_t* const* w, int64_t q0, int64_t q1, __m512i (&acc)[R][NB]) {
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_setzero_si512();
+  for (int64_t q = q0; q < q1; ++q) {
+    __m512i b[NB];
+    for (int j = 0; j < NB; ++j) b[j] = _mm512_loadu_si512(w[j] + 64 * q);
+    for (int r = 0; r < R; ++r) {
+      const __m512i av = broadcast_quad(a + r * lda + 4 * q);
+      for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], b[j], av);
+    }
+  }
+}
+
+// The same from packed int4 (each 64-byte octet: low nibbles = first quad, high = second).
+template <int R, int NB>
+inline void dot_w4(const int8_t* a, int64_t lda, const uint8_t* const* w, int64_t q0, int64_t q1, __m512i (&acc)[R][NB]) {
+  const __m512i mask = _mm512_set1_epi8(0x0F);
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_setzero_si512();
+  for (int64_t o = q0 / 2; o < q1 / 2; ++o) {
+    __m512i lo[NB], hi[NB];
+    for (int j = 0; j < NB; ++j) {
+      const __m512i v = _mm512_loadu_si512(w[j] + 64 * o);
+      lo[j] = _mm512_and_si512(v, mask);
+      hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m512i a0 = broadcast_quad(a + r * lda + 8 * o), a1 = broadcast_quad(a + r * lda + 8 * o + 4);
+      for (int j = 0; j < NB; ++j) {
+        acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], lo[j], a0);
+        acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], hi[j], a1);
+      }
+    }
+  }
+}
+
+template <int R, int NB, bool kPackedW4>
+void tile(const GemmArguments& args, int64_t m0, int64_t b, const uint8_t* const* w) {
+  const QuantizedActivations& a = *args.a;
+  const PackedWeights& pw = *args.w;
+  const int64_t groups = pw.groups();
+  const int8_t* arow = a.codes.data() + m0 * a.k_padded;
+  __m512 facc[R][NB];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NB; ++j) facc[r][j] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    int64_t q0, q1;
+    group_quads(pw, g, &q0, &q1);
+    __m512i acc[R][NB];
+    if (kPackedW4)
+      dot_w4<R, NB>(arow, a.k_padded, w, q0, q1, acc);
+    else
+      dot_w8<R, NB>(arow, a.k_padded, w, q0, q1, acc);
+    for (int j = 0; j < NB; ++j) {
+      const int64_t i = pw.at((b + j) * PackedWeights::kBlock, g);
+      const __m512 sw = _mm512_loadu_ps(pw.scale.data() + i);
+      const __m512i zw = _mm512_loadu_si512(pw.zero.data() + i);
+      const __m512 wc = _mm512_cvtepi32_ps(_mm512_loadu_si512(pw.sum.data() + i));
+      for (int r = 0; r < R; ++r) {
+        const __m512i corr =
+            _mm512_sub_epi32(acc[r][j], _mm512_mullo_epi32(zw, _mm512_set1_epi32(a.group_sum[(m0 + r) * groups + g])));
+        const __m512 t = _mm512_fmadd_ps(_mm512_set1_ps(-a.zero[m0 + r]), wc, _mm512_cvtepi32_ps(corr));
+        facc[r][j] = _mm512_fmadd_ps(sw, t, facc[r][j]);
+      }
+    }
+  }
+  for (int j = 0; j < NB; ++j) {
+    const int64_t n0 = (b + j) * PackedWeights::kBlock;
+    const int64_t count = std::min<int64_t>(PackedWeights::kBlock, pw.n - n0);
+    const __mmask16 mask = static_cast<__mmask16>((1u << count) - 1);
+    const __m512 bias = args.bias ? _mm512_maskz_loadu_ps(mask, args.bias + n0) : _mm512_setzero_ps();
+    for (int r = 0; r < R; ++r) {
+      const __m512 y = _mm512_fmadd_ps(_mm512_set1_ps(a.scale[m0 + r]), facc[r][j], bias);
+      _mm512_mask_storeu_ps(args.y + (m0 + r) * args.ldy + n0, mask, y);
+    }
+  }
+}
+
+template <int NB, bool kPackedW4>
+void rows(const GemmArguments& args, int64_t b, const uint8_t* const* w) {
+  const int64_t m = args.a->m;
+  int64_t m0 = 0;
+  for (; m0 + kRows <= m; m0 += kRows) tile<kRows, NB, kPackedW4>(args, m0, b, w);
+  switch (m - m0) {
+    case 1: tile<1, NB, kPackedW4>(args, m0, b, w); break;
+    case 2: tile<2, NB, kPackedW4>(args, m0, b, w); break;
+    case 3: tile<3, NB, kPackedW4>(args, m0, b, w); break;
+    case 4: tile<4, NB, kPackedW4>(args, m0, b, w); break;
+    case 5: tile<5, NB, kPackedW4>(args, m0, b, w); break;
+    default: break;
+  }
+}
+
+// One packed int4 column block into the int8 layout (two quads per octet).
+void unpack_w4(const uint8_t* src, int64_t octets, uint8_t* dst) {
+  const __m512i mask = _mm512_set1_epi8(0x0F);
+  for (int64_t o = 0; o < octets; ++o) {
+    const __m512i v = _mm512_loadu_si512(src + 64 * o);
+    _mm512_storeu_si512(dst + 128 * o, _mm512_and_si512(v, mask));
+    _mm512_storeu_si512(dst + 128 * o + 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
+  }
+}
+
+}  // namespace
+
+void gemm_blocks_avx512(const GemmArguments& args, int64_t b0, int64_t b1) {
+  const PackedWeights& pw = *args.w;
+  const bool unpack = pw.bits == 4 && args.a->m >= kUnpackRows;
+  thread_local std::vector<uint8_t> panel;
+  if (unpack) panel.resize(2 * PackedWeights::kBlock * pw.k_padded);
+  for (int64_t b = b0; b < b1; b += 2) {
+    const int nb = b + 1 < b1 ? 2 : 1;
+    const uint8_t* w[2];
+    for (int j = 0; j < nb; ++j) {
+      w[j] = pw.data.data() + (b + j) * pw.block_bytes();
+      if (unpack) {
+        uint8_t* dst = panel.data() + j * PackedWeights::kBlock * pw.k_padded;
+        unpack_w4(w[j], pw.k_padded / 8, dst);
+        w[j] = dst;
+      }
+    }
+    const bool w4 = pw.bits == 4 && !unpack;
+    if (nb == 2)
+      w4 ? rows<2, true>(args, b, w) : rows<2, false>(args, b, w);
+    else
+      w4 ? rows<1, true>(args, b, w) : rows<1, false>(args, b, w);
+  }
+}
+
+}  // namespace outq::kernels::detail

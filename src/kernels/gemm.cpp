@@ -1,0 +1,166 @@
+// Packing weights, quantizing activations, argument checks and the threaded GEMM driver that
+// hands column blocks to the selected ISA's implementation.
+#include "outq/kernels/gemm.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "gemm_internal.h"
+#include "outq/core/error.h"
+
+namespace outq::kernels {
+namespace {
+
+int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+// Ties-to-even rounding as the quantizers elsewhere in outq (std::nearbyint in the default mode).
+int32_t round_clamp(float v, int32_t lo, int32_t hi) {
+  const float r = std::nearbyint(v);
+  return !(r >= static_cast<float>(lo)) ? lo : r > static_cast<float>(hi) ? hi : static_cast<int32_t>(r);
+}
+
+}  // namespace
+
+PackedWeights pack_weights(const int32_t* codes, int64_t n, int64_t k, int bits, bool symmetric, int64_t group_size,
+                           const float* scale, const int32_t* zero) {
+  OUTQ_CHECK(bits == 8 || bits == 4, "pack_weights: bits: expected 8 or 4, found ", bits);
+  OUTQ_CHECK(n > 0 && k > 0 && k <= 65536, "pack_weights: shape: expected 1 <= n and 1 <= k <= 65536, found ", n, " x ", k);
+  OUTQ_CHECK(group_size == 0 || (group_size > 0 && group_size % 8 == 0),
+             "pack_weights: group_size: expected 0 (per channel) or a positive multiple of 8, found ", group_size);
+  PackedWeights w;
+  w.n = n, w.k = k, w.bits = bits;
+  w.group_size = group_size == 0 || group_size >= k ? k : group_size;
+  w.k_padded = round_up(k, 8);
+  const int64_t groups = w.groups(), channels = w.channels();
+  const int32_t offset = symmetric ? 1 << (bits - 1) : 0;  // signed codes -> unsigned w'
+  const int32_t wmax = (1 << bits) - 1;
+  w.scale.assign(channels * groups, 0.0f);
+  w.zero.assign(channels * groups, 0);
+  w.sum.assign(channels * groups, 0);
+  w.data.assign(w.blocks() * w.block_bytes(), 0);
+  for (int64_t c = 0; c < n; ++c) {
+    const int64_t b = c / PackedWeights::kBlock, lane = c % PackedWeights::kBlock;
+    uint8_t* block = w.data.data() + b * w.block_bytes();
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t src = c * groups + g, i = w.at(c, g);
+      OUTQ_CHECK(std::isfinite(scale[src]), "pack_weights: scale of channel ", c, " group ", g, " is not finite");
+      w.scale[i] = scale[src];
+      w.zero[i] = (symmetric ? 0 : zero[src]) + offset;
+      OUTQ_CHECK(w.zero[i] >= 0 && w.zero[i] <= wmax, "pack_weights: zero point of channel ", c, " group ", g,
+                 ": expected 0..", wmax, ", found ", w.zero[i] - offset);
+    }
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const int32_t q = codes[c * k + kk] + offset;
+      OUTQ_CHECK(q >= 0 && q <= wmax, "pack_weights: code at (", c, ", ", kk, "): expected ", -offset, "..",
+                 wmax - offset, ", found ", q - offset);
+      w.sum[w.at(c, kk / w.group_size)] += q - w.zero[w.at(c, kk / w.group_size)];
+      if (bits == 8) {
+        block[(kk / 4) * 64 + lane * 4 + kk % 4] = static_cast<uint8_t>(q);
+      } else {
+        uint8_t& byte = block[(kk / 8) * 64 + lane * 4 + kk % 4];
+        byte = static_cast<uint8_t>(kk % 8 < 4 ? (byte & 0xF0) | q : (byte & 0x0F) | (q << 4));
+      }
+    }
+  }
+  return w;
+}
+
+void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, const ActivationFormat& f,
+                          int64_t group_size, QuantizedActivations* out) {
+  OUTQ_CHECK(f.bits == 8 || f.bits == 4, "quantize_activations: bits: expected 8 or 4, found ", f.bits);
+  OUTQ_CHECK(m >= 0 && k > 0 && ldx >= k, "quantize_activations: shape: expected m >= 0, k > 0, ldx >= k, found ", m, ", ",
+             k, ", ", ldx);
+  out->m = m, out->k = k, out->k_padded = round_up(k, 8);
+  out->group_size = group_size == 0 || group_size >= k ? k : group_size;
+  const int64_t groups = out->groups();
+  out->codes.assign(m * out->k_padded, 0);
+  out->scale.resize(m);
+  out->zero.resize(m);
+  out->group_sum.assign(m * groups, 0);
+  // Grid of q and the shift that stores it as int8 a' (asymmetric 8-bit codes 0..255 move by -128).
+  const int32_t qmin = f.symmetric ? -(1 << (f.bits - 1)) : 0;
+  const int32_t qmax = f.symmetric ? (1 << (f.bits - 1)) - 1 : (1 << f.bits) - 1;
+  const int32_t shift = !f.symmetric && f.bits == 8 ? -128 : 0;
+  OUTQ_CHECK(f.dynamic || (std::isfinite(f.static_scale) && f.static_scale > 0 && std::isfinite(f.static_zero)),
+             "quantize_activations: static scale and zero: expected a positive finite scale and a finite zero, found ",
+             f.static_scale, " and ", f.static_zero);
+  int64_t bad_row = -1;
+#pragma omp parallel for schedule(static) if (m * k > 65536)
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = x + r * ldx;
+    float scale = f.static_scale, zero = f.static_zero;
+    float lo = 0, hi = 0, probe = 0;  // the range always includes 0 (as outq's quantizers)
+    for (int64_t i = 0; i < k; ++i) lo = std::min(lo, row[i]), hi = std::max(hi, row[i]), probe += row[i] * 0.0f;
+    if (probe != 0.0f) {  // 0 * x is NaN exactly when x is NaN or infinite
+#pragma omp critical
+      bad_row = r;
+    }
+    if (f.dynamic) {
+      if (f.symmetric) {
+        scale = std::max(-lo, hi) / static_cast<float>(qmax);
+        zero = 0;
+      } else {
+        scale = (hi - lo) / static_cast<float>(qmax);
+        if (scale > 0) zero = std::nearbyint(-lo / scale);
+      }
+      if (!(scale > 0)) scale = 1, zero = 0;
+    }
+    int8_t* codes = out->codes.data() + r * out->k_padded;
+    int32_t* sums = out->group_sum.data() + r * groups;
+    for (int64_t i = 0; i < k; ++i) {
+      const int32_t q = round_clamp(row[i] / scale + zero, qmin, qmax) + shift;  // as outq::quantize
+      codes[i] = static_cast<int8_t>(q);
+      sums[i / out->group_size] += q;
+    }
+    out->scale[r] = scale;
+    out->zero[r] = zero + static_cast<float>(shift);
+  }
+  OUTQ_CHECK(bad_row < 0, "quantize_activations: row ", bad_row, " holds NaN or infinite values; expected finite activations");
+}
+
+std::string can_implement(const GemmArguments& args) {
+  std::ostringstream why;
+  if (!args.a || !args.w || !args.y) return "expected activations, weights and an output buffer (one is null)";
+  const auto& a = *args.a;
+  const auto& w = *args.w;
+  if (w.version != PackedWeights::kVersion)
+    why << "packed weights format version " << w.version << ", expected " << PackedWeights::kVersion;
+  else if (w.bits != 8 && w.bits != 4)
+    why << "weight bits " << w.bits << ", expected 8 or 4";
+  else if (a.k != w.k)
+    why << "activations have " << a.k << " columns, the weights " << w.k << " (expected equal)";
+  else if (a.group_size != w.group_size)
+    why << "activation group sums are over " << a.group_size << " columns, the weight groups " << w.group_size
+        << " (quantize the activations with the weights' group size)";
+  else if (w.data.size() != static_cast<size_t>(w.blocks() * w.block_bytes()) ||
+           w.scale.size() != static_cast<size_t>(w.blocks() * PackedWeights::kBlock * w.groups()))
+    why << "packed weights of " << w.n << " x " << w.k << " have inconsistent buffer sizes";
+  else if (a.codes.size() != static_cast<size_t>(a.m * a.k_padded) || a.k_padded != w.k_padded)
+    why << "activation codes buffer does not match " << a.m << " x " << a.k;
+  else if (args.ldy < w.n)
+    why << "output row stride " << args.ldy << " is smaller than n = " << w.n;
+  return why.str();
+}
+
+void gemm(const GemmArguments& args, Isa isa) {
+  const std::string problem = can_implement(args);
+  OUTQ_CHECK(problem.empty(), "integer GEMM: ", problem);
+  OUTQ_CHECK(isa_supported(isa), "integer GEMM: this CPU cannot run the ", isa_name(isa), " kernels");
+  if (args.a->m == 0) return;
+  auto* fn = isa == Isa::kAvx512Vnni ? detail::gemm_blocks_avx512
+             : isa == Isa::kAvx2     ? detail::gemm_blocks_avx2
+                                     : detail::gemm_blocks_ref;
+  const int64_t blocks = args.w->blocks();
+  // Column blocks split evenly over the team; one thread when there is too little work.
+  const bool parallel = blocks > 1 && args.a->m * args.w->n * args.w->k >= (int64_t{1} << 18);
+#pragma omp parallel if (parallel)
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
+    if (b0 < b1) fn(args, b0, b1);
+  }
+}
+
+}  // namespace outq::kernels

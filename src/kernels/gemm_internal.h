@@ -1,0 +1,30 @@
+// Shared by the GEMM implementations: the per-ISA entry points (each computes a range of column
+// blocks for every row) and the group boundaries in units of input-column quads.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "outq/kernels/gemm.h"
+
+namespace outq::kernels::detail {
+
+/// Column blocks [b0, b1) of y for all rows of args.a.
+void gemm_blocks_ref(const GemmArguments& args, int64_t b0, int64_t b1);
+void gemm_blocks_avx2(const GemmArguments& args, int64_t b0, int64_t b1);
+void gemm_blocks_avx512(const GemmArguments& args, int64_t b0, int64_t b1);
+
+/// Quads [q0, q1) of input columns in group g (the last group runs to the padded end, whose
+/// codes are zero on both sides).
+inline void group_quads(const PackedWeights& w, int64_t g, int64_t* q0, int64_t* q1) {
+  *q0 = g * w.group_size / 4;
+  *q1 = g + 1 == w.groups() ? w.k_padded / 4 : (g + 1) * w.group_size / 4;
+}
+
+/// Writes a 16-wide row segment of y (only the columns that exist).
+inline void store_row(const float* tile, float* y, int64_t n0, int64_t n) {
+  const int64_t count = std::min<int64_t>(PackedWeights::kBlock, n - n0);
+  std::copy(tile, tile + count, y + n0);
+}
+
+}  // namespace outq::kernels::detail
