@@ -24,6 +24,7 @@ std::string g_model, g_split = "test", g_text, g_data_dir, g_recipe, g_kl_base, 
 std::vector<std::string> g_sweep;
 int64_t g_max_tokens = 0, g_seq_len = 0, g_batch = 8;
 int g_threads = 2;
+bool g_simulate = false;
 
 void add_options(CLI::App& app) {
   app.add_option("--model", g_model, "model directory, float or quantized")->required();
@@ -38,6 +39,8 @@ void add_options(CLI::App& app) {
   app.add_option("--seq-len", g_seq_len, "window length (0 = the model's max_position_embeddings)")->capture_default_str();
   app.add_option("--batch", g_batch, "windows per forward pass")->capture_default_str();
   app.add_option("--threads", g_threads, "LibTorch threads")->capture_default_str();
+  app.add_flag("--simulate", g_simulate,
+               "quantized model: run the fake-quant simulation in float instead of the integer kernels");
 }
 
 struct Row {
@@ -48,7 +51,7 @@ struct Row {
 int run(const CommonOptions& common, OutqConfig& config) {
   torch::set_num_threads(g_threads);
   OUTQ_CHECK(g_recipe.empty() || g_sweep.empty(), "--recipe and --sweep: expected one of them, found both");
-  LoadedModel lm = load_model_dir(g_model);
+  LoadedModel lm = load_model_dir(g_model, g_simulate);
   const Tokenizer& tokenizer = *lm.tokenizer;
   const std::string tokenizer_path = (fs::path(g_model) / "tokenizer.model").string();
   OUTQ_CHECK(!lm.quantized || (g_recipe.empty() && g_sweep.empty()), g_model,
@@ -120,6 +123,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
       j["activations"] = row.activations;
       j["source"] = source;
       j["seq_len"] = o.seq_len;
+      j["compute"] = describe_compute(lm);
       out.push_back(j);
     }
     std::printf("%s\n", (rows.size() == 1 ? out[0] : out).dump(2).c_str());
@@ -141,7 +145,8 @@ int run(const CommonOptions& common, OutqConfig& config) {
     }
     t.add_row(cells);
   }
-  std::printf("source: %s (windows of %lld tokens)\n%s", source.c_str(), static_cast<long long>(o.seq_len), t.render().c_str());
+  std::printf("source: %s (windows of %lld tokens)\ncompute: %s\n%s", source.c_str(), static_cast<long long>(o.seq_len),
+              describe_compute(lm).c_str(), t.render().c_str());
   return 0;
 }
 

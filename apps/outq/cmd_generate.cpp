@@ -10,6 +10,7 @@ namespace {
 
 std::string g_model, g_prompt;
 SamplingOptions g_sampling;
+bool g_simulate = false;
 
 void add_options(CLI::App& app) {
   app.add_option("--model", g_model, "model directory")->required();
@@ -19,10 +20,12 @@ void add_options(CLI::App& app) {
   app.add_option("--top-k", g_sampling.top_k, "keep the k most likely tokens (0 = off)")->capture_default_str();
   app.add_option("--top-p", g_sampling.top_p, "keep the smallest set with this probability mass (1 = off)")->capture_default_str();
   app.add_option("--seed", g_sampling.seed, "random seed")->capture_default_str();
+  app.add_flag("--simulate", g_simulate,
+               "quantized model: run the fake-quant simulation in float instead of the integer kernels");
 }
 
 int run(const CommonOptions& common, OutqConfig&) {
-  LoadedModel lm = load_model_dir(g_model);  // float or quantized
+  LoadedModel lm = load_model_dir(g_model, g_simulate);  // float, or quantized on the integer kernels
   Llama& model = lm.model;
   const Tokenizer& tokenizer = *lm.tokenizer;
   std::vector<int32_t> prompt = {tokenizer.bos_id()};

@@ -41,5 +41,6 @@ Command command_eval();
 Command command_generate();
 Command command_quantize();
 Command command_analyze();
+Command command_bench();
 
 }  // namespace outq::app

@@ -31,7 +31,8 @@ void print_effective_config(OutqConfig& config) {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {command_data(),     command_train(), command_analyze(),
-                                              command_quantize(), command_eval(),  command_generate()};
+                                              command_quantize(), command_eval(),  command_generate(),
+                                              command_bench()};
   return table;
 }
 

@@ -1,21 +1,30 @@
 // Model and data loading helpers shared by eval, quantize and generate.
 #include "model_source.h"
 
+#include <fmt/format.h>
+
 #include <filesystem>
 
 #include "outq/core/config.h"
 #include "outq/core/error.h"
 #include "outq/model/checkpoint.h"
+#include "outq/kernels/isa.h"
 #include "outq/ptq/quantized_io.h"
 
 namespace fs = std::filesystem;
 
 namespace outq::app {
 
-LoadedModel load_model_dir(const std::string& dir) {
+LoadedModel load_model_dir(const std::string& dir, bool simulate) {
   LoadedModel out;
   out.quantized = is_quantized_dir(dir);
-  out.model = out.quantized ? quantized_load(dir) : model_load(dir);
+  if (out.quantized) {
+    QuantizedModel info;
+    out.model = quantized_load(dir, &info);
+    if (!simulate) out.runtime = attach_integer_runtime(out.model, info);
+  } else {
+    out.model = model_load(dir);
+  }
   out.tokenizer = std::make_unique<Tokenizer>(Tokenizer::load((fs::path(dir) / "tokenizer.model").string()));
   OUTQ_CHECK(out.tokenizer->vocab_size() == out.model->config().vocab_size, dir,
              "/tokenizer.model: vocabulary size: expected ", out.model->config().vocab_size, " (the model's), found ",
@@ -23,6 +32,16 @@ LoadedModel load_model_dir(const std::string& dir) {
   const fs::path clips = fs::path(dir) / "clips.json";
   if (fs::exists(clips)) out.learned = learned_ranges_load(clips.string());
   return out;
+}
+
+std::string describe_compute(const LoadedModel& lm) {
+  if (!lm.quantized) return "float32";
+  if (!lm.runtime) return "fake-quant simulation (float32)";
+  std::string s = fmt::format("integer kernels ({}) on {} linear layers", kernels::isa_name(kernels::isa_active()),
+                              lm.runtime->integer_layers);
+  if (!lm.runtime->float_layers.empty())
+    s += fmt::format("; {} simulated in float (first: {})", lm.runtime->float_layers.size(), lm.runtime->float_layers.front());
+  return s;
 }
 
 std::string resolve_data_dir(const std::string& data_dir, OutqConfig& config) {

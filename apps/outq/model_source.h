@@ -11,6 +11,7 @@
 #include "outq/data/tokenizer.h"
 #include "outq/model/llama.h"
 #include "outq/ptq/activation_quant.h"
+#include "outq/runtime/integer_runtime.h"
 
 namespace outq::app {
 
@@ -19,11 +20,18 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
   bool quantized = false;
   std::optional<LearnedRanges> learned;  ///< clips.json of a QAT model, when present
+  std::optional<IntegerRuntimeReport> runtime;  ///< quantized models on the integer kernels
 };
 
 /// Loads `dir` (float or quantized, detected by quant_config.json), its tokenizer, checking
 /// that the tokenizer's vocabulary is the model's, and its learned clips if it has clips.json.
-LoadedModel load_model_dir(const std::string& dir);
+/// A quantized model runs its linear layers on the integer kernels unless `simulate` (then the
+/// fake-quant simulation runs them in float).
+LoadedModel load_model_dir(const std::string& dir, bool simulate = false);
+
+/// One line on how a loaded model computes: "float", "fake-quant simulation" or the integer
+/// runtime's layer counts and ISA.
+std::string describe_compute(const LoadedModel& lm);
 
 /// The prepared data directory: `data_dir` if given, else prepare/reuse the [data] config.
 std::string resolve_data_dir(const std::string& data_dir, OutqConfig& config);

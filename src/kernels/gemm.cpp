@@ -69,7 +69,7 @@ PackedWeights pack_weights(const int32_t* codes, int64_t n, int64_t k, int bits,
 
 void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, const ActivationFormat& f,
                           int64_t group_size, QuantizedActivations* out) {
-  OUTQ_CHECK(f.bits == 8 || f.bits == 4, "quantize_activations: bits: expected 8 or 4, found ", f.bits);
+  OUTQ_CHECK(f.bits >= 2 && f.bits <= 8, "quantize_activations: bits: expected 2..8, found ", f.bits);
   OUTQ_CHECK(m >= 0 && k > 0 && ldx >= k, "quantize_activations: shape: expected m >= 0, k > 0, ldx >= k, found ", m, ", ",
              k, ", ", ldx);
   out->m = m, out->k = k, out->k_padded = round_up(k, 8);

@@ -59,9 +59,13 @@ void ObservedLinearImpl::set_points(const ObservationPoint* input, const Observa
   output_ = output;
 }
 
+torch::Tensor ObservedLinearImpl::product(const torch::Tensor& x) const {
+  return kernel ? kernel->forward(x) : torch::matmul(x, weight.t());
+}
+
 torch::Tensor ObservedLinearImpl::forward(torch::Tensor x, const ObserverList& observers) {
-  if (observers.empty()) return torch::matmul(x, weight.t());
-  return observe_output(torch::matmul(observe_input(x, observers), weight.t()), observers);
+  if (observers.empty()) return product(x);
+  return observe_output(product(observe_input(x, observers)), observers);
 }
 
 torch::Tensor ObservedLinearImpl::observe_input(const torch::Tensor& x, const ObserverList& observers) const {
@@ -76,7 +80,8 @@ namespace {
 
 // Linear layers that share one input (q/k/v, gate/up). When every input observer hands back the
 // same tensor (always without observers, and with QAT's shared quantizer) they run as one GEMM over
-// the concatenated weights and the output is split; otherwise one GEMM each. Output observers see
+// the concatenated weights and the output is split; otherwise (or with integer kernels) one GEMM
+// each. Output observers see
 // each layer's own output either way.
 std::vector<torch::Tensor> shared_input_linears(const torch::Tensor& x, const std::vector<ObservedLinearImpl*>& linears,
                                                 const ObserverList& observers) {
@@ -85,14 +90,14 @@ std::vector<torch::Tensor> shared_input_linears(const torch::Tensor& x, const st
   bool shared = true;
   for (auto* l : linears) {
     inputs.push_back(observers.empty() ? x : l->observe_input(x, observers));
-    shared = shared && inputs.back().is_same(inputs.front());
+    shared = shared && inputs.back().is_same(inputs.front()) && !l->kernel;
     weights.push_back(l->weight);
     widths.push_back(l->weight.size(0));
   }
   if (shared) {
     outputs = torch::matmul(inputs.front(), torch::cat(weights, 0).t()).split_with_sizes(widths, -1);
   } else {
-    for (size_t i = 0; i < linears.size(); ++i) outputs.push_back(torch::matmul(inputs[i], weights[i].t()));
+    for (size_t i = 0; i < linears.size(); ++i) outputs.push_back(linears[i]->product(inputs[i]));
   }
   if (!observers.empty())
     for (size_t i = 0; i < linears.size(); ++i) outputs[i] = linears[i]->observe_output(outputs[i], observers);
@@ -279,6 +284,14 @@ torch::Tensor LlamaImpl::linear_weight(const std::string& module) {
   const auto* w = params.find(module + ".weight");
   OUTQ_CHECK(w != nullptr, "model: no linear module named '", module, "'");
   return *w;
+}
+
+ObservedLinear LlamaImpl::linear(const std::string& module) {
+  for (const auto& m : named_modules()) {
+    if (m.key() != module) continue;
+    if (auto l = std::dynamic_pointer_cast<ObservedLinearImpl>(m.value())) return ObservedLinear(l);
+  }
+  throw Error("model: no linear module named '" + module + "'");
 }
 
 torch::Tensor LlamaImpl::lm_head_weight() const {

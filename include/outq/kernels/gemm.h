@@ -47,7 +47,8 @@ struct PackedWeights {
   size_t bytes() const { return data.size() + 4 * (scale.size() + zero.size() + sum.size()); }
 };
 
-/// Packs weight codes `codes` (n x k, row-major, values in [qmin, qmax] of a `bits`-bit grid:
+/// Packs weight codes `codes` (n x k, row-major, values in [qmin, qmax] of a `bits`-bit container:
+/// 2- and 3-bit codes fit the 4-bit container, 5- to 7-bit ones the 8-bit one;
 /// signed [-2^(b-1), 2^(b-1)-1] when `symmetric`, else unsigned [0, 2^b - 1]) with float scales
 /// and (asymmetric) integer zero points per (channel, group): x = scale * (code - zero).
 /// `group_size` 0 means one group per channel. Checks every argument (outq::Error).
@@ -56,8 +57,8 @@ PackedWeights pack_weights(const int32_t* codes, int64_t n, int64_t k, int bits,
 
 /// Activation quantizer of a linear input.
 struct ActivationFormat {
-  int bits = 8;             ///< 8 or 4
-  bool symmetric = false;   ///< symmetric codes [-2^(b-1)+1, 2^(b-1)-1], else [0, 2^b - 1] with a zero point
+  int bits = 8;             ///< 2..8 (codes are int8 in any case; 8 and 4 are the usual ones)
+  bool symmetric = false;   ///< symmetric codes [-2^(b-1), 2^(b-1)-1], else [0, 2^b - 1] with a zero point
   bool dynamic = true;      ///< per-token range from each row; else the static per-tensor range below
   float static_scale = 1;   ///< static: x = scale * (q - zero), q on the grid above
   float static_zero = 0;    ///< static: may be fractional (learned clips); rounding is x / scale + zero

@@ -25,6 +25,14 @@ struct KVCache {
 };
 
 /// y = x W^T with observation points around it; W is (out, in).
+/// Replaces a linear layer's float GEMM (the integer runtime plugs in here): gets the layer's
+/// input (..., in) and returns its output (..., out).
+class LinearKernel {
+ public:
+  virtual ~LinearKernel() = default;
+  virtual torch::Tensor forward(const torch::Tensor& x) const = 0;
+};
+
 class ObservedLinearImpl : public torch::nn::Module {
  public:
   ObservedLinearImpl(int64_t in, int64_t out);
@@ -33,7 +41,10 @@ class ObservedLinearImpl : public torch::nn::Module {
   /// The observers' view of this layer's input / output (x itself when the point is unset).
   torch::Tensor observe_input(const torch::Tensor& x, const ObserverList& observers) const;
   torch::Tensor observe_output(const torch::Tensor& y, const ObserverList& observers) const;
+  /// x W^T, or the kernel's result when one is set.
+  torch::Tensor product(const torch::Tensor& x) const;
   torch::Tensor weight;
+  std::shared_ptr<const LinearKernel> kernel;  ///< null: float GEMM with `weight`
 
  private:
   const ObservationPoint* input_ = nullptr;
@@ -129,6 +140,8 @@ class LlamaImpl : public torch::nn::Module {
   std::vector<std::string> linear_modules() const;
   /// The weight parameter of a linear module, by name.
   torch::Tensor linear_weight(const std::string& module);
+  /// The linear layer itself (e.g. to set an integer kernel); error if there is none.
+  ObservedLinear linear(const std::string& module);
 
   LlamaBody model{nullptr};
   ObservedLinear lm_head{nullptr};  ///< "lm_head.weight"; null when tied to the embedding

@@ -1,0 +1,143 @@
+// Google Benchmark suite for the integer kernels and the machine's limits:
+//   Peak/*      vpdpbusd int8 and vfmadd fp32 rates, memory read bandwidth (1 and 2 threads)
+//   Gemm/*      outq W8A8 / W4A8 / W4A4 on each ISA, with ("Linear": float in, float out,
+//               the per-token activation quantizer included) and without activation quantization
+//   Sgemm       OpenBLAS fp32 on the same shape;  OnednnInt8: oneDNN u8 x s8 -> f32 matmul
+// Rates are counters: GOPS (2 M N K per second) and, for M = 1, weight GB/s.
+// Usage: build/bench/kernels_bench --benchmark_filter=... (OMP_NUM_THREADS sets the team).
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <dnnl.hpp>
+#include <random>
+#include <vector>
+
+#include "outq/kernels/gemm.h"
+#include "peak_probes.h"
+
+namespace {
+
+using namespace outq::kernels;
+
+void set_rate(benchmark::State& state, double ops, double bytes = 0) {
+  state.counters["GOPS"] = benchmark::Counter(ops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  if (bytes > 0) state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void Peak_Vnni(benchmark::State& state) {
+  if (!isa_supported(Isa::kAvx512Vnni)) return state.SkipWithError("no AVX-512 VNNI");
+  const int64_t it = 1 << 20;
+  for (auto _ : state) benchmark::DoNotOptimize(outq::bench::probe_vnni(it));
+  set_rate(state, 12.0 * it * 64 * 2);  // 64 multiply-adds per instruction, 2 ops each
+}
+BENCHMARK(Peak_Vnni)->Threads(1)->Threads(2)->UseRealTime();
+
+void Peak_Fma(benchmark::State& state) {
+  if (!isa_supported(Isa::kAvx512Vnni)) return state.SkipWithError("no AVX-512");
+  const int64_t it = 1 << 20;
+  for (auto _ : state) benchmark::DoNotOptimize(outq::bench::probe_fma(it));
+  set_rate(state, 12.0 * it * 16 * 2);
+}
+BENCHMARK(Peak_Fma)->Threads(1)->Threads(2)->UseRealTime();
+
+void Peak_MemoryRead(benchmark::State& state) {
+  if (!isa_supported(Isa::kAvx512Vnni)) return state.SkipWithError("no AVX-512");
+  const int64_t bytes = int64_t{512} << 20;  // per thread; far beyond the caches
+  std::vector<uint8_t> data(bytes, 1);
+  for (auto _ : state) benchmark::DoNotOptimize(outq::bench::probe_read(data.data(), bytes));
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(Peak_MemoryRead)->Threads(1)->Threads(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+struct Operands {
+  std::vector<float> x;
+  PackedWeights w;
+  QuantizedActivations a;
+  ActivationFormat format;
+  std::vector<float> y;
+};
+
+Operands make_operands(int64_t m, int64_t n, int64_t k, int wbits, int abits) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  Operands o;
+  o.x.resize(m * k);
+  for (auto& v : o.x) v = normal(rng);
+  std::vector<int32_t> codes(n * k), zero(n, 0);
+  std::uniform_int_distribution<int32_t> code(-(1 << (wbits - 1)), (1 << (wbits - 1)) - 1);
+  for (auto& c : codes) c = code(rng);
+  std::vector<float> scale(n, 0.01f);
+  o.w = pack_weights(codes.data(), n, k, wbits, true, 0, scale.data(), zero.data());
+  o.format.bits = abits;
+  quantize_activations(o.x.data(), m, k, k, o.format, o.w.group_size, &o.a);
+  o.y.resize(m * n);
+  return o;
+}
+
+// Args: M, N, K, weight bits, activation bits, ISA, quantize activations inside the loop.
+void Gemm(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const Isa isa = static_cast<Isa>(state.range(5));
+  if (!isa_supported(isa)) return state.SkipWithError("ISA not supported here");
+  Operands o = make_operands(m, n, k, static_cast<int>(state.range(3)), static_cast<int>(state.range(4)));
+  const bool linear = state.range(6) != 0;
+  for (auto _ : state) {
+    if (linear) quantize_activations(o.x.data(), m, k, k, o.format, o.w.group_size, &o.a);
+    gemm({&o.a, &o.w, nullptr, o.y.data(), n}, isa);
+    benchmark::ClobberMemory();
+  }
+  set_rate(state, 2.0 * m * n * k, m == 1 ? static_cast<double>(o.w.bytes()) : 0);
+  state.SetLabel(std::string(isa_name(isa)) + (linear ? " linear" : " gemm"));
+}
+
+void gemm_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "N", "K", "wbits", "abits", "isa", "linear"});
+  for (int isa : {1, 2})
+    for (auto [wb, ab] : {std::pair{8, 8}, std::pair{4, 8}, std::pair{4, 4}}) {
+      for (int linear : {0, 1}) b->Args({2048, 2048, 2048, wb, ab, isa, linear});
+      b->Args({1, 4096, 4096, wb, ab, isa, 1});
+    }
+  b->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(Gemm)->Apply(gemm_shapes);
+
+void Sgemm(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  std::vector<float> a(m * k, 0.5f), w(n * k, 0.25f), y(m * n);
+  for (auto _ : state) {
+    if (m == 1)
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w.data(), k, a.data(), 1, 0.0f, y.data(), 1);
+    else
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a.data(), k, w.data(), k, 0.0f, y.data(), n);
+    benchmark::ClobberMemory();
+  }
+  set_rate(state, 2.0 * m * n * k, m == 1 ? 4.0 * n * k : 0);
+}
+BENCHMARK(Sgemm)->Args({2048, 2048, 2048})->Args({1, 4096, 4096})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void OnednnInt8(benchmark::State& state) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream s(eng);
+  const dnnl::memory::desc a_md({m, k}, dt::u8, tag::ab), w_any({k, n}, dt::s8, tag::any), y_md({m, n}, dt::f32, tag::ab);
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, w_any, y_md), eng);
+  dnnl::memory a(pd.src_desc(), eng), w(pd.weights_desc(), eng), y(pd.dst_desc(), eng);
+  dnnl::memory w_plain({{k, n}, dt::s8, tag::ab}, eng);
+  std::fill_n(static_cast<int8_t*>(w_plain.get_data_handle()), k * n, int8_t{3});
+  std::fill_n(static_cast<uint8_t*>(a.get_data_handle()), m * k, uint8_t{7});
+  dnnl::reorder(w_plain, w).execute(s, w_plain, w);
+  const dnnl::matmul prim(pd);
+  for (auto _ : state) {
+    prim.execute(s, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, y}});
+    s.wait();
+  }
+  set_rate(state, 2.0 * m * n * k, m == 1 ? 1.0 * n * k : 0);
+  state.SetLabel(pd.impl_info_str());
+}
+BENCHMARK(OnednnInt8)->Args({2048, 2048, 2048})->Args({1, 4096, 4096})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,30 @@
+// The integer runtime: a loaded quantized model whose linear layers run on the integer kernels
+// (weights packed once, activations quantized per call by the kernels' fused quantizer), with
+// embeddings, norms, attention, the KV cache and the LM head in LibTorch float32.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "outq/model/llama.h"
+#include "outq/ptq/quantize_model.h"
+
+namespace outq {
+
+struct IntegerRuntimeReport {
+  int integer_layers = 0;
+  std::vector<std::string> float_layers;  ///< "module: reason" for layers the kernels cannot run
+  size_t packed_bytes = 0;                ///< packed weights, scales and sums
+};
+
+/// Why the kernels cannot run this layer ("" when they can): weights of 2..8 bits per tensor,
+/// channel or group of a multiple of 8 columns; activations of 2..8 bits per token (dynamic) or
+/// per tensor (static).
+std::string integer_kernel_unsupported(const QuantizedLinear& linear);
+
+/// Sets an integer kernel on every linear of `model` that `info` (from quantized_load) quantizes
+/// and the kernels support, and removes the simulating activation quantizer from those layers
+/// (the kernels quantize the activations themselves). Layers left in float keep simulating.
+IntegerRuntimeReport attach_integer_runtime(Llama& model, const QuantizedModel& info);
+
+}  // namespace outq

@@ -1,0 +1,86 @@
+// The integer runtime against the fake-quant simulation of the same quantized model. Both use
+// the same codes, scales and zero points and quantize activations with the same float formula,
+// so they differ only in how the dot products are summed (exact int32 vs float32 GEMM): about
+// K * 2^-24 of sum |x^ w^| per output. Through 2 layers that stays below 2e-4 of the largest
+// logit unless a difference moves an activation across a rounding boundary of the next quantizer,
+// which changes one code by one step; the bound below (2e-3) allows for a few such flips, and the
+// number of logits beyond 1e-4 is checked to be small.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include "outq/kernels/isa.h"
+#include "outq/ptq/quantize_model.h"
+#include "outq/runtime/integer_runtime.h"
+
+namespace outq {
+namespace {
+
+Llama small_model() {
+  ModelConfig c;
+  c.hidden_size = 64;
+  c.intermediate_size = 96;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.vocab_size = 53;
+  c.max_position_embeddings = 32;
+  c.initializer_range = 0.2;
+  Llama m(c);
+  m->reset_parameters(11);
+  return m;
+}
+
+Recipe recipe(const std::string& weights, const std::string& activations) {
+  return recipe_parse(fmt::format("name = \"t\"\n[weights]\n{}\n[activations]\n{}\n", weights, activations), "t.toml");
+}
+
+LearnedRanges random_ranges(Llama& model) {
+  LearnedRanges out;
+  int i = 0;
+  for (const auto& m : model->linear_modules()) out[m] = {1.5 + 0.1 * (i % 5), -1.2 - 0.07 * (i % 3), 4}, ++i;
+  return out;
+}
+
+TEST(IntegerRuntime, LogitsMatchTheSimulation) {
+  const std::vector<std::pair<std::string, Recipe>> cases = {
+      {"w8a8 channel / token", recipe("bits = 8\ngranularity = \"channel\"", "bits = 8\ngranularity = \"token\"\ndynamic = true")},
+      {"w4a4 sym channel / learned static tensor",
+       recipe("bits = 4\nsymmetric = true\ngranularity = \"channel\"", "bits = 4\ngranularity = \"tensor\"\nrange = \"learned\"")},
+      {"w4a8 group 32 / sym token",
+       recipe("bits = 4\ngranularity = \"group\"\ngroup_size = 32", "bits = 8\nsymmetric = true\ngranularity = \"token\"\ndynamic = true")},
+      {"w3a4 channel / token", recipe("bits = 3\ngranularity = \"channel\"", "bits = 4\ngranularity = \"token\"\ndynamic = true")},
+  };
+  const auto tokens = torch::randint(0, 53, {2, 19}, torch::kInt64);
+  for (const auto& [name, r] : cases) {
+    Llama model = small_model();
+    const LearnedRanges ranges = random_ranges(model);
+    const QuantizedModel q = quantize_model(model, r, nullptr, 1, &ranges);
+    torch::NoGradGuard no_grad;
+    const auto simulated = model->forward(tokens);
+    const IntegerRuntimeReport report = attach_integer_runtime(model, q);
+    EXPECT_EQ(report.integer_layers, static_cast<int>(model->linear_modules().size())) << name;
+    EXPECT_TRUE(report.float_layers.empty()) << name;
+    const auto integer = model->forward(tokens);
+    const double scale = simulated.abs().max().item<double>();
+    const auto diff = (integer - simulated).abs();
+    EXPECT_LE(diff.max().item<double>(), 2e-3 * scale) << name;
+    EXPECT_LE((diff > 1e-4 * scale).sum().item<int64_t>(), diff.numel() / 50) << name;
+    EXPECT_GT((simulated - small_model()->forward(tokens)).abs().max().item<double>(), 1e-3 * scale)
+        << name << ": quantization must change the logits for the comparison to mean anything";
+  }
+}
+
+TEST(IntegerRuntime, UnsupportedLayersStayInFloatWithAReason) {
+  Llama model = small_model();
+  const QuantizedModel q =
+      quantize_model(model, recipe("bits = 4\ngranularity = \"group\"\ngroup_size = 4", "bits = 8\ngranularity = \"token\"\ndynamic = true"),
+                     nullptr, 1);
+  const IntegerRuntimeReport report = attach_integer_runtime(model, q);
+  EXPECT_EQ(report.integer_layers, 0);
+  ASSERT_FALSE(report.float_layers.empty());
+  EXPECT_NE(report.float_layers.front().find("multiple of 8"), std::string::npos) << report.float_layers.front();
+}
+
+}  // namespace
+}  // namespace outq
