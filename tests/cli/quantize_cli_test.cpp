@@ -55,11 +55,17 @@ TEST_F(QuantizeCli, QuantizedDirectoryEqualsOnTheFlySimulation) {
     ASSERT_EQ(q.exit_code, 0) << q.err;
     for (const char* f : {"model.safetensors", "quant_config.json", "recipe.toml", "config.json", "tokenizer.model"})
       EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
-    const auto from_dir = outq("eval --model " + out + " --split val --json");
+    const auto from_dir = outq("eval --model " + out + " --split val --json --simulate");
     const auto on_the_fly = outq("eval --model " + model() + " --recipe " + kRecipes + recipe + ".toml --split val --json");
     ASSERT_EQ(from_dir.exit_code, 0) << from_dir.err;
     ASSERT_EQ(on_the_fly.exit_code, 0) << on_the_fly.err;
     EXPECT_NEAR(ppl(from_dir), ppl(on_the_fly), 1e-9 * ppl(on_the_fly)) << recipe;
+    // Without --simulate the linear layers run on the integer kernels: exact integer sums instead
+    // of float32 ones, so the perplexity moves only in the last digits (see runtime_test).
+    const auto integer = outq("eval --model " + out + " --split val --json");
+    ASSERT_EQ(integer.exit_code, 0) << integer.err;
+    EXPECT_NE(integer.out.find("integer kernels"), std::string::npos) << integer.out;
+    EXPECT_NEAR(ppl(integer), ppl(on_the_fly), 1e-3 * ppl(on_the_fly)) << recipe;
   }
   // 4-bit weights are packed two per byte: the int4 file is smaller than the int8 one.
   EXPECT_LT(fs::file_size(*dir_ / "q-w4a8-token-rtn/model.safetensors"),
@@ -76,7 +82,7 @@ TEST_F(QuantizeCli, QatModelClipsBecomeStaticRanges) {
   const std::string out = *dir_ / "q-learned";
   r = outq("quantize --model " + run + "/model --recipe " + kRecipes + "w4a4-learned-gptq.toml --out " + out);
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto from_dir = outq("eval --model " + out + " --split val --json");
+  const auto from_dir = outq("eval --model " + out + " --split val --json --simulate");
   const auto on_the_fly = outq("eval --model " + run + "/model --recipe " + kRecipes + "w4a4-learned-gptq.toml --split val --json");
   ASSERT_EQ(from_dir.exit_code, 0) << from_dir.err;
   ASSERT_EQ(on_the_fly.exit_code, 0) << on_the_fly.err;
@@ -85,6 +91,29 @@ TEST_F(QuantizeCli, QatModelClipsBecomeStaticRanges) {
   r = outq("eval --model " + model() + " --recipe " + kRecipes + "w16a4-learned.toml --split val");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("learned clips"), std::string::npos) << r.err;
+}
+
+TEST_F(QuantizeCli, BenchRunsEveryIsaAndTheRuntime) {
+  const std::string args = " bench --json --shapes model --m 1 3 --prefill 8 --decode 4 --min-time 0 --threads 1"
+                           " --set model.hidden_size=32 --set model.intermediate_size=64 --set model.num_hidden_layers=2"
+                           " --set model.num_attention_heads=2 --set model.num_key_value_heads=2 --set model.vocab_size=300"
+                           " --set model.max_position_embeddings=64";
+  for (const char* isa : {"ref", "avx2", "avx512_vnni"}) {
+    const auto r = test::run_shell(kOutq + args, {{"OUTQ_ISA", isa}, {"OUTQ_LOG", "quiet"}});
+    if (r.exit_code != 0 && r.err.find("does not support") != std::string::npos) continue;  // CPU lacks it
+    ASSERT_EQ(r.exit_code, 0) << isa << ": " << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["isa"], isa);
+    EXPECT_EQ(j["kernels"].size(), 3u * 2u * 3u);  // shapes x M x formats
+    EXPECT_EQ(j["runtime"]["rows"].size(), 4u);     // float + three formats
+    for (const auto& row : j["runtime"]["rows"]) EXPECT_GT(row["decode_tokens_per_s"].get<double>(), 0.0);
+  }
+  const auto bad = test::run_shell(kOutq + args, {{"OUTQ_ISA", "sse9"}});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("expected ref, avx2 or avx512_vnni"), std::string::npos) << bad.err;
+  const auto fmt_bad = test::run_shell(kOutq + args + " --formats w2a2", {});
+  EXPECT_EQ(fmt_bad.exit_code, 1);
+  EXPECT_NE(fmt_bad.err.find("unknown format"), std::string::npos) << fmt_bad.err;
 }
 
 TEST_F(QuantizeCli, SweepTableAndKlAgainstItself) {
