@@ -6,6 +6,7 @@
 // for this file; never called unless CPUID says so.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "../gemm_internal.h"
@@ -15,6 +16,12 @@ namespace {
 
 constexpr int kRows = 6;           // rows per tile
 constexpr int64_t kUnpackRows = 8; // unpack int4 panels when at least this many rows reuse them
+constexpr int64_t kActivationBlockBytes = 512 << 10;  // activation rows kept in L2 per pass
+
+// acc += dot products of unsigned bytes u and signed bytes s, in place. (GCC 12 compiles the
+// intrinsic with a register copy before and after every instruction when the accumulators live in
+// an array, which halves the rate; the asm keeps each accumulator in its register.)
+inline void dpbusd(__m512i& acc, __m512i u, __m512i s) { asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s)); }
 
 inline __m512i broadcast_quad(const int8_t* p) {
   int32_t v;
@@ -22,27 +29,31 @@ inline __m512i broadcast_quad(const int8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
-// Integer dot products over quads [q0, q1) for R rows and NB blocks in the int8 layout.
+// Integer dot products over quads [q0, q1) for R rows and NB blocks in the int8 layout. `a` is the
+// tile's activations packed quad-major (quad q of row r at a + 4 (q R + r)): one sequential stream.
 template <int R, int NB>
-inline void dot_w8(const int8_t* a, int64_t lda, const uint8_t* const* w, int64_t q0, int64_t q1, __m512i (&acc)[R][NB]) {
+inline void dot_w8(const int8_t* a, const uint8_t* const* w, int64_t q0, int64_t q1, __m512i (&acc)[R][NB]) {
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_setzero_si512();
   for (int64_t q = q0; q < q1; ++q) {
     __m512i b[NB];
     for (int j = 0; j < NB; ++j) b[j] = _mm512_loadu_si512(w[j] + 64 * q);
     for (int r = 0; r < R; ++r) {
-      const __m512i av = broadcast_quad(a + r * lda + 4 * q);
-      for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], b[j], av);
+      const __m512i av = broadcast_quad(a + 4 * (q * R + r));
+      for (int j = 0; j < NB; ++j) dpbusd(acc[r][j], b[j], av);
     }
   }
 }
 
 // The same from packed int4 (each 64-byte octet: low nibbles = first quad, high = second).
 template <int R, int NB>
-inline void dot_w4(const int8_t* a, int64_t lda, const uint8_t* const* w, int64_t q0, int64_t q1, __m512i (&acc)[R][NB]) {
+inline void dot_w4(const int8_t* a, const uint8_t* const* w, int64_t q0, int64_t q1, __m512i (&acc)[R][NB]) {
   const __m512i mask = _mm512_set1_epi8(0x0F);
+  // Low and high nibbles accumulate separately (two dependency chains per accumulator, which
+  // matters for a single row, where there are only NB accumulators), summed at the end.
+  __m512i acc_hi[R][NB];
   for (int r = 0; r < R; ++r)
-    for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_setzero_si512();
+    for (int j = 0; j < NB; ++j) acc[r][j] = acc_hi[r][j] = _mm512_setzero_si512();
   for (int64_t o = q0 / 2; o < q1 / 2; ++o) {
     __m512i lo[NB], hi[NB];
     for (int j = 0; j < NB; ++j) {
@@ -51,21 +62,22 @@ inline void dot_w4(const int8_t* a, int64_t lda, const uint8_t* const* w, int64_
       hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
     }
     for (int r = 0; r < R; ++r) {
-      const __m512i a0 = broadcast_quad(a + r * lda + 8 * o), a1 = broadcast_quad(a + r * lda + 8 * o + 4);
+      const __m512i a0 = broadcast_quad(a + 4 * (2 * o * R + r)), a1 = broadcast_quad(a + 4 * ((2 * o + 1) * R + r));
       for (int j = 0; j < NB; ++j) {
-        acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], lo[j], a0);
-        acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], hi[j], a1);
+        dpbusd(acc[r][j], lo[j], a0);
+        dpbusd(acc_hi[r][j], hi[j], a1);
       }
     }
   }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_add_epi32(acc[r][j], acc_hi[r][j]);
 }
 
 template <int R, int NB, bool kPackedW4>
-void tile(const GemmArguments& args, int64_t m0, int64_t b, const uint8_t* const* w) {
+void tile(const GemmArguments& args, int64_t m0, int64_t b, const uint8_t* const* w, const int8_t* arow) {
   const QuantizedActivations& a = *args.a;
   const PackedWeights& pw = *args.w;
   const int64_t groups = pw.groups();
-  const int8_t* arow = a.codes.data() + m0 * a.k_padded;
   __m512 facc[R][NB];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < NB; ++j) facc[r][j] = _mm512_setzero_ps();
@@ -74,9 +86,9 @@ void tile(const GemmArguments& args, int64_t m0, int64_t b, const uint8_t* const
     group_quads(pw, g, &q0, &q1);
     __m512i acc[R][NB];
     if (kPackedW4)
-      dot_w4<R, NB>(arow, a.k_padded, w, q0, q1, acc);
+      dot_w4<R, NB>(arow, w, q0, q1, acc);
     else
-      dot_w8<R, NB>(arow, a.k_padded, w, q0, q1, acc);
+      dot_w8<R, NB>(arow, w, q0, q1, acc);
     for (int j = 0; j < NB; ++j) {
       const int64_t i = pw.at((b + j) * PackedWeights::kBlock, g);
       const __m512 sw = _mm512_loadu_ps(pw.scale.data() + i);
@@ -102,18 +114,33 @@ void tile(const GemmArguments& args, int64_t m0, int64_t b, const uint8_t* const
   }
 }
 
+// Rows [m_begin, m_end) of column blocks b, b + NB - 1; `apack` holds those rows packed by tiles.
 template <int NB, bool kPackedW4>
-void rows(const GemmArguments& args, int64_t b, const uint8_t* const* w) {
-  const int64_t m = args.a->m;
-  int64_t m0 = 0;
-  for (; m0 + kRows <= m; m0 += kRows) tile<kRows, NB, kPackedW4>(args, m0, b, w);
-  switch (m - m0) {
-    case 1: tile<1, NB, kPackedW4>(args, m0, b, w); break;
-    case 2: tile<2, NB, kPackedW4>(args, m0, b, w); break;
-    case 3: tile<3, NB, kPackedW4>(args, m0, b, w); break;
-    case 4: tile<4, NB, kPackedW4>(args, m0, b, w); break;
-    case 5: tile<5, NB, kPackedW4>(args, m0, b, w); break;
+void rows(const GemmArguments& args, int64_t b, const uint8_t* const* w, int64_t m_begin, int64_t m_end,
+          const int8_t* apack) {
+  const int64_t kp = args.a->k_padded;
+  int64_t m0 = m_begin;
+  for (; m0 + kRows <= m_end; m0 += kRows) tile<kRows, NB, kPackedW4>(args, m0, b, w, apack + (m0 - m_begin) * kp);
+  const int8_t* rest = apack + (m0 - m_begin) * kp;
+  switch (m_end - m0) {
+    case 1: tile<1, NB, kPackedW4>(args, m0, b, w, rest); break;
+    case 2: tile<2, NB, kPackedW4>(args, m0, b, w, rest); break;
+    case 3: tile<3, NB, kPackedW4>(args, m0, b, w, rest); break;
+    case 4: tile<4, NB, kPackedW4>(args, m0, b, w, rest); break;
+    case 5: tile<5, NB, kPackedW4>(args, m0, b, w, rest); break;
     default: break;
+  }
+}
+
+// Packs rows [m_begin, m_end) tile by tile (kRows rows, the last tile what is left), quad-major.
+void pack_rows(const QuantizedActivations& a, int64_t m_begin, int64_t m_end, int8_t* out) {
+  const int64_t quads = a.k_padded / 4;
+  for (int64_t t0 = m_begin; t0 < m_end; t0 += kRows) {
+    const int64_t R = std::min<int64_t>(kRows, m_end - t0);
+    const int8_t* src = a.codes.data() + t0 * a.k_padded;
+    int8_t* dst = out + (t0 - m_begin) * a.k_padded;
+    for (int64_t q = 0; q < quads; ++q)
+      for (int64_t r = 0; r < R; ++r) __builtin_memcpy(dst + 4 * (q * R + r), src + r * a.k_padded + 4 * q, 4);
   }
 }
 
@@ -131,25 +158,34 @@ void unpack_w4(const uint8_t* src, int64_t octets, uint8_t* dst) {
 
 void gemm_blocks_avx512(const GemmArguments& args, int64_t b0, int64_t b1) {
   const PackedWeights& pw = *args.w;
-  const bool unpack = pw.bits == 4 && args.a->m >= kUnpackRows;
+  const int64_t m = args.a->m;
+  const bool unpack = pw.bits == 4 && m >= kUnpackRows;
   thread_local std::vector<uint8_t> panel;
+  thread_local std::vector<int8_t> apack;
   if (unpack) panel.resize(2 * PackedWeights::kBlock * pw.k_padded);
-  for (int64_t b = b0; b < b1; b += 2) {
-    const int nb = b + 1 < b1 ? 2 : 1;
-    const uint8_t* w[2];
-    for (int j = 0; j < nb; ++j) {
-      w[j] = pw.data.data() + (b + j) * pw.block_bytes();
-      if (unpack) {
-        uint8_t* dst = panel.data() + j * PackedWeights::kBlock * pw.k_padded;
-        unpack_w4(w[j], pw.k_padded / 8, dst);
-        w[j] = dst;
+  // Row blocks whose activation codes (rows x K bytes) stay in L2 while the column blocks pass.
+  const int64_t row_block = std::max<int64_t>(kRows, (kActivationBlockBytes / pw.k_padded) / kRows * kRows);
+  for (int64_t r0 = 0; r0 < m; r0 += row_block) {
+    const int64_t r1 = std::min(m, r0 + row_block);
+    apack.resize((r1 - r0) * pw.k_padded);
+    pack_rows(*args.a, r0, r1, apack.data());
+    for (int64_t b = b0; b < b1; b += 2) {
+      const int nb = b + 1 < b1 ? 2 : 1;
+      const uint8_t* w[2];
+      for (int j = 0; j < nb; ++j) {
+        w[j] = pw.data.data() + (b + j) * pw.block_bytes();
+        if (unpack) {
+          uint8_t* dst = panel.data() + j * PackedWeights::kBlock * pw.k_padded;
+          unpack_w4(w[j], pw.k_padded / 8, dst);
+          w[j] = dst;
+        }
       }
+      const bool w4 = pw.bits == 4 && !unpack;
+      if (nb == 2)
+        w4 ? rows<2, true>(args, b, w, r0, r1, apack.data()) : rows<2, false>(args, b, w, r0, r1, apack.data());
+      else
+        w4 ? rows<1, true>(args, b, w, r0, r1, apack.data()) : rows<1, false>(args, b, w, r0, r1, apack.data());
     }
-    const bool w4 = pw.bits == 4 && !unpack;
-    if (nb == 2)
-      w4 ? rows<2, true>(args, b, w) : rows<2, false>(args, b, w);
-    else
-      w4 ? rows<1, true>(args, b, w) : rows<1, false>(args, b, w);
   }
 }
 
