@@ -1,5 +1,6 @@
 // Google Benchmark suite for the integer kernels and the machine's limits:
-//   Peak/*      vpdpbusd int8 and vfmadd fp32 rates, memory read bandwidth (1 and 2 threads)
+//   Peak_*      vpdpbusd int8 and vfmadd fp32 rates, read bandwidth from memory and from the
+//               last-level cache (1 and 2 threads)
 //   Gemm/*      outq W8A8 / W4A8 / W4A4 on each ISA, with ("Linear": float in, float out,
 //               the per-token activation quantizer included) and without activation quantization
 //   Sgemm       OpenBLAS fp32 on the same shape;  OnednnInt8: oneDNN u8 x s8 -> f32 matmul
@@ -9,6 +10,7 @@
 #include <cblas.h>
 
 #include <dnnl.hpp>
+#include <omp.h>
 #include <random>
 #include <vector>
 
@@ -24,30 +26,47 @@ void set_rate(benchmark::State& state, double ops, double bytes = 0) {
   if (bytes > 0) state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Peaks run one OpenMP team of state.range(0) threads inside each iteration, so the rates are
+// totals for that many cores.
 void Peak_Vnni(benchmark::State& state) {
   if (!isa_supported(Isa::kAvx512Vnni)) return state.SkipWithError("no AVX-512 VNNI");
+  const int threads = static_cast<int>(state.range(0));
   const int64_t it = 1 << 20;
-  for (auto _ : state) benchmark::DoNotOptimize(outq::bench::probe_vnni(it));
-  set_rate(state, 12.0 * it * 64 * 2);  // 64 multiply-adds per instruction, 2 ops each
+  for (auto _ : state) {
+#pragma omp parallel num_threads(threads)
+    benchmark::DoNotOptimize(outq::bench::probe_vnni(it));
+  }
+  set_rate(state, 12.0 * it * 64 * 2 * threads);  // 64 multiply-adds per instruction, 2 ops each
 }
-BENCHMARK(Peak_Vnni)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(Peak_Vnni)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
 
 void Peak_Fma(benchmark::State& state) {
   if (!isa_supported(Isa::kAvx512Vnni)) return state.SkipWithError("no AVX-512");
+  const int threads = static_cast<int>(state.range(0));
   const int64_t it = 1 << 20;
-  for (auto _ : state) benchmark::DoNotOptimize(outq::bench::probe_fma(it));
-  set_rate(state, 12.0 * it * 16 * 2);
+  for (auto _ : state) {
+#pragma omp parallel num_threads(threads)
+    benchmark::DoNotOptimize(outq::bench::probe_fma(it));
+  }
+  set_rate(state, 12.0 * it * 16 * 2 * threads);
 }
-BENCHMARK(Peak_Fma)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(Peak_Fma)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
 
-void Peak_MemoryRead(benchmark::State& state) {
+// Read bandwidth over a buffer of state.range(1) MiB per thread: 512 MiB measures memory, 8 MiB
+// the last-level cache (which on this machine holds a whole 4096 x 4096 int4 or int8 matrix).
+void Peak_Read(benchmark::State& state) {
   if (!isa_supported(Isa::kAvx512Vnni)) return state.SkipWithError("no AVX-512");
-  const int64_t bytes = int64_t{512} << 20;  // per thread; far beyond the caches
-  std::vector<uint8_t> data(bytes, 1);
-  for (auto _ : state) benchmark::DoNotOptimize(outq::bench::probe_read(data.data(), bytes));
-  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  const int threads = static_cast<int>(state.range(0));
+  const int64_t bytes = state.range(1) << 20;
+  std::vector<std::vector<uint8_t>> data(threads, std::vector<uint8_t>(bytes, 1));
+  for (auto _ : state) {
+#pragma omp parallel num_threads(threads)
+    benchmark::DoNotOptimize(outq::bench::probe_read(data[omp_get_thread_num()].data(), bytes));
+  }
+  state.counters["GB/s"] = benchmark::Counter(1e-9 * bytes * threads, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(Peak_MemoryRead)->Threads(1)->Threads(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(Peak_Read)->ArgNames({"threads", "MiB"})->Args({1, 512})->Args({2, 512})->Args({2, 8})->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 struct Operands {
   std::vector<float> x;

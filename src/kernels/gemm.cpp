@@ -15,10 +15,13 @@ namespace {
 
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 
-// Ties-to-even rounding as the quantizers elsewhere in outq (std::nearbyint in the default mode).
-int32_t round_clamp(float v, int32_t lo, int32_t hi) {
-  const float r = std::nearbyint(v);
-  return !(r >= static_cast<float>(lo)) ? lo : r > static_cast<float>(hi) ? hi : static_cast<int32_t>(r);
+// Ties-to-even rounding of v clamped to [lo, hi] (integers, so clamping first changes nothing):
+// adding and subtracting 1.5 * 2^23 leaves the rounding to the float addition itself, which
+// vectorizes (std::nearbyint is a library call without SSE4.1). NaN clamps to lo.
+inline int32_t round_clamp(float v, int32_t lo, int32_t hi) {
+  const float c = std::min(static_cast<float>(hi), std::max(static_cast<float>(lo), v));
+  constexpr float kMagic = 12582912.0f;
+  return static_cast<int32_t>((c + kMagic) - kMagic);
 }
 
 }  // namespace
@@ -109,10 +112,15 @@ void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, con
     }
     int8_t* codes = out->codes.data() + r * out->k_padded;
     int32_t* sums = out->group_sum.data() + r * groups;
-    for (int64_t i = 0; i < k; ++i) {
-      const int32_t q = round_clamp(row[i] / scale + zero, qmin, qmax) + shift;  // as outq::quantize
-      codes[i] = static_cast<int8_t>(q);
-      sums[i / out->group_size] += q;
+    for (int64_t g0 = 0, g = 0; g0 < k; g0 += out->group_size, ++g) {
+      const int64_t g1 = std::min(k, g0 + out->group_size);
+      int32_t sum = 0;
+      for (int64_t i = g0; i < g1; ++i) {
+        const int32_t q = round_clamp(row[i] / scale + zero, qmin, qmax) + shift;  // as outq::quantize
+        codes[i] = static_cast<int8_t>(q);
+        sum += q;
+      }
+      sums[g] = sum;
     }
     out->scale[r] = scale;
     out->zero[r] = zero + static_cast<float>(shift);

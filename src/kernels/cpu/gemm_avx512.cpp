@@ -1,8 +1,9 @@
 // AVX-512 VNNI GEMM: tiles of up to 6 rows x 32 channels (two column blocks), 12 int32
 // accumulators fed by vpdpbusd (weights as the unsigned operand, a broadcast quad of int8
-// activations as the signed one), a group epilogue in float FMAs (see gemm.h). int4 weights are
-// unpacked once per pair of column blocks into the int8 layout when there are enough rows to reuse
-// them, else nibble-split in registers (GEMV / decode). Compiled with -mavx512f/bw/vl/vnni only
+// activations as the signed one), a group epilogue in float FMAs (see gemm.h). Activation rows are
+// processed in blocks that stay in L2, packed quad-major per tile. int4 weights are unpacked once
+// per call into the int8 layout when there are enough rows to reuse them, else nibble-split in
+// registers (GEMV / decode). Compiled with -mavx512f/bw/vl/vnni only
 // for this file; never called unless CPUID says so.
 #include <immintrin.h>
 
@@ -159,10 +160,17 @@ void unpack_w4(const uint8_t* src, int64_t octets, uint8_t* dst) {
 void gemm_blocks_avx512(const GemmArguments& args, int64_t b0, int64_t b1) {
   const PackedWeights& pw = *args.w;
   const int64_t m = args.a->m;
+  const int64_t block_elems = PackedWeights::kBlock * pw.k_padded;
+  // int4 weights are unpacked to the int8 layout once per call (all of this thread's blocks) when
+  // enough rows reuse them; the row blocks below then read them like int8 weights.
   const bool unpack = pw.bits == 4 && m >= kUnpackRows;
-  thread_local std::vector<uint8_t> panel;
+  thread_local std::vector<uint8_t> unpacked;
   thread_local std::vector<int8_t> apack;
-  if (unpack) panel.resize(2 * PackedWeights::kBlock * pw.k_padded);
+  if (unpack) {
+    unpacked.resize((b1 - b0) * block_elems);
+    for (int64_t b = b0; b < b1; ++b)
+      unpack_w4(pw.data.data() + b * pw.block_bytes(), pw.k_padded / 8, unpacked.data() + (b - b0) * block_elems);
+  }
   // Row blocks whose activation codes (rows x K bytes) stay in L2 while the column blocks pass.
   const int64_t row_block = std::max<int64_t>(kRows, (kActivationBlockBytes / pw.k_padded) / kRows * kRows);
   for (int64_t r0 = 0; r0 < m; r0 += row_block) {
@@ -172,14 +180,8 @@ void gemm_blocks_avx512(const GemmArguments& args, int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; b += 2) {
       const int nb = b + 1 < b1 ? 2 : 1;
       const uint8_t* w[2];
-      for (int j = 0; j < nb; ++j) {
-        w[j] = pw.data.data() + (b + j) * pw.block_bytes();
-        if (unpack) {
-          uint8_t* dst = panel.data() + j * PackedWeights::kBlock * pw.k_padded;
-          unpack_w4(w[j], pw.k_padded / 8, dst);
-          w[j] = dst;
-        }
-      }
+      for (int j = 0; j < nb; ++j)
+        w[j] = unpack ? unpacked.data() + (b + j - b0) * block_elems : pw.data.data() + (b + j) * pw.block_bytes();
       const bool w4 = pw.bits == 4 && !unpack;
       if (nb == 2)
         w4 ? rows<2, true>(args, b, w, r0, r1, apack.data()) : rows<2, false>(args, b, w, r0, r1, apack.data());
