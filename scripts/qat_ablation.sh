@@ -23,10 +23,20 @@ for mode in "${modes[@]}"; do
   if [ $kind = learned ]; then recipes+=(w16a4-learned w4a4-learned-rtn w4a4-learned-gptq w3a4-learned-gptq)
   else recipes+=(w4a4-tensor-rtn w4a4-tensor-gptq w3a4-tensor-gptq); fi
   paths=(); for r in "${recipes[@]}"; do paths+=("recipes/$r.toml"); done
-  echo "[$mode] evaluating ${#recipes[@]} recipes + float" >&2
-  "$outq" eval --model "$model" --split test --threads "$threads" --json --sweep "${paths[@]}" > "$root/$mode/eval.json"
-  echo "[$mode] analysing" >&2
-  "$outq" analyze --model "$model" --split test --threads "$threads" --max-tokens 32768 --out "$root/$mode/analysis" > /dev/null
+  # Results newer than the model are reused (delete eval.json / analysis/ to redo them).
+  if [ "$root/$mode/eval.json" -nt "$model/model.safetensors" ]; then
+    echo "[$mode] evaluation: reusing $root/$mode/eval.json" >&2
+  else
+    echo "[$mode] evaluating ${#recipes[@]} recipes + float" >&2
+    "$outq" eval --model "$model" --split test --threads "$threads" --json --sweep "${paths[@]}" > "$root/$mode/eval.json.tmp"
+    mv "$root/$mode/eval.json.tmp" "$root/$mode/eval.json"
+  fi
+  if [ "$root/$mode/analysis/analysis.json" -nt "$model/model.safetensors" ]; then
+    echo "[$mode] analysis: reusing $root/$mode/analysis" >&2
+  else
+    echo "[$mode] analysing" >&2
+    "$outq" analyze --model "$model" --split test --threads "$threads" --max-tokens 32768 --out "$root/$mode/analysis" > /dev/null
+  fi
 done
 python3 - "$root" "${modes[@]}" <<'PY'
 import json, os, statistics, sys
