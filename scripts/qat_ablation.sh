@@ -3,7 +3,7 @@
 # plus its outlier and weight statistics, into one table (markdown for people, JSON for programs).
 # Usage: scripts/qat_ablation.sh RUNS_ROOT [MODE...]
 #   RUNS_ROOT/<mode>/model is an `outq train` output (modes: float clamp kurtosis qat qat+kurtosis).
-#   Writes RUNS_ROOT/ablation.json and RUNS_ROOT/ablation.md.
+#   Writes RUNS_ROOT/$TABLE.json and RUNS_ROOT/$TABLE.md (TABLE=ablation by default).
 # Models with learned (or fixed clamp) clips use them as static A4 ranges (recipes *-learned-*);
 # the others use min-max calibrated ranges (recipes *-tensor-*). Every model also gets the PTQ
 # baselines: W16A4 static per-tensor min-max, W16A4 per-token dynamic, W4A4 GPTQ per-token.
@@ -38,9 +38,9 @@ for mode in "${modes[@]}"; do
     "$outq" analyze --model "$model" --split test --threads "$threads" --max-tokens 32768 --out "$root/$mode/analysis" > /dev/null
   fi
 done
-python3 - "$root" "${modes[@]}" <<'PY'
+python3 - "$root" "${TABLE:-ablation}" "${modes[@]}" <<'PY'
 import json, os, statistics, sys
-root, modes = sys.argv[1], sys.argv[2:]
+root, table, modes = sys.argv[1], sys.argv[2], sys.argv[3:]
 cols = [("W16A16", "float"), ("native", None), ("W16A4 tensor min-max", "w16a4-tensor"),
         ("W16A4 per-token", "w16a4-token"), ("W4A4 RTN", "w4a4-{k}-rtn"), ("W4A4 GPTQ", "w4a4-{k}-gptq"),
         ("W3A4 GPTQ", "w3a4-{k}-gptq"), ("W4A4 GPTQ per-token", "w4a4-token-gptq")]
@@ -69,7 +69,7 @@ for mode in modes:
     row["max_abs_input"] = max(p["max_abs"] for p in an["points"] if p["name"].endswith(".input"))
     rows.append(row)
 base = next((r["ppl"]["W16A16"] for r in rows if r["mode"] == "float"), None)
-json.dump({"rows": rows, "float_w16a16": base}, open(os.path.join(root, "ablation.json"), "w"), indent=2)
+json.dump({"rows": rows, "float_w16a16": base}, open(os.path.join(root, table + ".json"), "w"), indent=2)
 labels = [c[0] for c in cols]
 out = ["| mode | tokens | " + " | ".join(labels) + " | W in-ch max/median (max, mean) | outlier ch. (down / all) | max kurt. down in | max abs in |",
        "|---|---|" + "---|" * len(labels) + "---|---|---|---|"]
@@ -87,6 +87,6 @@ if base:
     out.append("|---|" + "---|" * len(labels))
     for r in rows:
         out.append(f'| {r["mode"]} | ' + " | ".join(f'{r["ppl"][l] / base:.3f}' for l in labels) + " |")
-open(os.path.join(root, "ablation.md"), "w").write("\n".join(out) + "\n")
+open(os.path.join(root, table + ".md"), "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 PY
