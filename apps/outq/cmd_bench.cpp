@@ -98,7 +98,6 @@ std::vector<Shape> kernel_shapes(const ModelConfig& c) {
 nlohmann::json bench_kernels(const ModelConfig& config, const std::vector<Format>& formats, Table* table) {
   nlohmann::json rows = nlohmann::json::array();
   std::mt19937 rng(1);
-  std::normal_distribution<float> normal;
   for (const auto& shape : kernel_shapes(config))
     for (int64_t m : g_m) {
       const auto x = torch::randn({m, shape.k});

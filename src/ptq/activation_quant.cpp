@@ -31,7 +31,7 @@ torch::Tensor RangeCalibrator::observe(const ObservationPoint& point, const torc
   if (w->batches == 0) {
     w->lo = lo;
     w->hi = hi;
-  } else if (w->spec.range == RangeMethod::kMinMax || w->spec.range == RangeMethod::kLearned) {
+  } else if (w->spec.range == RangeMethod::kMinMax) {
     w->lo = torch::minimum(w->lo, lo);
     w->hi = torch::maximum(w->hi, hi);
   } else {
@@ -45,7 +45,7 @@ torch::Tensor RangeCalibrator::observe(const ObservationPoint& point, const torc
 QParams RangeCalibrator::qparams(int point) const {
   const auto& w = watched_.at(point);
   OUTQ_ASSERT(w && w->batches > 0, "calibration saw no data at point ", point);
-  const bool running = w->spec.range == RangeMethod::kMinMax || w->spec.range == RangeMethod::kLearned;
+  const bool running = w->spec.range == RangeMethod::kMinMax;
   const double n = running ? 1.0 : static_cast<double>(w->batches);
   return qparams_from_range(w->lo / n, w->hi / n, w->spec);
 }

@@ -64,7 +64,7 @@ std::pair<torch::Tensor, torch::Tensor> observe_range(const torch::Tensor& x, co
   torch::Tensor lo, hi;
   switch (spec.range) {
     case RangeMethod::kMinMax:
-    case RangeMethod::kLearned:  // learned ranges start from min-max when calibrated
+    case RangeMethod::kLearned:  // not estimated from data (clips.json gives them); min-max if asked
       lo = g.amin(-1, true);
       hi = g.amax(-1, true);
       break;
