@@ -9,6 +9,7 @@
 #include "outq/data/data_config.h"
 #include "outq/model/model_config.h"
 #include "outq/qat/qat_config.h"
+#include "outq/study/study_config.h"
 #include "outq/train/train_config.h"
 
 namespace outq::app {
@@ -18,6 +19,7 @@ struct OutqConfig {
   ModelConfig model;
   TrainConfig train;
   QatConfig qat;
+  StudyConfig study;
 
   template <class F>
   void visit_sections(F&& f) {
@@ -25,10 +27,13 @@ struct OutqConfig {
     f(model);
     f(train);
     f(qat);
+    f(study);
   }
 };
 
-/// Defaults, then the TOML file (if any), then each "section.key=value" override, validated.
-OutqConfig config_load(const std::string& file, const std::vector<std::string>& overrides);
+/// Defaults, then the TOML file (or, without one, `default_toml` if given), then each
+/// "section.key=value" override, validated.
+OutqConfig config_load(const std::string& file, const std::vector<std::string>& overrides,
+                       const std::string& default_toml = "");
 
 }  // namespace outq::app

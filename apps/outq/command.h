@@ -26,7 +26,12 @@ struct Command {
   void (*add_options)(CLI::App& app);
   /// Runs with the loaded configuration; returns the process exit code.
   int (*run)(const CommonOptions& common, OutqConfig& config);
+  /// TOML applied before the overrides when no --config is given (the study's embedded default).
+  std::string default_config = {};
 };
+
+/// A config built into the binary (configs/<name>.toml); an unknown name is an internal error.
+std::string builtin_config(const std::string& name);
 
 /// All subcommands, in the order `outq --help` lists them.
 const std::vector<Command>& commands();
@@ -42,5 +47,6 @@ Command command_generate();
 Command command_quantize();
 Command command_analyze();
 Command command_bench();
+Command command_study();
 
 }  // namespace outq::app

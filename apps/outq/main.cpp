@@ -11,11 +11,19 @@
 #include "command.h"
 #include "outq/core/error.h"
 
+// Generated from configs/study.toml (cmake/OutqEmbed.cmake).
+const std::vector<std::pair<std::string, std::string>>& outq_builtin_configs();
+
 namespace outq::app {
 
-OutqConfig config_load(const std::string& file, const std::vector<std::string>& overrides) {
+OutqConfig config_load(const std::string& file, const std::vector<std::string>& overrides,
+                       const std::string& default_toml) {
   ConfigValues values;
-  if (!file.empty()) values = config_read_toml(file);
+  if (!file.empty()) {
+    values = config_read_toml(file);
+  } else if (!default_toml.empty()) {
+    values = config_parse_toml(default_toml, "(built-in default config)");
+  }
   for (const auto& assignment : overrides) {
     auto [key, value] = config_parse_override(assignment);
     values[key] = value;
@@ -29,10 +37,17 @@ void print_effective_config(OutqConfig& config) {
   std::fprintf(stderr, "effective configuration:\n%s\n", config_table(config_entries(config)).c_str());
 }
 
+std::string builtin_config(const std::string& name) {
+  for (const auto& [stem, text] : outq_builtin_configs())
+    if (stem == name) return text;
+  OUTQ_ASSERT(false, "no built-in config ", name);
+  return {};
+}
+
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {command_data(),     command_train(), command_analyze(),
                                               command_quantize(), command_eval(),  command_generate(),
-                                              command_bench()};
+                                              command_bench(),   command_study()};
   return table;
 }
 
@@ -73,7 +88,7 @@ int run(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   OUTQ_ASSERT(chosen != nullptr, "no subcommand chosen");
-  OutqConfig config = config_load(common.config_file, common.overrides);
+  OutqConfig config = config_load(common.config_file, common.overrides, chosen->default_config);
   return chosen->run(common, config);
 }
 

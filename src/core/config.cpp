@@ -10,6 +10,8 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "outq/core/error.h"
+#include "outq/core/file_io.h"
 #include "outq/core/table.h"
 
 namespace outq {
@@ -74,9 +76,13 @@ std::string node_origin(const std::string& path, const toml::node& node) {
 ConfigValues config_read_toml(const std::string& path) {
   OUTQ_CHECK(std::filesystem::is_regular_file(path), path,
              ": config file not found (expected a TOML file)");
+  return config_parse_toml(read_file(path, "config file"), path);
+}
+
+ConfigValues config_parse_toml(const std::string& text, const std::string& path) {
   toml::table root;
   try {
-    root = toml::parse_file(path);
+    root = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     throw Error(fmt::format("{}:{}: not valid TOML: {}", path, e.source().begin.line,
                             e.description()));

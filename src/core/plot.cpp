@@ -1,9 +1,11 @@
-// gnuplot-based PNG rendering for line plots.
+// gnuplot-based PNG rendering for line plots, heat maps and grouped bar charts.
 #include "outq/core/plot.h"
 
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <functional>
 
@@ -89,6 +91,38 @@ void plot_lines(const LinePlot& plot, const std::string& png_path) {
         }
         script += "plot ";
         for (size_t i = 0; i < parts.size(); ++i) script += (i ? ", \\\n     " : "") + parts[i];
+        return script + "\n";
+      },
+      png_path);
+}
+
+void plot_bars(const BarPlot& plot, const std::string& png_path) {
+  OUTQ_ASSERT(plot.values.size() == plot.series_names.size(), "bar plot: one value row per series expected");
+  render(
+      [&](const fs::path& work) {
+        // One row per category: its label, then one column per series ("-" leaves a gap).
+        std::string data;
+        for (size_t c = 0; c < plot.categories.size(); ++c) {
+          std::string label = plot.categories[c];
+          std::replace(label.begin(), label.end(), '"', '\'');
+          data += "\"" + label + "\"";
+          for (const auto& row : plot.values) {
+            OUTQ_ASSERT(row.size() == plot.categories.size(), "bar plot: one value per category expected");
+            data += std::isfinite(row[c]) ? fmt::format(" {}", row[c]) : std::string(" -");
+          }
+          data += "\n";
+        }
+        write_file_atomic(work / "bars.dat", data);
+        std::string script = fmt::format(
+            "set terminal pngcairo noenhanced size {},{} font 'sans,11'\nset output {}\nset title {}\nset ylabel {}\n"
+            "set grid ytics\nset key top left\nset style data histograms\nset style histogram clustered gap 1\n"
+            "set style fill solid 0.85 border -1\nset boxwidth 0.9\nset xtics rotate by -30 scale 0\nset datafile missing '-'\n",
+            plot.width, plot.height, quoted((work / "plot.png").string()), quoted(plot.title), quoted(plot.ylabel));
+        if (plot.log_y) script += "set logscale y\n";
+        script += "plot ";
+        for (size_t i = 0; i < plot.series_names.size(); ++i)
+          script += fmt::format("{}{} using {}:xtic(1) title {}", i ? ", " : "", quoted((work / "bars.dat").string()), i + 2,
+                                quoted(plot.series_names[i]));
         return script + "\n";
       },
       png_path);

@@ -206,19 +206,68 @@ class KurtosisPenalty : public torch::autograd::Function<KurtosisPenalty> {
   }
 };
 
+// The learned-clip quantizer from tensor operations (any device): forward and the same
+// straight-through backward as LearnedClipQuant.
+class LearnedClipQuantOps : public torch::autograd::Function<LearnedClipQuantOps> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& alpha,
+                               const torch::Tensor& beta, int64_t bits) {
+    const double a = alpha.item<double>(), b = beta.item<double>();
+    OUTQ_CHECK(a > b, "learned clip: expected alpha > beta, found alpha ", a, " and beta ", b);
+    const double delta = (a - b) / static_cast<double>((1 << bits) - 1);
+    ctx->save_for_backward({x, alpha, beta});
+    ctx->saved_data["bits"] = bits;
+    return torch::round((x.clamp(b, a) - b) / delta) * delta + b;  // torch::round: half to even
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const double a = saved[1].item<double>(), b = saved[2].item<double>();
+    const double levels = static_cast<double>((1 << ctx->saved_data["bits"].toInt()) - 1);
+    const double delta = (a - b) / levels;
+    const auto& g = grad_out[0];
+    const auto above = x >= a, below = x <= b, inside = ~(above | below);
+    const auto u = (x - b) / delta;
+    const auto err = (torch::round(u) - u) / levels;
+    const auto gx = torch::where(inside, g, torch::zeros_like(g));
+    const auto ga = (torch::where(above, g, torch::zeros_like(g)) + gx * err).sum(torch::kFloat64);
+    const auto gb = (torch::where(below, g, torch::zeros_like(g)) - gx * err).sum(torch::kFloat64);
+    return {gx, ga.to(saved[1].options()).reshape(saved[1].sizes()), gb.to(saved[2].options()).reshape(saved[2].sizes()),
+            torch::Tensor()};
+  }
+};
+
 }  // namespace
+
+torch::Tensor learned_clip_quant_tensor_ops(const torch::Tensor& x, const torch::Tensor& alpha, const torch::Tensor& beta,
+                                            int bits) {
+  OUTQ_CHECK(bits >= 2 && bits <= 8, "learned clip: bits: expected 2..8, found ", bits);
+  OUTQ_CHECK(alpha.numel() == 1 && beta.numel() == 1, "learned clip: expected scalar alpha and beta");
+  return LearnedClipQuantOps::apply(x, alpha, beta, bits);
+}
+
+torch::Tensor kurtosis_penalty_tensor_ops(const torch::Tensor& y, double eps) {
+  OUTQ_CHECK(y.dim() >= 1, "kurtosis penalty: expected a tensor with a feature dimension");
+  const auto c = y - y.mean(-1, true);
+  const auto c2 = c * c;
+  const auto m2 = c2.mean(-1), m4 = (c2 * c2).mean(-1);
+  return (m4 / (m2 * m2 + eps)).sum();
+}
 
 torch::Tensor learned_clip_quant(const torch::Tensor& x, const torch::Tensor& alpha, const torch::Tensor& beta,
                                  int bits) {
   OUTQ_CHECK(bits >= 2 && bits <= 8, "learned clip: bits: expected 2..8, found ", bits);
-  OUTQ_CHECK(x.scalar_type() == torch::kFloat32 && x.device().is_cpu(), "learned clip: expected a float32 CPU tensor");
+  if (!x.device().is_cpu()) return learned_clip_quant_tensor_ops(x, alpha, beta, bits);
+  OUTQ_CHECK(x.scalar_type() == torch::kFloat32, "learned clip: expected a float32 tensor");
   OUTQ_CHECK(alpha.numel() == 1 && beta.numel() == 1, "learned clip: expected scalar alpha and beta");
   return LearnedClipQuant::apply(x, alpha, beta, bits);
 }
 
 torch::Tensor kurtosis_penalty(const torch::Tensor& y, double eps) {
-  OUTQ_CHECK(y.scalar_type() == torch::kFloat32 && y.device().is_cpu() && y.dim() >= 1,
-             "kurtosis penalty: expected a float32 CPU tensor with a feature dimension");
+  if (!y.device().is_cpu()) return kurtosis_penalty_tensor_ops(y, eps);
+  OUTQ_CHECK(y.scalar_type() == torch::kFloat32 && y.dim() >= 1,
+             "kurtosis penalty: expected a float32 tensor with a feature dimension");
   return KurtosisPenalty::apply(y, eps);
 }
 

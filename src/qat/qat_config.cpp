@@ -1,6 +1,9 @@
 // QatConfig validation.
 #include "outq/qat/qat_config.h"
 
+#include <algorithm>
+#include <iterator>
+
 #include "outq/core/error.h"
 #include "outq/core/log.h"
 
@@ -16,9 +19,20 @@ void QatConfig::validate() const {
   OUTQ_CHECK(kurtosis_reduction == "sum" || kurtosis_reduction == "mean",
              "qat.kurtosis_reduction: expected \"sum\" or \"mean\", found \"", kurtosis_reduction, "\"");
   OUTQ_CHECK(clip_lr_scale >= 0, "qat.clip_lr_scale: expected >= 0, found ", clip_lr_scale);
+  OUTQ_CHECK(clip_init_from == "fixed" || clip_init_from == "first_batch",
+             "qat.clip_init_from: expected \"fixed\" or \"first_batch\", found \"", clip_init_from, "\"");
+  OUTQ_CHECK(!inputs.empty(), "qat.inputs: expected at least one of qkv, o, gate_up, down, found an empty list");
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    OUTQ_CHECK(std::find(std::begin(kInputNames), std::end(kInputNames), inputs[i]) != std::end(kInputNames),
+               "qat.inputs: expected each of qkv, o, gate_up, down, found \"", inputs[i], "\"");
+    OUTQ_CHECK(std::find(inputs.begin(), inputs.begin() + static_cast<std::ptrdiff_t>(i), inputs[i]) ==
+                   inputs.begin() + static_cast<std::ptrdiff_t>(i),
+               "qat.inputs: \"", inputs[i], "\" is listed twice");
+  }
   const QatConfig defaults;
-  if (!quantizes() && (bits != defaults.bits || clip_init != defaults.clip_init || clip_lr_scale != defaults.clip_lr_scale)) {
-    log_warn("qat.bits / qat.clip_init / qat.clip_lr_scale have no effect in mode \"{}\" (only qat modes learn clips)", mode);
+  if (!quantizes() && (bits != defaults.bits || clip_init != defaults.clip_init || clip_lr_scale != defaults.clip_lr_scale ||
+                       clip_init_from != defaults.clip_init_from)) {
+    log_warn("qat.bits / qat.clip_init / qat.clip_init_from / qat.clip_lr_scale have no effect in mode \"{}\" (only qat modes learn clips)", mode);
   }
   if (!penalizes() && (kurtosis_lambda != defaults.kurtosis_lambda || kurtosis_reduction != defaults.kurtosis_reduction)) {
     log_warn("qat.kurtosis_lambda / qat.kurtosis_reduction have no effect in mode \"{}\"", mode);
@@ -26,6 +40,10 @@ void QatConfig::validate() const {
   if (!clamps() && clamp_value != defaults.clamp_value) {
     log_warn("qat.clamp_value has no effect in mode \"{}\" (only clamp mode uses it)", mode);
   }
+}
+
+bool QatConfig::uses_input(int slot) const {
+  return std::find(inputs.begin(), inputs.end(), kInputNames[slot]) != inputs.end();
 }
 
 }  // namespace outq

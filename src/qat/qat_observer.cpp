@@ -3,12 +3,14 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "outq/core/error.h"
 #include "outq/qat/learned_clip.h"
 
 namespace outq {
 namespace {
-const char* kSlotNames[] = {"qkv", "o", "gate_up", "down"};
+const char* const* kSlotNames = QatConfig::kInputNames;
 }
 
 QatObserver::QatObserver(const Llama& model, const QatConfig& config) : config_(config) {
@@ -18,12 +20,26 @@ QatObserver::QatObserver(const Llama& model, const QatConfig& config) : config_(
     for (auto& c : layer) {
       c.alpha = torch::full({}, static_cast<float>(config.clip_init)).requires_grad_(true);
       c.beta = torch::full({}, static_cast<float>(-config.clip_init)).requires_grad_(true);
+      c.initialized = config.clip_init_from == "fixed";
     }
+}
+
+void QatObserver::init_from_batch(Clip& c, const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  const auto [lo, hi] = torch::aminmax(x.detach());
+  float a = hi.item<float>(), b = lo.item<float>();
+  OUTQ_CHECK(std::isfinite(a) && std::isfinite(b), "QAT clip initialisation: the first batch holds non-finite values");
+  if (!(a > b)) a = b + 1e-3f;  // a constant input: any non-empty range
+  c.alpha.fill_(a);
+  c.beta.fill_(b);
+  c.initialized = true;
 }
 
 int QatObserver::slot(const ObservationPoint& p) const {
   const LinearRole role = linear_role(p);
-  return role == LinearRole::kNone ? -1 : static_cast<int>(role);  // kQkv..kMlpDown = 0..3
+  if (role == LinearRole::kNone) return -1;
+  const int s = static_cast<int>(role);  // kQkv..kMlpDown = 0..3
+  return config_.uses_input(s) ? s : -1;
 }
 
 torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::Tensor& x) {
@@ -34,7 +50,8 @@ torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::T
       // q/k/v (and gate/up) see the same input tensor: quantize it once and share the result, so
       // the three linears feed one quantizer node (gradients add up exactly as for a fused GEMM).
       if (x.unsafeGetTensorImpl() == last_input_.get() && x.sizes() == last_output_.sizes()) return last_output_;
-      const Clip& c = clips_[point.layer][s];
+      Clip& c = clips_[point.layer][s];
+      if (!c.initialized && torch::GradMode::is_enabled()) init_from_batch(c, x);
       last_output_ = learned_clip_quant(x, c.alpha, c.beta, config_.bits);
       last_input_ = x.getIntrusivePtr();
       return last_output_;
@@ -82,6 +99,7 @@ void QatObserver::load_clips(const std::map<std::string, torch::Tensor>& clips) 
         auto it = clips.find(name);
         OUTQ_CHECK(it != clips.end(), "QAT clips: expected a value for ", name, ", found none");
         (std::string(which) == "alpha" ? clips_[l][s].alpha : clips_[l][s].beta).copy_(it->second.reshape({}));
+        clips_[l][s].initialized = true;
       }
 }
 
@@ -92,11 +110,28 @@ nlohmann::json QatObserver::clips_json() const {
   nlohmann::json out = nlohmann::json::object();
   for (size_t l = 0; l < clips_.size(); ++l)
     for (int s = 0; s < 4; ++s)
-      for (const auto& m : kModules[s])
+      for (const auto& m : config_.uses_input(s) ? kModules[s] : std::vector<std::string>{})
         out[fmt::format("model.layers.{}.{}", l, m)] = {
             {"alpha", config_.clamps() ? config_.clamp_value : clips_[l][s].alpha.item<double>()},
             {"beta", config_.clamps() ? -config_.clamp_value : clips_[l][s].beta.item<double>()},
             {"bits", config_.bits}};
+  return out;
+}
+
+}  // namespace outq
+
+namespace outq {
+
+nlohmann::json QatObserver::clip_summary() const {
+  nlohmann::json out = nlohmann::json::object();
+  if (!config_.quantizes()) return out;
+  for (int s = 0; s < 4; ++s) {
+    if (!config_.uses_input(s)) continue;
+    double a = 0, b = 0;
+    for (const auto& layer : clips_) a += layer[s].alpha.item<double>(), b += layer[s].beta.item<double>();
+    const double n = static_cast<double>(clips_.size());
+    out[kSlotNames[s]] = {b / n, a / n};
+  }
   return out;
 }
 

@@ -202,8 +202,6 @@ TrainResult train_run(const TrainOptions& opt) {
   std::shared_ptr<QatObserver> qat;
   std::unique_ptr<torch::optim::AdamW> clip_optimizer;
   if (opt.qat.active()) {
-    OUTQ_CHECK(!device.is_cuda() || !opt.qat.quantizes(), "qat.mode: the learned-clip quantizer runs on the CPU; "
-               "expected train.device = \"cpu\" for mode ", opt.qat.mode);
     qat = std::make_shared<QatObserver>(model, opt.qat);
     model->observers().attach(qat);
     if (opt.qat.quantizes()) {
@@ -363,7 +361,7 @@ TrainResult train_run(const TrainOptions& opt) {
       metrics.write({{"type", "train"}, {"step", step}, {"loss", step_loss}, {"loss_avg", interval_loss / interval_steps},
                      {"lr", lr}, {"grad_norm", grad_norm}, {"tokens", step * tokens_per_step},
                      {"tokens_per_s", tps}, {"elapsed_s", elapsed_now()}, {"eta_s", eta},
-                     {"kurtosis_penalty", step_penalty}});
+                     {"kurtosis_penalty", step_penalty}, {"clips", qat ? qat->clip_summary() : nlohmann::json::object()}});
       log_info("step {}/{}  loss {:.4f}  lr {:.2e}  gnorm {:.3f}  {:.0f} tok/s  elapsed {}  ETA {}", step, tc.steps,
                interval_loss / interval_steps, lr, grad_norm, tps, format_duration(elapsed_now()), format_duration(eta));
       interval_loss = 0;
@@ -413,5 +411,7 @@ TrainResult train_run(const TrainOptions& opt) {
   result.peak_rss_bytes = peak_rss_bytes();
   return result;
 }
+
+bool train_has_checkpoint(const std::string& run_dir) { return train_detail::checkpoint_latest(run_dir).has_value(); }
 
 }  // namespace outq

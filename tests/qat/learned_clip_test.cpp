@@ -5,6 +5,8 @@
 // forward evaluations with step 1e-2 limit the accuracy of the difference quotient).
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include <cmath>
 
 #include "outq/core/error.h"
@@ -131,6 +133,52 @@ TEST(Kurtosis, ColumnSlicesAndWideRowsMatchTheReference) {
     EXPECT_NEAR(kurtosis_penalty(slice.detach(), 1e-6).item<double>(), kd.item<double>(), 1e-5 * kd.item<double>());
     EXPECT_LE((big.grad().to(torch::kFloat64) - ref.grad()).abs().max().item<double>(), 1e-5 * scale) << "d = " << d;
   }
+}
+
+}  // namespace
+}  // namespace outq
+
+namespace outq {
+namespace {
+
+// The tensor-operation versions (used for CUDA tensors) equal the fused CPU ones on the CPU:
+// forward to float rounding of the step size (1e-5), clip gradients to 1e-4 relative (float32
+// element terms summed in a different order), the input gradient exactly.
+TEST(LearnedClip, TensorOpsVersionEqualsTheFusedOne) {
+  torch::manual_seed(5);
+  for (int bits : {2, 4, 7}) {
+    const auto x0 = torch::randn({5, 77, 33}) * 2;
+    const auto g = torch::randn({5, 77, 33});
+    auto run = [&](auto fn) {
+      auto x = x0.clone().requires_grad_(true);
+      auto alpha = torch::tensor(2.1f).requires_grad_(true);
+      auto beta = torch::tensor(-1.7f).requires_grad_(true);
+      const auto y = fn(x, alpha, beta, bits);
+      (y * g).sum().backward();
+      return std::vector<torch::Tensor>{y.detach(), x.grad(), alpha.grad(), beta.grad()};
+    };
+    const auto fused = run([](auto&&... a) { return learned_clip_quant(a...); });
+    const auto ops = run([](auto&&... a) { return learned_clip_quant_tensor_ops(a...); });
+    EXPECT_LT((fused[0] - ops[0]).abs().max().item<double>(), 1e-5) << bits;
+    EXPECT_TRUE(torch::equal(fused[1], ops[1])) << bits;
+    for (int i : {2, 3})
+      EXPECT_NEAR(fused[i].item<double>(), ops[i].item<double>(), 1e-4 * (1 + std::abs(fused[i].item<double>()))) << bits;
+  }
+}
+
+TEST(Kurtosis, TensorOpsVersionEqualsTheFusedOne) {
+  torch::manual_seed(6);
+  const auto y0 = torch::randn({3, 41, 97}) + torch::randn({3, 41, 1}) * 4;  // some large token means
+  auto run = [&](const std::function<torch::Tensor(const torch::Tensor&, double)>& fn) {
+    auto y = y0.clone().requires_grad_(true);
+    const auto k = fn(y, 1e-6);
+    k.backward();
+    return std::pair{k.item<double>(), y.grad()};
+  };
+  const auto [kf, gf] = run([](const torch::Tensor& y, double e) { return kurtosis_penalty(y, e); });
+  const auto [ko, go] = run([](const torch::Tensor& y, double e) { return kurtosis_penalty_tensor_ops(y, e); });
+  EXPECT_NEAR(kf, ko, 1e-4 * kf);
+  EXPECT_LT((gf - go).abs().max().item<double>(), 1e-4 * go.abs().max().item<double>());
 }
 
 }  // namespace

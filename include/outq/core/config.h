@@ -38,6 +38,8 @@ using ConfigValues = std::map<std::string, ConfigValue>;
 
 /// Reads a TOML file into a flat map. Only [section] tables of scalars / string arrays are valid.
 ConfigValues config_read_toml(const std::string& path);
+/// The same for TOML text; `origin` names it in errors (e.g. "embedded study config").
+ConfigValues config_parse_toml(const std::string& text, const std::string& origin);
 /// Parses "section.key=value"; the value is read as a TOML value, or taken verbatim as a string
 /// when it is not one (so paths need no quotes).
 std::pair<std::string, ConfigValue> config_parse_override(const std::string& assignment);

@@ -34,4 +34,18 @@ struct HeatMap {
 /// Renders a heat map (x = column, y = row) to `png_path` atomically.
 void plot_heatmap(const HeatMap& map, const std::string& png_path);
 
+/// Grouped bars: one group per category (x axis), one bar per series within it. NaN values
+/// (a series without that category) leave a gap.
+struct BarPlot {
+  std::string title, ylabel;
+  bool log_y = false;
+  int width = 1000, height = 560;
+  std::vector<std::string> categories;
+  std::vector<std::string> series_names;
+  std::vector<std::vector<double>> values;  ///< [series][category]
+};
+
+/// Renders a grouped bar chart to `png_path` atomically.
+void plot_bars(const BarPlot& plot, const std::string& png_path);
+
 }  // namespace outq

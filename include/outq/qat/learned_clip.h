@@ -13,6 +13,9 @@
 //   (last dimension), with an analytic backward: one pass per token forward (raw moments; a
 //   second pass about the mean only when the mean is large against the RMS), one pass backward.
 //   Column slices (the q/k/v outputs of one GEMM) are read in place.
+//
+// Tensors on other devices (CUDA) take the *_tensor_ops versions: the same formulas as LibTorch
+// tensor operations (a few passes each), tested against the fused CPU versions.
 #pragma once
 
 #include <torch/torch.h>
@@ -25,5 +28,10 @@ torch::Tensor learned_clip_quant(const torch::Tensor& x, const torch::Tensor& al
 
 /// Sum over all tokens (all leading dimensions) of the kurtosis of y's last dimension.
 torch::Tensor kurtosis_penalty(const torch::Tensor& y, double eps = 1e-6);
+
+/// The same functions from LibTorch tensor operations, for any device (used off the CPU).
+torch::Tensor learned_clip_quant_tensor_ops(const torch::Tensor& x, const torch::Tensor& alpha, const torch::Tensor& beta,
+                                            int bits);
+torch::Tensor kurtosis_penalty_tensor_ops(const torch::Tensor& y, double eps = 1e-6);
 
 }  // namespace outq

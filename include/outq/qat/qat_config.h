@@ -7,6 +7,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace outq {
 
@@ -20,6 +21,8 @@ struct QatConfig {
   double kurtosis_lambda = 1e-3;
   std::string kurtosis_reduction = "mean";
   double clip_lr_scale = 1.0;
+  std::string clip_init_from = "first_batch";
+  std::vector<std::string> inputs = {"qkv", "o", "gate_up", "down"};
 
   template <class V>
   void visit(V& v) {
@@ -29,7 +32,10 @@ struct QatConfig {
     v("clamp_value", clamp_value, "clamp mode: inputs clamped to [-clamp_value, clamp_value]");
     v("kurtosis_lambda", kurtosis_lambda, "weight of the kurtosis penalty");
     v("kurtosis_reduction", kurtosis_reduction, "sum or mean of the per-token kurtosis over tokens (summed over layers)");
-    v("clip_lr_scale", clip_lr_scale, "clip learning rate as a multiple of train.lr (plain SGD, no decay)");
+    v("clip_lr_scale", clip_lr_scale, "clip learning rate as a multiple of train.lr (Adam with beta1 = 0, no decay)");
+    v("clip_init_from", clip_init_from,
+      "first_batch (the min and max of each input in the first training batch) | fixed (+-clip_init)");
+    v("inputs", inputs, "the quantized linear inputs per block: any of qkv, o, gate_up, down");
   }
   /// Impossible settings are errors; settings the mode ignores are warnings.
   void validate() const;
@@ -38,6 +44,9 @@ struct QatConfig {
   bool clamps() const { return mode == "clamp"; }
   bool penalizes() const { return mode == "kurtosis" || mode == "qat+kurtosis"; }
   bool active() const { return mode != "float"; }
+  /// Whether the block input `slot` (0 qkv, 1 o, 2 gate_up, 3 down) is quantized, clamped and penalised.
+  bool uses_input(int slot) const;
+  static constexpr const char* kInputNames[4] = {"qkv", "o", "gate_up", "down"};
 };
 
 }  // namespace outq

@@ -32,11 +32,15 @@ class QatObserver : public Observer {
   /// {"model.layers.0.self_attn.q_proj": {"alpha": .., "beta": ..}, ...} for every quantized linear
   /// (in clamp mode the fixed clamp range, so a clamp-trained model can be quantized with it).
   nlohmann::json clips_json() const;
+  /// Mean clip range over layers per quantized input type: {"qkv": [beta, alpha], ...}.
+  nlohmann::json clip_summary() const;
 
  private:
   struct Clip {
     torch::Tensor alpha, beta;
+    bool initialized = true;  ///< false until the first training batch sets it (clip_init_from = first_batch)
   };
+  void init_from_batch(Clip& c, const torch::Tensor& x);
   int slot(const ObservationPoint& point) const;  ///< 0 qkv, 1 o, 2 gate/up, 3 down, -1 other
   QatConfig config_;
   std::vector<std::array<Clip, 4>> clips_;  ///< per layer

@@ -50,6 +50,9 @@ struct TrainResult {
 /// Trains (or resumes) as configured. Throws outq::Error on bad input and on a non-finite loss.
 TrainResult train_run(const TrainOptions& options);
 
+/// Whether `run_dir` holds a checkpoint that train_run can resume from.
+bool train_has_checkpoint(const std::string& run_dir);
+
 /// Peak resident memory of this process so far, in bytes.
 int64_t peak_rss_bytes();
 

@@ -1,0 +1,275 @@
+// `outq study`: the main job. Prepares the corpus, trains a float baseline and a QAT model,
+// analyses both, quantizes and evaluates them with every recipe of the study, runs the integer
+// runtime and the kernels, and writes report.md / report.json with plots. Every stage is cached
+// in <study.out>/stages under a hash of its inputs, so a rerun skips finished work and a killed
+// study resumes (training from its last checkpoint).
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+
+#include "command.h"
+#include "model_source.h"
+#include "outq/core/error.h"
+#include "outq/core/file_io.h"
+#include "outq/core/log.h"
+#include "outq/core/table.h"
+#include "outq/kernels/isa.h"
+#include "outq/model/checkpoint.h"
+#include "outq/study/report.h"
+#include "outq/study/stage_cache.h"
+#include "study_stages.h"
+
+namespace fs = std::filesystem;
+
+namespace outq::app {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int kStudyVersion = 1;  // bump when a stage's output changes meaning: every stage reruns
+
+struct Planned {
+  Stage stage;
+  double estimate;
+  std::function<json()> work;
+};
+
+struct ModelPlan {
+  std::string id, label;
+  OutqConfig config;  ///< with this model's [qat] section
+  Stage train;
+};
+
+// The configuration entries that decide a stage's output, as JSON: all of [data], [model],
+// [train] (but where it is written) and [qat].
+json training_key(OutqConfig c, const std::string& data_dir) {
+  c.train.run_dir = "";
+  c.study = StudyConfig{};
+  return {{"version", kStudyVersion}, {"data", fs::path(data_dir).filename().string()},
+          {"config", json::parse(config_json(config_entries(c)))}};
+}
+
+double train_estimate(const OutqConfig& c) {
+  const double tokens = static_cast<double>(c.train.steps * c.train.batch_size * c.train.seq_len);
+  const double rate = c.qat.quantizes() ? 3000.0 : 3900.0;  // tokens/s of the tiny model on 2 cores
+  const double scale = static_cast<double>(c.model.hidden_size) / 256.0 * c.model.num_hidden_layers / 4.0;
+  return tokens / rate * std::max(scale, 0.05);
+}
+
+
+// Copies a stage's plot into <out>/plots/<name>.png and records it in report["plots"].
+void copy_plot(json& report, const fs::path& out, const std::string& from, const std::string& name) {
+  if (from.empty() || !fs::exists(from)) return;
+  const std::string rel = "plots/" + name + ".png";
+  write_file_atomic(out / rel, read_file(from, "plot"));
+  report["plots"][name] = rel;
+}
+
+json assemble_report(const OutqConfig& config, const std::vector<ModelPlan>& models,
+                     const std::map<std::string, json>& results, const std::string& data_dir,
+                     const json& stage_times, const std::string& config_source) {
+  const StudyConfig& sc = config.study;
+  json r;
+  r["format"] = "outq-study-report";
+  r["version"] = kStudyVersion;
+  r["config_source"] = config_source;
+  r["command"] = config_source == "embedded default" ? "outq study" : "outq study --config " + config_source;
+  r["study"] = {{"recipes", sc.recipes}, {"headline_baseline", sc.headline_baseline}, {"headline_qat", sc.headline_qat},
+                {"runtime_recipes", sc.runtime_recipes}, {"eval_tokens", sc.eval_tokens},
+                {"analyze_tokens", sc.analyze_tokens}, {"runtime_prefill", sc.runtime_prefill},
+                {"runtime_decode", sc.runtime_decode}};
+  r["config"] = json::parse(config_json(config_entries(const_cast<OutqConfig&>(config))));
+  Llama shape(config.model);
+  int64_t params = 0;
+  for (const auto& p : shape->parameters()) params += p.numel();
+  const ModelConfig& mc = config.model;
+  r["setup"] = {{"parameters", params}, {"hidden_size", mc.hidden_size}, {"layers", mc.num_hidden_layers},
+                {"heads", mc.num_attention_heads}, {"intermediate_size", mc.intermediate_size},
+                {"vocab_size", mc.vocab_size}, {"corpus", config.data.corpus + " (" + fs::path(data_dir).filename().string() + ")"},
+                {"steps", config.train.steps}, {"tokens_per_step", config.train.batch_size * config.train.seq_len},
+                {"train_tokens", config.train.steps * config.train.batch_size * config.train.seq_len},
+                {"seed", config.train.seed}, {"qat_mode", config.qat.mode}, {"qat_bits", config.qat.bits},
+                {"clip_init_from", config.qat.clip_init_from == "fixed" ? fmt::format("+-{}", config.qat.clip_init)
+                                                                        : config.qat.clip_init_from},
+                {"kurtosis_lambda", config.qat.kurtosis_lambda}, {"kurtosis_reduction", config.qat.kurtosis_reduction},
+                {"test_tokens", results.at("eval-baseline-float").at("tokens")}, {"seq_len", mc.max_position_embeddings},
+                {"threads", sc.threads}, {"isa", kernels::isa_name(kernels::isa_active())}};
+  r["models"] = json::array();
+  r["evals"] = json::array();
+  r["runtime"] = json::array();
+  r["plots"] = json::object();
+  const fs::path out(sc.out);
+  for (const auto& m : models) {
+    json train = results.at("train-" + m.id);
+    const json curve = train.at("curve");
+    train.erase("curve");
+    const json& analysis = results.at("analyze-" + m.id);
+    r["models"].push_back({{"id", m.id}, {"label", m.label}, {"mode", m.config.qat.mode}, {"train", train},
+                           {"curve", curve}, {"analysis", analysis}});
+    for (const auto& [name, path] : analysis.at("plots").items()) copy_plot(r, out, path.get<std::string>(), m.id + "-" + name);
+    json e = results.at("eval-" + m.id + "-float");
+    e.update({{"model", m.id}, {"recipe", "float"}});
+    r["evals"].push_back(e);
+    for (const auto& entry : sc.recipes) {
+      json x = results.at("eval-" + m.id + "-" + entry);
+      x.update({{"model", m.id}, {"recipe", entry}});
+      r["evals"].push_back(x);
+    }
+    for (const auto& entry : sc.runtime_recipes) {
+      const auto it = results.find("runtime-" + m.id + "-" + entry);
+      if (it == results.end()) continue;
+      json x = it->second;
+      x.update({{"model", m.id}, {"recipe", entry},
+                {"simulated_perplexity", results.at("eval-" + m.id + "-" + entry).at("perplexity")}});
+      r["runtime"].push_back(x);
+    }
+  }
+  r["kernels"] = results.at("kernels");
+  double total = 0;
+  for (const auto& s : stage_times) total += s.at("seconds").get<double>();
+  r["stages"] = stage_times;
+  r["total_seconds"] = total;
+  return r;
+}
+
+}  // namespace
+
+int run_study(const CommonOptions& common, OutqConfig& config) {
+  const StudyConfig& sc = config.study;
+  torch::set_num_threads(sc.threads);
+  config.train.threads = sc.threads;
+  const auto t_start = std::chrono::steady_clock::now();
+  print_effective_config(config);
+  const StageCache cache(fs::path(sc.out) / "stages");
+
+  log_info("study: preparing the corpus and tokenizer");
+  const std::string data_dir = resolve_data_dir("", config);
+
+  // The two models: the baseline is the same configuration in float mode.
+  std::vector<ModelPlan> models;
+  OutqConfig base = config;
+  base.qat = QatConfig{};
+  OUTQ_CHECK(config.qat.quantizes(), "qat.mode: the study's second model must learn clips; expected qat or qat+kurtosis, "
+             "found \"", config.qat.mode, "\"");
+  models.push_back({"baseline", "float baseline", base, cache.stage("train-baseline", training_key(base, data_dir))});
+  models.push_back({"qat", config.qat.mode == "qat" ? "QAT" : "QAT + kurtosis", config,
+                    cache.stage("train-qat", training_key(config, data_dir))});
+
+  std::vector<std::pair<std::string, Recipe>> recipes;
+  for (const auto& entry : sc.recipes) recipes.emplace_back(entry, study_recipe(entry));
+  const int64_t eval_tokens = sc.eval_tokens;
+
+  // Plan every stage; results are filled in as they finish (or read from the cache).
+  std::vector<Planned> plan;
+  std::map<std::string, json> results;
+  auto model_dir = [&](const ModelPlan& m) { return (m.train.dir / "model").string(); };
+  for (const auto& m : models)
+    plan.push_back({m.train, train_estimate(m.config), [&config, m] { return study_train(m.config, m.train.dir.string()); }});
+  for (const auto& m : models) {
+    const Stage s = cache.stage("analyze-" + m.id, {{"train", m.train.hash}, {"tokens", sc.analyze_tokens}});
+    plan.push_back({s, 20.0, [&, m, s] {
+                      return study_analyze(model_dir(m), m.train.dir.string(), data_dir, sc.analyze_tokens, s.dir.string());
+                    }});
+  }
+  for (const auto& m : models) {
+    const json base_key = {{"train", m.train.hash}, {"tokens", eval_tokens}, {"version", kStudyVersion}};
+    plan.push_back({cache.stage("eval-" + m.id + "-float", base_key), 10.0,
+                    [&, m] { return study_eval(model_dir(m), nullptr, data_dir, config, eval_tokens); }});
+    for (const auto& [entry, recipe] : recipes) {
+      json key = base_key;
+      key["recipe"] = recipe.source_text;
+      const bool gptq = recipe.algorithm == WeightAlgorithm::kGptq;
+      const Recipe* rp = &recipe;
+      const bool applicable = m.id == "qat" || !recipe_needs_learned(recipe);
+      plan.push_back({cache.stage("eval-" + m.id + "-" + entry, key), applicable ? (gptq ? 35.0 : 15.0) : 0.0,
+                      [&, m, rp, applicable] {
+                        if (!applicable) return json{{"skipped", "needs learned clip ranges (QAT models only)"}};
+                        return study_eval(model_dir(m), rp, data_dir, config, eval_tokens);
+                      }});
+    }
+  }
+  for (const auto& m : models)
+    for (const auto& entry : sc.runtime_recipes) {
+      const auto it = std::find_if(recipes.begin(), recipes.end(), [&](const auto& r) { return r.first == entry; });
+      const Recipe* rp = &it->second;
+      if (m.id != "qat" && recipe_needs_learned(*rp)) continue;
+      json key = {{"train", m.train.hash}, {"tokens", eval_tokens}, {"recipe", rp->source_text},
+                  {"prefill", sc.runtime_prefill}, {"decode", sc.runtime_decode}, {"threads", sc.threads},
+                  {"isa", kernels::isa_name(kernels::isa_active())}, {"version", kStudyVersion}};
+      plan.push_back({cache.stage("runtime-" + m.id + "-" + entry, key), 40.0,
+                      [&, m, rp] { return study_runtime(model_dir(m), *rp, data_dir, config, eval_tokens); }});
+    }
+  {
+    const json key = {{"model", json::parse(config.model.to_hf_json().dump())}, {"shapes", sc.bench_shapes},
+                      {"threads", sc.threads}, {"isa", kernels::isa_name(kernels::isa_active())}, {"version", kStudyVersion}};
+    plan.push_back({cache.stage("kernels", key), 45.0, [&] { return study_kernels(config); }});
+  }
+
+  StudyProgress progress;
+  for (const auto& p : plan) progress.add(p.stage.name, p.estimate, cache.result(p.stage).has_value());
+  json stage_times = json::array();
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const Planned& p = plan[i];
+    progress.begin(i);
+    json result;
+    if (auto cached = cache.result(p.stage)) {
+      result = *cached;
+    } else {
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        result = p.work();
+      } catch (const StudyInterrupted& s) {
+        std::fprintf(stderr, "outq: study interrupted; run the same command again to resume\n");
+        return 128 + s.signal;
+      }
+      result["stage_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      cache.finish(p.stage, result);
+    }
+    progress.end(i, result.value("stage_seconds", 0.0));
+    stage_times.push_back({{"name", p.stage.name}, {"seconds", result.value("stage_seconds", 0.0)}});
+    results[p.stage.name] = result;
+  }
+
+  // The report, from the stage results: rebuilt on every run (it is cheap), identical when
+  // every stage was cached.
+  json report = assemble_report(config, models, results, data_dir, stage_times,
+                                common.config_file.empty() ? "embedded default" : common.config_file);
+  study_report_plots(report, sc.out);
+  study_report_write(report, sc.out);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  if (common.json) {
+    std::printf("%s\n", report.dump(2).c_str());
+    return 0;
+  }
+  const StudyHeadline h = study_headline(report);
+  std::printf("\n");
+  Table t({"model", "float weights", "W4A4 recipe", "W4A4 ppl", "vs own float weights", "vs baseline float"});
+  t.add_row({"float baseline", fmt::format("{:.2f}", h.baseline_float), h.baseline_recipe, fmt::format("{:.2f}", h.baseline_w4a4),
+             fmt::format("{:.2f}x", h.baseline_ratio()), fmt::format("{:.2f}x", h.baseline_ratio())});
+  t.add_row({"QAT model", fmt::format("{:.2f}", h.has_native ? h.qat_native : h.qat_float), h.qat_recipe,
+             fmt::format("{:.2f}", h.qat_w4a4), fmt::format("{:.2f}x", h.qat_ratio()), fmt::format("{:.2f}x", h.qat_vs_baseline_float())});
+  std::printf("%s\n", t.render().c_str());
+  for (const auto& c : study_conclusions(report)) std::printf("- %s\n", c.c_str());
+  std::printf("\nreport: %s/report.md (and report.json, plots/); this run took %s\n", sc.out.c_str(),
+              format_duration(wall).c_str());
+  return 0;
+}
+
+namespace {
+
+void add_options(CLI::App&) {}
+
+}  // namespace
+
+Command command_study() {
+  return {"study",
+          "the main job: train a float and a QAT model, analyse, quantize with every recipe, evaluate, run the "
+          "integer kernels, write report.md (cached stages, resumable)",
+          "outq study   (or: outq study --config configs/study-long.toml --set study.out=runs/study-long)", add_options,
+          run_study, builtin_config("study")};
+}
+
+}  // namespace outq::app

@@ -1,0 +1,41 @@
+// Speed measurements shared by `outq bench` and `outq study`: the integer kernels on given shapes
+// and formats against LibTorch's float32 matmul, and prefill / decode tokens per second of a model.
+// Each time is the median of repeated runs (at least 3, at least min_time seconds) after a warm-up.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "outq/core/table.h"
+#include "outq/model/llama.h"
+
+namespace outq::app {
+
+struct KernelFormat {
+  std::string name;  ///< "w8a8", "w4a8" or "w4a4"
+  int wbits, abits;
+};
+/// "w8a8" / "w4a8" / "w4a4"; anything else is an error naming the valid ones.
+KernelFormat parse_kernel_format(const std::string& s);
+
+struct KernelShape {
+  std::string name;
+  int64_t n, k;
+};
+/// The linear shapes of `config` ("model") and of LLaMA-7B ("llama7b").
+std::vector<KernelShape> kernel_shapes(const ModelConfig& config, const std::vector<std::string>& sets);
+
+/// Times y = x W^T on the kernels (activation quantization included) for every shape, M and format;
+/// one JSON row each, and a table row each when `table` is given.
+nlohmann::json bench_kernels(const std::vector<KernelShape>& shapes, const std::vector<int64_t>& ms,
+                             const std::vector<KernelFormat>& formats, double min_time, Table* table);
+
+struct ModelSpeed {
+  double prefill, decode;  ///< tokens per second
+};
+/// Prefill of `prefill` random tokens, and greedy decode of `decode` tokens after one prompt token.
+ModelSpeed measure_model_speed(Llama& model, int64_t prefill, int64_t decode, double min_time);
+
+}  // namespace outq::app

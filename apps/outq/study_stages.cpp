@@ -1,0 +1,209 @@
+// The work of the `outq study` stages (see study_stages.h).
+#include "study_stages.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "model_source.h"
+#include "outq/analysis/analyze.h"
+#include "outq/core/error.h"
+#include "outq/core/file_io.h"
+#include "outq/core/log.h"
+#include "outq/eval/perplexity.h"
+#include "outq/kernels/isa.h"
+#include "outq/ptq/quantize_model.h"
+#include "outq/train/trainer.h"
+#include "speed.h"
+
+// Generated from recipes/*.toml (cmake/OutqEmbed.cmake).
+const std::vector<std::pair<std::string, std::string>>& outq_builtin_recipes();
+
+namespace fs = std::filesystem;
+
+namespace outq::app {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int64_t kBatch = 8;
+
+// The validation curve from the run's metrics.jsonl.
+json read_curve(const std::string& run_dir, int64_t tokens_per_step) {
+  json curve = {{"step", json::array()}, {"tokens", json::array()}, {"val_ppl", json::array()}};
+  std::ifstream in(fs::path(run_dir) / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    const json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || j.value("type", "") != "eval") continue;
+    const int64_t step = j.at("step").get<int64_t>();
+    curve["step"].push_back(step);
+    curve["tokens"].push_back(step * tokens_per_step);
+    curve["val_ppl"].push_back(j.at("val_ppl").get<double>());
+  }
+  return curve;
+}
+
+PerplexityOptions eval_options(const LoadedModel& lm, int64_t max_tokens) {
+  PerplexityOptions o;
+  o.seq_len = lm.model->config().max_position_embeddings;
+  o.max_tokens = max_tokens;
+  o.batch_size = kBatch;
+  o.bos_id = lm.tokenizer->bos_id();
+  return o;
+}
+
+json eval_json(const PerplexityResult& r) {
+  json j = {{"perplexity", r.perplexity()}, {"tokens", r.tokens}, {"seconds", r.seconds}};
+  if (r.has_reference) j.update({{"kl", r.kl_mean()}, {"top1", r.top1_agreement()}});
+  return j;
+}
+
+// Quantizes lm with `recipe`, with calibration data from the train split when the recipe needs it.
+QuantizedModel quantize_for_study(LoadedModel& lm, const Recipe& recipe, const std::string& model_dir,
+                                  const std::string& data_dir, OutqConfig& config) {
+  std::unique_ptr<TokenShard> calib;
+  if (recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration())
+    calib = open_calibration_shard("", data_dir, config, *lm.tokenizer, (fs::path(model_dir) / "tokenizer.model").string());
+  return quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id(), lm.learned ? &*lm.learned : nullptr);
+}
+
+}  // namespace
+
+std::vector<std::string> builtin_recipe_names() {
+  std::vector<std::string> out;
+  for (const auto& [name, text] : outq_builtin_recipes()) out.push_back(name);
+  return out;
+}
+
+Recipe study_recipe(const std::string& entry) {
+  if (fs::is_regular_file(entry)) return recipe_load(entry);
+  for (const auto& [name, text] : outq_builtin_recipes())
+    if (name == entry) return recipe_parse(text, "built-in recipe " + name);
+  std::string names;
+  for (const auto& n : builtin_recipe_names()) names += (names.empty() ? "" : ", ") + n;
+  throw Error(fmt::format("study.recipes: \"{}\" is neither a recipe file nor a built-in recipe (built-in: {})", entry, names));
+}
+
+bool recipe_needs_learned(const Recipe& recipe) {
+  if (recipe.activations.range == RangeMethod::kLearned) return true;
+  return std::any_of(recipe.overrides.begin(), recipe.overrides.end(),
+                     [](const ModuleOverride& o) { return o.has_activations && o.activations.range == RangeMethod::kLearned; });
+}
+
+json study_train(OutqConfig config, const std::string& run_dir) {
+  config.train.run_dir = run_dir;
+  const bool resume = train_has_checkpoint(run_dir);
+  if (resume) log_info("resuming the training in {}", run_dir);
+  const TrainOptions options{config.data, config.model, config.train, config.qat, config_json(config_entries(config)), resume};
+  const TrainResult r = train_run(options);
+  if (r.stopped_by_signal) throw StudyInterrupted{r.stopped_by_signal};
+  const int64_t tokens_per_step = config.train.batch_size * config.train.seq_len;
+  return {{"steps", r.steps_done}, {"train_loss", r.final_train_loss}, {"val_loss", r.final_val_loss},
+          {"val_ppl", r.final_val_ppl}, {"seconds", r.seconds}, {"tokens_per_second", r.tokens_per_second},
+          {"model_dir", r.model_dir}, {"curve", read_curve(run_dir, tokens_per_step)}};
+}
+
+json study_analyze(const std::string& model_dir, const std::string& run_dir, const std::string& data_dir, int64_t tokens,
+                   const std::string& out_dir) {
+  LoadedModel lm = load_model_dir(model_dir);
+  const TokenShard shard = open_eval_shard(data_dir, "val", *lm.tokenizer, model_dir);
+  AnalyzeOptions o;
+  o.max_tokens = tokens;
+  o.seq_len = lm.model->config().max_position_embeddings;
+  o.batch_size = kBatch;
+  o.bos_id = lm.tokenizer->bos_id();
+  const AnalysisResult r = analyze_model(lm.model, shard, o);
+  fs::create_directories(out_dir);
+  json full = analysis_json(r, lm.tokenizer.get());
+  const auto series = emergence_from_metrics(run_dir);
+  write_file_atomic(fs::path(out_dir) / "analysis.json", full.dump(1) + "\n");
+  write_file_atomic(fs::path(out_dir) / "summary.txt", analysis_summary(r, lm.tokenizer.get()));
+
+  // Summary over the quantized layers' inputs (q/k/v, o, gate/up, down), by input type too.
+  json by_type = json::object();
+  int64_t outliers = 0;
+  double max_abs = 0, kurt_sum = 0, kurt_max = 0, spike_max = 0;
+  int n = 0;
+  for (const auto& p : r.points) {
+    if (p.kind != PointKind::kLinearInput) continue;
+    const double pmax = p.max_abs.empty() ? 0.0 : *std::max_element(p.max_abs.begin(), p.max_abs.end());
+    outliers += static_cast<int64_t>(p.outlier_channels.size());
+    max_abs = std::max(max_abs, pmax);
+    kurt_sum += p.kurtosis_mean;
+    kurt_max = std::max(kurt_max, p.kurtosis_max);
+    spike_max = std::max(spike_max, p.spike_ratio_max);
+    ++n;
+    const std::string type = p.name.substr(p.name.find('.', p.name.find("layers.") + 7) + 1);
+    json& t = by_type[type];
+    if (t.is_null()) t = {{"outlier_channels", 0}, {"max_abs", 0.0}};
+    t["outlier_channels"] = t["outlier_channels"].get<int64_t>() + static_cast<int64_t>(p.outlier_channels.size());
+    t["max_abs"] = std::max(t["max_abs"].get<double>(), pmax);
+  }
+  double weight_spread = 0;
+  for (const auto& w : r.weights) weight_spread = std::max(weight_spread, w.in_max_median);
+  json plots = json::object();
+  try {
+    analysis_plots(r, out_dir);
+    for (const char* p : {"heatmap", "spikes", "weights"}) plots[p] = (fs::path(out_dir) / (std::string(p) + ".png")).string();
+    if (!series.empty()) {
+      emergence_plot(series, (fs::path(out_dir) / "emergence.png").string());
+      plots["emergence"] = (fs::path(out_dir) / "emergence.png").string();
+    }
+  } catch (const Error& e) {
+    log_warn("analysis plots not drawn: {}", e.what());
+  }
+  return {{"outlier_channels", outliers}, {"max_abs", max_abs}, {"kurtosis_mean", n ? kurt_sum / n : 0.0},
+          {"kurtosis_max", kurt_max}, {"spike_ratio_max", spike_max}, {"weight_in_max_median", weight_spread},
+          {"by_input", by_type}, {"tokens", r.tokens}, {"plots", plots}};
+}
+
+json study_eval(const std::string& model_dir, const Recipe* recipe, const std::string& data_dir, OutqConfig& config,
+                int64_t max_tokens) {
+  LoadedModel reference = load_model_dir(model_dir);
+  LoadedModel lm = load_model_dir(model_dir);
+  const TokenShard shard = open_eval_shard(data_dir, "test", *lm.tokenizer, model_dir);
+  json out = json::object();
+  if (recipe != nullptr) {
+    const QuantizedModel q = quantize_for_study(lm, *recipe, model_dir, data_dir, config);
+    out["quantize_seconds"] = q.seconds;
+    out.update({{"weights", recipe->weights.describe()}, {"activations", recipe->activations.describe()},
+                {"label", recipe->label()}, {"w_bits", recipe->weights.enabled() ? recipe->weights.bits : 16},
+                {"a_bits", recipe->activations.enabled() ? recipe->activations.bits : 16},
+                {"a_granularity", granularity_name(recipe->activations.granularity)},
+                {"a_dynamic", recipe->activations.dynamic}});
+    out.update(eval_json(evaluate_perplexity(lm.model, shard, eval_options(lm, max_tokens), &reference.model)));
+  } else {
+    out.update({{"weights", "off"}, {"activations", "off"}, {"label", "W16A16"}, {"w_bits", 16}, {"a_bits", 16}});
+    out.update(eval_json(evaluate_perplexity(lm.model, shard, eval_options(lm, max_tokens))));
+  }
+  return out;
+}
+
+json study_runtime(const std::string& model_dir, const Recipe& recipe, const std::string& data_dir, OutqConfig& config,
+                   int64_t max_tokens) {
+  const StudyConfig& sc = config.study;
+  LoadedModel lm = load_model_dir(model_dir);
+  const TokenShard shard = open_eval_shard(data_dir, "test", *lm.tokenizer, model_dir);
+  const ModelSpeed f = measure_model_speed(lm.model, sc.runtime_prefill, sc.runtime_decode, 0.3);
+  const QuantizedModel q = quantize_for_study(lm, recipe, model_dir, data_dir, config);
+  const IntegerRuntimeReport report = attach_integer_runtime(lm.model, q);
+  OUTQ_CHECK(report.float_layers.empty(), "study.runtime_recipes: ", recipe.name, " cannot run on the integer kernels: ",
+             report.float_layers.empty() ? "" : report.float_layers.front());
+  const PerplexityResult integer = evaluate_perplexity(lm.model, shard, eval_options(lm, max_tokens));
+  const ModelSpeed s = measure_model_speed(lm.model, sc.runtime_prefill, sc.runtime_decode, 0.3);
+  return {{"perplexity", integer.perplexity()}, {"tokens", integer.tokens},
+          {"prefill_tokens_per_s", s.prefill}, {"decode_tokens_per_s", s.decode}, {"float_prefill_tokens_per_s", f.prefill},
+          {"float_decode_tokens_per_s", f.decode}, {"integer_layers", report.integer_layers},
+          {"packed_bytes", report.packed_bytes}, {"isa", kernels::isa_name(kernels::isa_active())}};
+}
+
+json study_kernels(const OutqConfig& config) {
+  const auto shapes = kernel_shapes(config.model, config.study.bench_shapes);
+  const json rows = bench_kernels(shapes, {1, 128}, {parse_kernel_format("w8a8"), parse_kernel_format("w4a4")}, 0.1, nullptr);
+  return {{"isa", kernels::isa_name(kernels::isa_active())}, {"threads", config.study.threads}, {"rows", rows}};
+}
+
+}  // namespace outq::app

@@ -1,0 +1,47 @@
+// The work of each `outq study` stage, as functions from inputs to a JSON result that the stage
+// cache stores and the report reads: training a model, analysing it, evaluating one recipe on it
+// (simulated), running one recipe on the integer runtime, and timing the kernels.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "app_config.h"
+#include "outq/quant/recipe.h"
+
+namespace outq::app {
+
+/// Built-in recipe names (recipes/*.toml, embedded in the binary).
+std::vector<std::string> builtin_recipe_names();
+/// A study recipe entry: a .toml path if that file exists, else a built-in recipe name.
+Recipe study_recipe(const std::string& entry);
+/// Whether `recipe` needs the learned clip ranges only QAT models have.
+bool recipe_needs_learned(const Recipe& recipe);
+
+/// Trains (or resumes) `config` in run_dir; result: steps, losses, speed, the validation curve.
+/// A run stopped by a signal throws StudyInterrupted after its checkpoint is written.
+nlohmann::json study_train(OutqConfig config, const std::string& run_dir);
+
+struct StudyInterrupted {
+  int signal;
+};
+
+/// Outlier statistics of model_dir on validation tokens: summary figures, analysis.json and the
+/// PNGs (heatmap, spikes, weights, emergence from the run's light statistics) in out_dir.
+nlohmann::json study_analyze(const std::string& model_dir, const std::string& run_dir, const std::string& data_dir,
+                             int64_t tokens, const std::string& out_dir);
+
+/// Perplexity of model_dir under `recipe` (nullptr: unquantized) on the test split, with KL and
+/// top-1 agreement against the unquantized model.
+nlohmann::json study_eval(const std::string& model_dir, const Recipe* recipe, const std::string& data_dir,
+                          OutqConfig& config, int64_t max_tokens);
+
+/// `recipe` on the integer kernels: its test perplexity (the simulated one is the eval stage's),
+/// and prefill / decode tokens/s next to the float model's, measured in the same stage.
+nlohmann::json study_runtime(const std::string& model_dir, const Recipe& recipe, const std::string& data_dir,
+                             OutqConfig& config, int64_t max_tokens);
+
+/// Kernel GEMM/GEMV timings on the model's shapes (and LLaMA-7B's) for W8A8 and W4A4.
+nlohmann::json study_kernels(const OutqConfig& config);
+
+}  // namespace outq::app

@@ -1,0 +1,45 @@
+// The study report: report.md for people, report.json for programs, and its plots, all made from
+// one results object that `outq study` assembles from its stages (see docs/study.md for the
+// fields). Torch-free, so the report can be rebuilt and tested from JSON alone.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace outq {
+
+/// The headline figures, looked up in the results (missing entries are errors naming them).
+struct StudyHeadline {
+  double baseline_float = 0;   ///< baseline W16A16 perplexity
+  double baseline_w4a4 = 0;    ///< baseline under study.headline_baseline
+  double qat_float = 0;        ///< QAT model W16A16 (its weights and activations unquantized)
+  double qat_native = 0;       ///< QAT model at its training precision (W16A4 at the learned clips)
+  double qat_w4a4 = 0;         ///< QAT model under study.headline_qat
+  std::string baseline_recipe, qat_recipe;
+  bool has_native = false;
+  double baseline_ratio() const { return baseline_w4a4 / baseline_float; }
+  /// The QAT model's W4A4 against its own unquantized-weight perplexity (native if known).
+  double qat_ratio() const { return qat_w4a4 / (has_native ? qat_native : qat_float); }
+  /// The QAT model's W4A4 against the baseline's float perplexity.
+  double qat_vs_baseline_float() const { return qat_w4a4 / baseline_float; }
+};
+
+StudyHeadline study_headline(const nlohmann::json& results);
+
+/// Plain-language conclusions, each a sentence built from the numbers.
+std::vector<std::string> study_conclusions(const nlohmann::json& results);
+
+/// The Markdown report. Plots are referenced by the paths in results["plots"].
+std::string study_report_markdown(const nlohmann::json& results);
+
+/// Draws the report's own plots (training curves, perplexity per recipe) into dir/plots and
+/// records them in results["plots"]; returns the names of plots that could not be drawn
+/// (gnuplot missing), which the report then lists instead of an image.
+std::vector<std::string> study_report_plots(nlohmann::json& results, const std::filesystem::path& dir);
+
+/// Writes report.json and report.md into `dir` (atomically, JSON first).
+void study_report_write(const nlohmann::json& results, const std::filesystem::path& dir);
+
+}  // namespace outq

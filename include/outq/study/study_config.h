@@ -1,0 +1,46 @@
+// The [study] config section: what `outq study` runs after training (which recipes, which of them
+// make the headline and run on the integer kernels, how many tokens analysis and evaluation use)
+// and where it writes. The [data], [model], [train] and [qat] sections of the same file describe
+// the two models: a float baseline (qat.mode = "float") and the QAT model ([qat] as given).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace outq {
+
+struct StudyConfig {
+  static constexpr const char* kSection = "study";
+
+  std::string out = "runs/study";
+  std::vector<std::string> recipes = {"w8a8-tensor-rtn", "w8a8-token-rtn",  "w4a4-tensor-rtn", "w4a4-tensor-gptq",
+                                      "w4a4-token-rtn",  "w4a4-token-gptq", "w4a4-learned-rtn", "w4a4-learned-gptq"};
+  std::string headline_baseline = "w4a4-tensor-gptq";
+  std::string headline_qat = "w4a4-learned-gptq";
+  std::vector<std::string> runtime_recipes = {"w8a8-tensor-rtn", "w4a4-tensor-gptq", "w4a4-learned-gptq"};
+  int64_t eval_tokens = 0;
+  int64_t analyze_tokens = 32768;
+  std::vector<std::string> bench_shapes = {"model", "llama7b"};
+  int64_t runtime_prefill = 128;
+  int64_t runtime_decode = 32;
+  int threads = 2;
+
+  template <class V>
+  void visit(V& v) {
+    v("out", out, "directory of the study: stages/ (cached work), report.md, report.json, plots/");
+    v("recipes", recipes, "recipes applied to both models: built-in names (recipes/*.toml) or .toml paths");
+    v("headline_baseline", headline_baseline, "the baseline's W4A4 recipe in the headline table");
+    v("headline_qat", headline_qat, "the QAT model's W4A4 recipe in the headline table");
+    v("runtime_recipes", runtime_recipes, "recipes also run on the integer kernels (accuracy and tokens/s)");
+    v("eval_tokens", eval_tokens, "test tokens scored per evaluation (0 = the whole test split)");
+    v("analyze_tokens", analyze_tokens, "validation tokens of the outlier analysis per model");
+    v("bench_shapes", bench_shapes, "kernel shapes timed: model and/or llama7b");
+    v("runtime_prefill", runtime_prefill, "prompt tokens of the runtime's prefill measurement");
+    v("runtime_decode", runtime_decode, "tokens generated in the runtime's decode measurement");
+    v("threads", threads, "threads for training, evaluation and the kernels");
+  }
+  void validate() const;
+};
+
+}  // namespace outq

@@ -1,0 +1,221 @@
+// report.md and report.json of `outq study`, and the headline and conclusions drawn from them.
+#include "outq/study/report.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "outq/core/error.h"
+#include "outq/core/file_io.h"
+#include "outq/core/table.h"
+
+namespace outq {
+namespace {
+
+using json = nlohmann::json;
+
+/// The evaluation of `recipe` on model `id` ("float" = unquantized), or null if absent/skipped.
+const json* find_eval(const json& results, const std::string& id, const std::string& recipe) {
+  for (const auto& e : results.at("evals"))
+    if (e.at("model") == id && e.at("recipe") == recipe && e.contains("perplexity")) return &e;
+  return nullptr;
+}
+
+double eval_ppl(const json& results, const std::string& id, const std::string& recipe) {
+  const json* e = find_eval(results, id, recipe);
+  OUTQ_CHECK(e != nullptr, "study results: expected a perplexity of \"", recipe, "\" on the ", id, " model, found none");
+  return e->at("perplexity").get<double>();
+}
+
+std::string pct(double ratio) { return fmt::format("{:+.1f}%", 100.0 * (ratio - 1.0)); }
+std::string ppl(double x) { return x >= 1000 ? fmt::format("{:.0f}", x) : fmt::format("{:.2f}", x); }
+
+std::string image(const json& results, const std::string& key, const std::string& alt) {
+  const json& plots = results.value("plots", json::object());
+  if (!plots.contains(key)) return fmt::format("*({}: not drawn — gnuplot missing)*\n", alt);
+  return fmt::format("![{}]({})\n", alt, plots.at(key).get<std::string>());
+}
+
+std::string setup_section(const json& r) {
+  const json& s = r.at("setup");
+  std::string out = "## Setup\n\n";
+  Table t({"item", "value"});
+  t.add_row({"config", r.value("config_source", "embedded default")});
+  t.add_row({"model", fmt::format("{} parameters: hidden {}, {} layers, {} heads, MLP {}, vocabulary {}",
+                                  format_count(s.at("parameters").get<long long>()), s.at("hidden_size").get<int>(),
+                                  s.at("layers").get<int>(), s.at("heads").get<int>(), s.at("intermediate_size").get<int>(),
+                                  s.at("vocab_size").get<int>())});
+  t.add_row({"corpus", s.at("corpus").get<std::string>()});
+  t.add_row({"training", fmt::format("{} steps x {} tokens = {} tokens per model, seed {}", s.at("steps").get<long long>(),
+                                     format_count(s.at("tokens_per_step").get<long long>()),
+                                     format_count(s.at("train_tokens").get<long long>()), s.at("seed").get<long long>())});
+  t.add_row({"QAT model", fmt::format("mode {}, {}-bit learned clips (init {}), kurtosis lambda {} ({} over tokens)",
+                                      s.at("qat_mode").get<std::string>(), s.at("qat_bits").get<int>(),
+                                      s.at("clip_init_from").get<std::string>(), s.at("kurtosis_lambda").get<double>(),
+                                      s.at("kurtosis_reduction").get<std::string>())});
+  t.add_row({"evaluation", fmt::format("test split, {} tokens per evaluation, windows of {}", format_count(s.at("test_tokens").get<long long>()),
+                                       s.at("seq_len").get<long long>())});
+  t.add_row({"machine", fmt::format("{} threads, integer kernels: {}", s.at("threads").get<int>(), s.at("isa").get<std::string>())});
+  return out + t.render_markdown();
+}
+
+std::string training_section(const json& r) {
+  std::string out = "## Training\n\n";
+  Table t({"model", "mode", "steps", "val perplexity", "tokens/s", "time"});
+  for (const auto& m : r.at("models")) {
+    const json& tr = m.at("train");
+    t.add_row({m.at("label").get<std::string>(), m.at("mode").get<std::string>(), std::to_string(tr.at("steps").get<long long>()),
+               ppl(tr.at("val_ppl").get<double>()), fmt::format("{:.0f}", tr.at("tokens_per_second").get<double>()),
+               format_duration(tr.at("seconds").get<double>())});
+  }
+  return out + t.render_markdown() + "\n" + image(r, "curves", "validation perplexity during training");
+}
+
+std::string outliers_section(const json& r) {
+  std::string out =
+      "## Outliers\n\nStatistics of the inputs of the quantized linear layers (q/k/v, attention output, gate/up, "
+      "down projection) on validation tokens. Outlier channels: channels whose mean |x| is more than 6x the "
+      "layer's median channel.\n\n";
+  Table t({"model", "outlier channels", "largest |x|", "mean kurtosis", "max kurtosis", "max spike ratio",
+           "weight in-channel max/median"});
+  for (const auto& m : r.at("models")) {
+    const json& a = m.at("analysis");
+    t.add_row({m.at("label").get<std::string>(), std::to_string(a.at("outlier_channels").get<long long>()),
+               fmt::format("{:.1f}", a.at("max_abs").get<double>()), fmt::format("{:.1f}", a.at("kurtosis_mean").get<double>()),
+               fmt::format("{:.1f}", a.at("kurtosis_max").get<double>()), fmt::format("{:.1f}", a.at("spike_ratio_max").get<double>()),
+               fmt::format("{:.2f}", a.at("weight_in_max_median").get<double>())});
+  }
+  out += t.render_markdown() + "\n";
+  for (const auto& m : r.at("models")) {
+    const std::string id = m.at("id");
+    out += fmt::format(
+        "**{}** — heat map of |x| at the most outlier-prone input, spikes per token, weight magnitudes per channel, "
+        "outlier channels during training:\n\n",
+        m.at("label").get<std::string>());
+    for (const char* p : {"heatmap", "spikes", "weights", "emergence"}) out += image(r, id + "-" + p, id + " " + p);
+    out += "\n";
+  }
+  return out;
+}
+
+std::string results_section(const json& r) {
+  const auto& models = r.at("models");
+  std::vector<std::string> header = {"recipe", "weights", "activations"};
+  for (const auto& m : models)
+    for (const char* c : {"ppl", "vs own float", "KL", "top-1"}) header.push_back(fmt::format("{} {}", m.at("id").get<std::string>(), c));
+  Table t(header);
+  std::vector<std::string> order = {"float"};
+  for (const auto& name : r.at("study").at("recipes")) order.push_back(name);
+  for (const auto& recipe : order) {
+    std::vector<std::string> cells = {recipe, "", ""};
+    for (const auto& m : models) {
+      const std::string id = m.at("id");
+      const json* e = find_eval(r, id, recipe);
+      if (e == nullptr) {
+        std::string why = "n/a";
+        for (const auto& x : r.at("evals"))
+          if (x.at("model") == id && x.at("recipe") == recipe && x.contains("skipped")) why = "n/a";
+        cells.insert(cells.end(), {why, "", "", ""});
+        continue;
+      }
+      cells[1] = e->at("weights").get<std::string>();
+      cells[2] = e->at("activations").get<std::string>();
+      const double own = eval_ppl(r, id, "float");
+      cells.push_back(ppl(e->at("perplexity").get<double>()));
+      cells.push_back(recipe == "float" ? "" : pct(e->at("perplexity").get<double>() / own));
+      cells.push_back(e->contains("kl") ? fmt::format("{:.4f}", e->at("kl").get<double>()) : "");
+      cells.push_back(e->contains("top1") ? fmt::format("{:.1f}%", 100 * e->at("top1").get<double>()) : "");
+    }
+    t.add_row(cells);
+  }
+  std::string out =
+      "## All recipes\n\nPerplexity on the test split; KL divergence and top-1 agreement against the same model "
+      "unquantized (weights and activations in float). Simulated quantization (fake-quant in float); the integer "
+      "runtime's own numbers follow below. n/a: the recipe needs learned clip ranges, which only QAT models have.\n\n";
+  return out + t.render_markdown() + "\n" + image(r, "recipes", "perplexity per recipe");
+}
+
+std::string runtime_section(const json& r) {
+  std::string out = fmt::format(
+      "## Integer runtime\n\nThe same quantized models run on the integer kernels ({}): linear layers as integer "
+      "GEMM/GEMV, attention and norms in float. Speed at prefill ({} tokens) and decode ({} tokens), one sequence.\n\n",
+      r.at("setup").at("isa").get<std::string>(), r.at("study").at("runtime_prefill").get<long long>(),
+      r.at("study").at("runtime_decode").get<long long>());
+  Table t({"model", "recipe", "ppl (integer)", "ppl (simulated)", "prefill tok/s", "decode tok/s", "prefill vs float",
+           "decode vs float"});
+  for (const auto& x : r.at("runtime")) {
+    t.add_row({x.at("model").get<std::string>(), x.at("recipe").get<std::string>(), ppl(x.at("perplexity").get<double>()),
+               ppl(x.at("simulated_perplexity").get<double>()), fmt::format("{:.0f}", x.at("prefill_tokens_per_s").get<double>()),
+               fmt::format("{:.1f}", x.at("decode_tokens_per_s").get<double>()),
+               fmt::format("{:.2f}x", x.at("prefill_tokens_per_s").get<double>() / x.at("float_prefill_tokens_per_s").get<double>()),
+               fmt::format("{:.2f}x", x.at("decode_tokens_per_s").get<double>() / x.at("float_decode_tokens_per_s").get<double>())});
+  }
+  return out + t.render_markdown();
+}
+
+std::string kernels_section(const json& r) {
+  const json& k = r.at("kernels");
+  std::string out = fmt::format("## Kernel speeds\n\n{} threads, {}; float32 is LibTorch's matmul on the same shape.\n\n",
+                                k.at("threads").get<int>(), k.at("isa").get<std::string>());
+  Table t({"shape", "N x K", "M", "format", "ms", "GOPS", "vs float32"});
+  for (const auto& x : k.at("rows"))
+    t.add_row({x.at("shape").get<std::string>(), fmt::format("{}x{}", x.at("n").get<long long>(), x.at("k").get<long long>()),
+               std::to_string(x.at("m").get<long long>()), x.at("format").get<std::string>(),
+               fmt::format("{:.3f}", 1e3 * x.at("seconds").get<double>()), fmt::format("{:.1f}", x.at("gops").get<double>()),
+               fmt::format("{:.2f}x", x.at("speedup_vs_float").get<double>())});
+  return out + t.render_markdown();
+}
+
+std::string stages_section(const json& r) {
+  Table t({"stage", "time"});
+  for (const auto& s : r.at("stages")) t.add_row({s.at("name").get<std::string>(), format_duration(s.at("seconds").get<double>())});
+  return fmt::format("## Stages\n\nTime each stage took when it ran (cached stages are not rerun); {} in all.\n\n{}",
+                     format_duration(r.at("total_seconds").get<double>()), t.render_markdown());
+}
+
+}  // namespace
+
+StudyHeadline study_headline(const json& r) {
+  StudyHeadline h;
+  h.baseline_recipe = r.at("study").at("headline_baseline");
+  h.qat_recipe = r.at("study").at("headline_qat");
+  h.baseline_float = eval_ppl(r, "baseline", "float");
+  h.baseline_w4a4 = eval_ppl(r, "baseline", h.baseline_recipe);
+  h.qat_float = eval_ppl(r, "qat", "float");
+  h.qat_w4a4 = eval_ppl(r, "qat", h.qat_recipe);
+  if (const json* native = find_eval(r, "qat", r.at("setup").value("qat_native_recipe", "w16a4-learned"))) {
+    h.has_native = true;
+    h.qat_native = native->at("perplexity").get<double>();
+  }
+  return h;
+}
+
+std::string study_report_markdown(const json& r) {
+  const StudyHeadline h = study_headline(r);
+  std::string out = fmt::format("# outq study: {}\n\n", r.value("title", "float baseline vs QAT + kurtosis at W4A4"));
+  out += fmt::format(
+      "Two LLaMA-style models trained on the same data with the same seed and token budget: a float baseline and "
+      "a model trained with learned 4-bit activation clipping and the kurtosis penalty ({}). Both are then "
+      "quantized after training with the same recipes and evaluated on held-out text.\n\n## Headline\n\n",
+      r.at("setup").at("qat_mode").get<std::string>());
+  Table t({"model", "float weights", "W4A4 recipe", "W4A4 perplexity", "W4A4 vs own float weights", "W4A4 vs baseline float"});
+  t.add_row({"float baseline", fmt::format("{} (W16A16)", ppl(h.baseline_float)), h.baseline_recipe, ppl(h.baseline_w4a4),
+             pct(h.baseline_ratio()), pct(h.baseline_ratio())});
+  t.add_row({"QAT + kurtosis", h.has_native ? fmt::format("{} (W16A4, its learned clips)", ppl(h.qat_native)) : ppl(h.qat_float),
+             h.qat_recipe, ppl(h.qat_w4a4), pct(h.qat_ratio()), pct(h.qat_vs_baseline_float())});
+  out += t.render_markdown() + "\n";
+  for (const auto& c : study_conclusions(r)) out += "- " + c + "\n";
+  out += "\n" + setup_section(r) + "\n" + training_section(r) + "\n" + outliers_section(r) + "\n" + results_section(r) + "\n" +
+         runtime_section(r) + "\n" + kernels_section(r) + "\n" + stages_section(r) + "\n";
+  out += fmt::format("Reproduce: `{}`. The same figures as JSON: `report.json`.\n", r.value("command", "outq study"));
+  return out;
+}
+
+void study_report_write(const json& results, const std::filesystem::path& dir) {
+  const std::string md = study_report_markdown(results);  // fails before anything is written if a figure is missing
+  write_file_atomic(dir / "report.json", results.dump(1) + "\n");
+  write_file_atomic(dir / "report.md", md);
+}
+
+}  // namespace outq

@@ -1,0 +1,113 @@
+// The study's plain-language conclusions: each sentence is chosen and filled from the numbers.
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "outq/study/report.h"
+
+namespace outq {
+namespace {
+
+using json = nlohmann::json;
+
+std::string verdict(double ratio) {
+  if (ratio <= 1.02) return "essentially lossless";
+  if (ratio <= 1.05) return "within 5%";
+  if (ratio <= 1.15) return "close";
+  if (ratio <= 1.5) return "a clear loss";
+  return "far from usable";
+}
+
+std::string above(double ratio) {
+  return fmt::format("{:.1f}% {}", 100.0 * std::fabs(ratio - 1.0), ratio >= 1.0 ? "above" : "below");
+}
+
+const json* model(const json& r, const std::string& id) {
+  for (const auto& m : r.at("models"))
+    if (m.at("id") == id) return &m;
+  return nullptr;
+}
+
+}  // namespace
+
+std::vector<std::string> study_conclusions(const json& r) {
+  const StudyHeadline h = study_headline(r);
+  std::vector<std::string> out;
+  out.push_back(fmt::format(
+      "Static per-tensor W4A4 ({}) takes the float baseline from perplexity {:.2f} to {:.2f}, {:.2f}x its float value: {}.",
+      h.baseline_recipe, h.baseline_float, h.baseline_w4a4, h.baseline_ratio(), verdict(h.baseline_ratio())));
+
+  std::string q = fmt::format("The QAT + kurtosis model at W4A4 ({}) reaches {:.2f}", h.qat_recipe, h.qat_w4a4);
+  if (h.has_native) q += fmt::format(", {} its own perplexity with float weights ({:.2f}, {})", above(h.qat_ratio()),
+                                     h.qat_native, verdict(h.qat_ratio()));
+  q += fmt::format(", and {} the float baseline's {:.2f}", above(h.qat_vs_baseline_float()), h.baseline_float);
+  const double gap = h.baseline_w4a4 - h.baseline_float;
+  if (gap > 0.05 * h.baseline_float) {
+    const double recovered = (h.baseline_w4a4 - h.qat_w4a4) / gap;
+    q += recovered >= 0 ? fmt::format("; it closes {:.0f}% of the gap that static 4-bit activations open on the baseline",
+                                      100.0 * std::min(recovered, 1.0))
+                        : "; it does not close the gap that static 4-bit activations open on the baseline";
+  }
+  out.push_back(q + ".");
+
+  // The best dynamic per-token recipe on the baseline, if the study has one.
+  const json* best = nullptr;
+  for (const auto& e : r.at("evals"))
+    if (e.at("model") == "baseline" && e.contains("perplexity") && e.value("a_granularity", "") == "token" &&
+        e.value("a_bits", 0) == 4 && e.value("w_bits", 0) == 4 &&
+        (best == nullptr || e.at("perplexity").get<double>() < best->at("perplexity").get<double>()))
+      best = &e;
+  if (best != nullptr) {
+    const double p = best->at("perplexity").get<double>();
+    out.push_back(fmt::format(
+        "Dynamic per-token W4A4 ({}) keeps the baseline at {:.2f} ({} its float value), {} the QAT model's "
+        "static W4A4; it needs a scale computed per token at run time, the QAT model's fixed clips do not.",
+        best->at("recipe").get<std::string>(), p, above(p / h.baseline_float),
+        p <= h.qat_w4a4 ? "better than" : "worse than"));
+  }
+
+  const json* b = model(r, "baseline");
+  const json* m = model(r, "qat");
+  if (b && m) {
+    const json& ab = b->at("analysis");
+    const json& aq = m->at("analysis");
+    out.push_back(fmt::format(
+        "Outlier channels at the quantized inputs: {} in the baseline and {} in the QAT model; largest |x| {:.1f} vs {:.1f}; "
+        "mean kurtosis {:.1f} vs {:.1f}.",
+        ab.at("outlier_channels").get<long long>(), aq.at("outlier_channels").get<long long>(), ab.at("max_abs").get<double>(),
+        aq.at("max_abs").get<double>(), ab.at("kurtosis_mean").get<double>(), aq.at("kurtosis_mean").get<double>()));
+    if (h.has_native && h.qat_float > 1.5 * h.qat_native)
+      out.push_back(fmt::format(
+          "The QAT model depends on its clipping: run with unclipped float activations (W16A16) its perplexity is {:.0f} "
+          "against {:.2f} at its learned clips, so it should always be deployed with them.",
+          h.qat_float, h.qat_native));
+    const double wb = ab.at("weight_in_max_median").get<double>(), wq = aq.at("weight_in_max_median").get<double>();
+    out.push_back(fmt::format(
+        "Weight magnitude spread across input channels (max/median, largest layer): {:.2f} in the baseline, {:.2f} in the "
+        "QAT model — {}.",
+        wb, wq,
+        wq > 1.2 * wb ? "QAT moved part of the difficulty into the weights"
+                      : "no noticeable difficulty moved into the weights"));
+    const double tb = b->at("train").at("tokens_per_second").get<double>(), tq = m->at("train").at("tokens_per_second").get<double>();
+    out.push_back(fmt::format("Training cost: the QAT model trained at {:.0f} tokens/s against {:.0f} for float ({:.2f}x per step).",
+                              tq, tb, tb / tq));
+  }
+
+  // Speed next to accuracy: the fastest W4A4 runtime row.
+  const json* fast = nullptr;
+  for (const auto& x : r.at("runtime"))
+    if (fast == nullptr || x.at("decode_tokens_per_s").get<double>() > fast->at("decode_tokens_per_s").get<double>()) fast = &x;
+  if (fast != nullptr) {
+    const double sim = fast->at("simulated_perplexity").get<double>(), real = fast->at("perplexity").get<double>();
+    out.push_back(fmt::format(
+        "On the integer kernels ({}) the {} model with {} decodes {:.1f} tokens/s, {:.2f}x the float LibTorch model, at "
+        "perplexity {:.2f} ({:+.3f}% from the simulation).",
+        r.at("setup").at("isa").get<std::string>(), fast->at("model").get<std::string>(), fast->at("recipe").get<std::string>(),
+        fast->at("decode_tokens_per_s").get<double>(),
+        fast->at("decode_tokens_per_s").get<double>() / fast->at("float_decode_tokens_per_s").get<double>(), real,
+        100.0 * (real / sim - 1.0)));
+  }
+  return out;
+}
+
+}  // namespace outq

@@ -1,0 +1,182 @@
+// `outq study` end to end on a miniature configuration (tiny corpus, a few training steps, small
+// evaluations): every section of the report is filled from real stage results; a rerun is all
+// cached and prints the same report; a removed stage is redone alone and gives the same numbers
+// (determinism); a changed setting reruns only the stages that depend on it; bad study settings
+// are clear errors.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace outq {
+namespace {
+
+const std::string kOutq = OUTQ_BINARY;
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int count(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t i = text.find(what); i != std::string::npos; i = text.find(what, i + 1)) ++n;
+  return n;
+}
+
+class StudyCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir();
+    test::write_text(*dir_ / "corpus.txt", test::synthetic_text(80, 6));
+    first_ = new test::RunResult(study(""));
+  }
+  static void TearDownTestSuite() {
+    delete first_;
+    delete dir_;
+  }
+  void SetUp() override { ASSERT_EQ(first_->exit_code, 0) << first_->err; }
+
+  static test::RunResult study(const std::string& extra) {
+    const std::string d = dir_->path().string();
+    return test::run_shell(
+        kOutq + " study --set data.corpus=" + d + "/corpus.txt --set data.vocab_size=300 --set data.out=" + d + "/data" +
+            " --set model.hidden_size=32 --set model.intermediate_size=64 --set model.num_hidden_layers=2"
+            " --set model.num_attention_heads=2 --set model.num_key_value_heads=2 --set model.vocab_size=300"
+            " --set model.max_position_embeddings=64 --set train.seq_len=64 --set train.batch_size=4"
+            " --set train.steps=8 --set train.warmup_steps=2 --set train.eval_every=4 --set train.checkpoint_every=4"
+            " --set train.stats_every=4 --set train.eval_tokens=1024 --set study.out=" + d + "/study" +
+            " --set study.eval_tokens=2048 --set study.analyze_tokens=1024 --set 'study.bench_shapes=[\"model\"]'"
+            " --set study.runtime_prefill=16 --set study.runtime_decode=4 " + extra,
+        {{"OUTQ_CACHE", d + "/cache"}, {"OUTQ_PROGRESS", "off"}});
+  }
+  static fs::path out() { return dir_->path() / "study"; }
+  static test::TempDir* dir_;
+  static test::RunResult* first_;
+};
+test::TempDir* StudyCli::dir_ = nullptr;
+test::RunResult* StudyCli::first_ = nullptr;
+
+TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
+  const std::string md = slurp(out() / "report.md");
+  for (const char* section : {"## Headline", "## Setup", "## Training", "## Outliers", "## All recipes", "## Integer runtime",
+                              "## Kernel speeds", "## Stages"})
+    EXPECT_NE(md.find(section), std::string::npos) << section;
+  const auto r = nlohmann::json::parse(slurp(out() / "report.json"));
+  const auto& recipes = r.at("study").at("recipes");
+  ASSERT_EQ(r.at("models").size(), 2u);
+  // Every model has trained, been analysed and has a validation curve.
+  for (const auto& m : r.at("models")) {
+    EXPECT_EQ(m.at("train").at("steps").get<int>(), 8);
+    EXPECT_EQ(m.at("curve").at("val_ppl").size(), 2u);
+    EXPECT_GT(m.at("analysis").at("tokens").get<int>(), 0);
+    EXPECT_GT(m.at("analysis").at("max_abs").get<double>(), 0);
+  }
+  // One evaluation per model and recipe (plus float); the learned-clip recipes only on the QAT model.
+  EXPECT_EQ(r.at("evals").size(), 2 * (recipes.size() + 1));
+  for (const auto& e : r.at("evals")) {
+    const std::string recipe = e.at("recipe");
+    const bool learned = recipe.find("learned") != std::string::npos;
+    if (e.at("model") == "baseline" && learned) {
+      EXPECT_TRUE(e.contains("skipped")) << recipe;
+      continue;
+    }
+    ASSERT_TRUE(e.contains("perplexity")) << e.dump();
+    EXPECT_TRUE(std::isfinite(e.at("perplexity").get<double>())) << recipe;
+    EXPECT_EQ(e.at("tokens"), r.at("setup").at("test_tokens")) << recipe;
+    if (recipe != "float") {
+      EXPECT_GE(e.at("kl").get<double>(), 0.0) << recipe;
+      EXPECT_LE(e.at("top1").get<double>(), 1.0) << recipe;
+    }
+  }
+  // The integer runtime ran every runtime recipe that applies (learned ones on the QAT model only),
+  // and its perplexity is the simulation's up to the epilogue's float rounding.
+  EXPECT_EQ(r.at("runtime").size(), 5u);
+  for (const auto& x : r.at("runtime")) {
+    EXPECT_NEAR(x.at("perplexity").get<double>(), x.at("simulated_perplexity").get<double>(),
+                1e-3 * x.at("simulated_perplexity").get<double>());
+    EXPECT_GT(x.at("decode_tokens_per_s").get<double>(), 0);
+  }
+  EXPECT_EQ(r.at("kernels").at("rows").size(), 3u * 2 * 2);  // 3 model shapes x M {1, 128} x {w8a8, w4a4}
+  // The headline's numbers are the evaluations' numbers.
+  const std::regex headline(R"(\| float baseline \| ([0-9.]+) \(W16A16\) \| w4a4-tensor-gptq \| ([0-9.]+) \|)");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(md, m, headline)) << md.substr(0, 2000);
+  for (const auto& e : r.at("evals")) {
+    if (e.at("model") == "baseline" && e.at("recipe") == "w4a4-tensor-gptq") {
+      EXPECT_NEAR(std::stod(m[2].str()), e.at("perplexity").get<double>(), 0.01 * e.at("perplexity").get<double>());
+    }
+  }
+  // Conclusions are sentences with numbers in them, and plots exist where the report links them.
+  EXPECT_GE(count(md.substr(md.find("## Headline"), md.find("## Setup") - md.find("## Headline")), "\n- "), 5);
+  if (test::run_shell("command -v gnuplot").exit_code == 0) {
+    for (const char* p : {"curves", "recipes", "baseline-heatmap", "qat-heatmap", "qat-emergence"}) {
+      ASSERT_TRUE(r.at("plots").contains(p)) << p;
+      EXPECT_GT(fs::file_size(out() / r.at("plots").at(p).get<std::string>()), 1000u) << p;
+    }
+  }
+  EXPECT_NE(first_->out.find("report: "), std::string::npos);
+}
+
+TEST_F(StudyCli, RerunIsCachedAndIdentical) {
+  const std::string before = slurp(out() / "report.md");
+  const auto again = study("");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(count(again.err, ": starting;"), 0) << again.err;
+  EXPECT_GT(count(again.err, "(cached)"), 20);
+  EXPECT_EQ(slurp(out() / "report.md"), before);
+}
+
+TEST_F(StudyCli, RemovedStageIsRedoneAloneWithTheSameNumbers) {
+  const auto before = nlohmann::json::parse(slurp(out() / "report.json"));
+  int removed = 0;
+  for (const auto& e : fs::directory_iterator(out() / "stages"))
+    if (e.path().filename().string().rfind("eval-qat-w4a4-tensor-rtn-", 0) == 0) removed += fs::remove(e.path() / "done.json");
+  ASSERT_EQ(removed, 1);
+  const auto again = study("");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(count(again.err, ": starting;"), 1) << again.err;
+  // The same figures; only the measured times differ.
+  auto figures = [](nlohmann::json evals) {
+    for (auto& e : evals)
+      for (const char* t : {"seconds", "stage_seconds", "quantize_seconds"}) e.erase(t);
+    return evals;
+  };
+  const auto after = nlohmann::json::parse(slurp(out() / "report.json"));
+  EXPECT_EQ(figures(after.at("evals")), figures(before.at("evals")));
+}
+
+TEST_F(StudyCli, ChangedEvaluationSettingKeepsTheTrainedModels) {
+  const auto again = study("--set study.out=" + (*dir_ / "study") + " --set study.eval_tokens=1024");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.err.find("train-baseline: done earlier (cached)"), std::string::npos) << again.err;
+  EXPECT_NE(again.err.find("train-qat: done earlier (cached)"), std::string::npos);
+  EXPECT_NE(again.err.find("eval-baseline-float: starting"), std::string::npos);
+  // Put the report back as the other tests expect it.
+  ASSERT_EQ(study("").exit_code, 0);
+}
+
+TEST_F(StudyCli, BadSettingsAreClearErrors) {
+  auto r = study("--set study.headline_qat=w4a4-nothing");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("study.headline_qat: expected one of study.recipes"), std::string::npos) << r.err;
+  r = study("--set 'study.recipes=[\"w4a4-tensor-gptq\", \"no-such-recipe\"]' --set 'study.runtime_recipes=[]'"
+            " --set study.headline_qat=w4a4-tensor-gptq");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("\"no-such-recipe\" is neither a recipe file nor a built-in recipe"), std::string::npos) << r.err;
+  r = study("--set qat.mode=float");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("expected qat or qat+kurtosis"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace outq
