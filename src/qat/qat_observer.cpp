@@ -67,6 +67,21 @@ torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::T
   return x;
 }
 
+int QatObserver::constrain_clips() {
+  torch::NoGradGuard no_grad;
+  int changed = 0;
+  for (auto& layer : clips_)
+    for (auto& c : layer) {
+      const double a = c.alpha.item<double>(), b = c.beta.item<double>();
+      if (a - b >= 0.99 * kMinClipWidth) continue;  // slack for the float32 storage of a pair set here
+      const double mid = 0.5 * (a + b);
+      c.alpha.fill_(mid + 0.5 * kMinClipWidth);
+      c.beta.fill_(mid - 0.5 * kMinClipWidth);
+      ++changed;
+    }
+  return changed;
+}
+
 std::vector<torch::Tensor> QatObserver::parameters() const {
   std::vector<torch::Tensor> out;
   for (const auto& layer : clips_)

@@ -345,7 +345,10 @@ TrainResult train_run(const TrainOptions& opt) {
                               "written after step {}. Expected finite gradients: lower train.lr", grad_norm, step + 1, lr, step));
     }
     optimizer.step();
-    if (clip_optimizer) clip_optimizer->step();
+    if (clip_optimizer) {
+      clip_optimizer->step();
+      qat->constrain_clips();
+    }
     phase[2] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_opt).count();
     ++step;
     result.final_train_loss = step_loss;

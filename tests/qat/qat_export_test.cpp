@@ -42,6 +42,29 @@ dynamic = false
                       "learned.toml");
 }
 
+TEST(QatObserver, CrossedOrNarrowClipsAreMovedApart) {
+  Llama model = small_model();
+  QatConfig qc;
+  qc.mode = "qat";
+  qc.clip_init_from = "fixed";
+  auto qat = std::make_shared<QatObserver>(model, qc);
+  auto clips = qat->named_clips();
+  clips["layers.0.o.alpha"] = torch::tensor({-0.002f});  // swapped by a step: alpha < beta
+  clips["layers.0.o.beta"] = torch::tensor({0.003f});
+  clips["layers.1.down.alpha"] = torch::tensor({0.5f});  // narrower than the minimum width
+  clips["layers.1.down.beta"] = torch::tensor({0.4997f});
+  qat->load_clips(clips);
+  EXPECT_EQ(qat->constrain_clips(), 2);
+  const auto after = qat->named_clips();
+  for (const char* slot : {"layers.0.o", "layers.1.down"}) {
+    const double a = after.at(std::string(slot) + ".alpha").item<double>(), b = after.at(std::string(slot) + ".beta").item<double>();
+    EXPECT_NEAR(a - b, QatObserver::kMinClipWidth, 1e-6) << slot;
+  }
+  EXPECT_NEAR(after.at("layers.0.o.alpha").item<double>() + after.at("layers.0.o.beta").item<double>(), 0.001, 1e-6);
+  EXPECT_FLOAT_EQ(after.at("layers.0.qkv.alpha").item<float>(), 4.0f);  // valid pairs are untouched
+  EXPECT_EQ(qat->constrain_clips(), 0);
+}
+
 TEST(QatExport, LearnedRangesReproduceTheQatForward) {
   for (int bits : {3, 4}) {
     Llama model = small_model();

@@ -32,6 +32,11 @@ class QatObserver : public Observer {
   /// {"model.layers.0.self_attn.q_proj": {"alpha": .., "beta": ..}, ...} for every quantized linear
   /// (in clamp mode the fixed clamp range, so a clamp-trained model can be quantized with it).
   nlohmann::json clips_json() const;
+  /// Keeps every clip pair a valid range after an optimizer step: where alpha - beta fell below
+  /// kMinClipWidth (a gradient step can even swap them on a narrow input), both move apart
+  /// symmetrically about their midpoint to that width. Returns how many pairs were changed.
+  int constrain_clips();
+  static constexpr double kMinClipWidth = 1e-3;
   /// Mean clip range over layers per quantized input type: {"qkv": [beta, alpha], ...}.
   nlohmann::json clip_summary() const;
 
