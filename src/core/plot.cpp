@@ -24,6 +24,17 @@ std::string quoted(const std::string& s) {
   return out + "'";
 }
 
+// The lines every plot starts with: PNG terminal and size, output file, title and axis labels
+// ("" = no label).
+std::string preamble(int width, int height, const fs::path& work, const std::string& title, const std::string& xlabel,
+                     const std::string& ylabel) {
+  std::string s = fmt::format("set terminal pngcairo noenhanced size {},{} font 'sans,11'\nset output {}\nset title {}\n",
+                              width, height, quoted((work / "plot.png").string()), quoted(title));
+  if (!xlabel.empty()) s += fmt::format("set xlabel {}\n", quoted(xlabel));
+  if (!ylabel.empty()) s += fmt::format("set ylabel {}\n", quoted(ylabel));
+  return s;
+}
+
 // Creates a scratch directory, runs gnuplot on `script` there and moves plot.png to `png_path`.
 void render(const std::function<std::string(const fs::path&)>& make_script, const std::string& png_path) {
   OUTQ_CHECK(program_on_path("gnuplot"), "gnuplot not found on PATH: it renders the PNG plots (install it with "
@@ -56,12 +67,11 @@ void plot_heatmap(const HeatMap& map, const std::string& png_path) {
           data += "\n";
         }
         write_file_atomic(work / "matrix.dat", data);
-        std::string script = fmt::format(
-            "set terminal pngcairo noenhanced size {},{} font 'sans,11'\nset output {}\nset title {}\nset xlabel {}\n"
-            "set ylabel {}\nset cblabel {}\nset palette defined (0 '#f7fbff', 1 '#6baed6', 2 '#08306b', 3 '#e31a1c')\n"
-            "set xrange [-0.5:{}]\nset yrange [-0.5:{}]\n",
-            map.width, map.height, quoted((work / "plot.png").string()), quoted(map.title), quoted(map.xlabel),
-            quoted(map.ylabel), quoted(map.cblabel), map.cols - 0.5, map.rows - 0.5);
+        std::string script =
+            preamble(map.width, map.height, work, map.title, map.xlabel, map.ylabel) +
+            fmt::format("set cblabel {}\nset palette defined (0 '#f7fbff', 1 '#6baed6', 2 '#08306b', 3 '#e31a1c')\n"
+                        "set xrange [-0.5:{}]\nset yrange [-0.5:{}]\n",
+                        quoted(map.cblabel), map.cols - 0.5, map.rows - 0.5);
         if (map.log_color) script += "set logscale cb\n";
         script += fmt::format("plot {} matrix with image notitle\n", quoted((work / "matrix.dat").string()));
         return script;
@@ -72,11 +82,8 @@ void plot_heatmap(const HeatMap& map, const std::string& png_path) {
 void plot_lines(const LinePlot& plot, const std::string& png_path) {
   render(
       [&](const fs::path& work) {
-        std::string script = fmt::format(
-            "set terminal pngcairo noenhanced size {},{} font 'sans,11'\nset output {}\nset title {}\nset xlabel {}\n"
-            "set ylabel {}\nset grid\nset key below\n",
-            plot.width, plot.height, quoted((work / "plot.png").string()), quoted(plot.title), quoted(plot.xlabel),
-            quoted(plot.ylabel));
+        std::string script =
+            preamble(plot.width, plot.height, work, plot.title, plot.xlabel, plot.ylabel) + "set grid\nset key below\n";
         if (plot.log_y) script += "set logscale y\n";
         std::vector<std::string> parts;
         for (size_t i = 0; i < plot.series.size(); ++i) {
@@ -113,11 +120,10 @@ void plot_bars(const BarPlot& plot, const std::string& png_path) {
           data += "\n";
         }
         write_file_atomic(work / "bars.dat", data);
-        std::string script = fmt::format(
-            "set terminal pngcairo noenhanced size {},{} font 'sans,11'\nset output {}\nset title {}\nset ylabel {}\n"
+        std::string script =
+            preamble(plot.width, plot.height, work, plot.title, "", plot.ylabel) +
             "set grid ytics\nset key top left\nset style data histograms\nset style histogram clustered gap 1\n"
-            "set style fill solid 0.85 border -1\nset boxwidth 0.9\nset xtics rotate by -30 scale 0\nset datafile missing '-'\n",
-            plot.width, plot.height, quoted((work / "plot.png").string()), quoted(plot.title), quoted(plot.ylabel));
+            "set style fill solid 0.85 border -1\nset boxwidth 0.9\nset xtics rotate by -30 scale 0\nset datafile missing '-'\n";
         if (plot.log_y) script += "set logscale y\n";
         script += "plot ";
         for (size_t i = 0; i < plot.series_names.size(); ++i)

@@ -57,7 +57,16 @@ std::string setup_section(const json& r) {
   t.add_row({"evaluation", fmt::format("test split, {} tokens per evaluation, windows of {}", format_count(s.at("test_tokens").get<long long>()),
                                        s.at("seq_len").get<long long>())});
   t.add_row({"machine", fmt::format("{} threads, integer kernels: {}", s.at("threads").get<int>(), s.at("isa").get<std::string>())});
-  return out + t.render_markdown();
+  out += t.render_markdown();
+  if (r.contains("config")) {
+    out += "\n<details><summary>Effective configuration (every key)</summary>\n\n```toml\n";
+    for (const auto& [section, keys] : r.at("config").items()) {
+      out += fmt::format("[{}]\n", section);
+      for (const auto& [key, value] : keys.items()) out += fmt::format("{} = {}\n", key, value.dump());
+    }
+    out += "```\n</details>\n";
+  }
+  return out;
 }
 
 std::string training_section(const json& r) {
