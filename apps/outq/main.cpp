@@ -53,8 +53,9 @@ const std::vector<Command>& commands() {
 
 namespace {
 
-std::string config_keys_help() {
-  OutqConfig defaults;
+// The keys with their defaults; for a command with a built-in config (study), its values.
+std::string config_keys_help(const std::string& default_toml) {
+  OutqConfig defaults = default_toml.empty() ? OutqConfig{} : config_load("", {}, default_toml);
   std::string out = "\nConfiguration keys (TOML [section] key = value, or --set section.key=value):\n";
   for (const auto& e : config_entries(defaults)) {
     out += fmt::format("  {:<28} {:<12} {}\n", e.key, e.value.to_string(), e.help);
@@ -78,7 +79,7 @@ int run(int argc, char** argv) {
         ->take_all();
     sub->add_flag("--json", common.json, "print results as JSON on stdout instead of a table");
     cmd.add_options(*sub);
-    sub->footer(fmt::format("\nExample:\n  {}\n{}", cmd.example, config_keys_help()));
+    sub->footer(fmt::format("\nExample:\n  {}\n{}", cmd.example, config_keys_help(cmd.default_config)));
     sub->callback([&chosen, &cmd] { chosen = &cmd; });
   }
   try {
