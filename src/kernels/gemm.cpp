@@ -157,7 +157,8 @@ void gemm(const GemmArguments& args, Isa isa) {
   OUTQ_CHECK(problem.empty(), "integer GEMM: ", problem);
   OUTQ_CHECK(isa_supported(isa), "integer GEMM: this CPU cannot run the ", isa_name(isa), " kernels");
   if (args.a->m == 0) return;
-  auto* fn = isa == Isa::kAvx512Vnni ? detail::gemm_blocks_avx512
+  auto* fn = isa == Isa::kAmxInt8      ? detail::gemm_blocks_amx
+             : isa == Isa::kAvx512Vnni ? detail::gemm_blocks_avx512
              : isa == Isa::kAvx2     ? detail::gemm_blocks_avx2
                                      : detail::gemm_blocks_ref;
   const int64_t blocks = args.w->blocks();

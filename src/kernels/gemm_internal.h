@@ -13,6 +13,9 @@ namespace outq::kernels::detail {
 void gemm_blocks_ref(const GemmArguments& args, int64_t b0, int64_t b1);
 void gemm_blocks_avx2(const GemmArguments& args, int64_t b0, int64_t b1);
 void gemm_blocks_avx512(const GemmArguments& args, int64_t b0, int64_t b1);
+/// AMX tiles when amx_applies (>= 16 rows, groups of whole 64-column chunks), else AVX-512.
+void gemm_blocks_amx(const GemmArguments& args, int64_t b0, int64_t b1);
+bool amx_applies(const GemmArguments& args);
 
 /// Quads [q0, q1) of input columns in group g (the last group runs to the padded end, whose
 /// codes are zero on both sides).

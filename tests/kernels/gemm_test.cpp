@@ -173,3 +173,37 @@ TEST(Gemm, BadInputs) {
 
 }  // namespace
 }  // namespace outq::kernels
+
+namespace outq::kernels {
+namespace {
+
+// Shapes the AMX path takes (>= 16 rows, groups of whole 64-column chunks: K a multiple of 64,
+// per channel or groups of 64 / 128), with row counts that leave partial 16- and 32-row tiles and
+// odd numbers of column blocks: every ISA equals the reference bit for bit.
+TEST(Gemm, TileShapesEqualTheReferenceOnEveryIsa) {
+  std::mt19937 rng(23);
+  int checked = 0;
+  for (const WeightCase wc : {WeightCase{8, false, 0}, WeightCase{8, true, 128}, WeightCase{4, false, 0}, WeightCase{4, true, 64}})
+    for (int64_t m : {16L, 17L, 33L, 70L})
+      for (int64_t k : {64L, 192L, 256L})
+        for (int64_t n : {17L, 40L, 130L}) {
+          if (wc.group > 0 && k % wc.group != 0) continue;
+          const Problem p = make_problem(m, n, k, wc, rng);
+          const PackedWeights w = pack_weights(p.codes.data(), n, k, wc.bits, wc.symmetric, wc.group, p.scale.data(), p.zero.data());
+          QuantizedActivations a;
+          quantize_activations(p.x.data(), m, k, k, {wc.bits == 4 ? 4 : 8, false, true, 1, 0}, w.group_size, &a);
+          std::vector<float> want(m * n);
+          gemm({&a, &w, p.bias.data(), want.data(), n}, Isa::kRef);
+          for (Isa isa : isa_available()) {
+            std::vector<float> got(m * n, -2.0f);
+            gemm({&a, &w, p.bias.data(), got.data(), n}, isa);
+            ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+                << isa_name(isa) << ": m " << m << " n " << n << " k " << k << " bits " << wc.bits << " group " << wc.group;
+          }
+          ++checked;
+        }
+  EXPECT_GT(checked, 100);
+}
+
+}  // namespace
+}  // namespace outq::kernels
