@@ -40,6 +40,18 @@ void Peak_Vnni(benchmark::State& state) {
 }
 BENCHMARK(Peak_Vnni)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
 
+void Peak_Amx(benchmark::State& state) {
+  if (!isa_supported(Isa::kAmxInt8)) return state.SkipWithError("no AMX int8");
+  const int threads = static_cast<int>(state.range(0));
+  const int64_t it = 1 << 16;
+  for (auto _ : state) {
+#pragma omp parallel num_threads(threads)
+    benchmark::DoNotOptimize(outq::bench::probe_amx(it));
+  }
+  set_rate(state, 4.0 * it * 16 * 16 * 64 * 2 * threads);  // 16 x 16 x 64 multiply-adds per instruction
+}
+BENCHMARK(Peak_Amx)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+
 void Peak_Fma(benchmark::State& state) {
   if (!isa_supported(Isa::kAvx512Vnni)) return state.SkipWithError("no AVX-512");
   const int threads = static_cast<int>(state.range(0));

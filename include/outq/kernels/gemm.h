@@ -15,12 +15,30 @@
 #pragma once
 
 #include <cstdint>
+#include <new>
 #include <string>
 #include <vector>
 
 #include "outq/kernels/isa.h"
 
 namespace outq::kernels {
+
+/// Allocator of 64-byte aligned storage: packed weight rows start on cache lines (and AMX tile
+/// rows, which load fastest from aligned addresses).
+template <class T>
+struct CacheAligned {
+  using value_type = T;
+  static constexpr std::align_val_t kAlign{64};
+  CacheAligned() = default;
+  template <class U>
+  CacheAligned(const CacheAligned<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
+  void deallocate(T* p, size_t) { ::operator delete(p, kAlign); }
+  template <class U>
+  bool operator==(const CacheAligned<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const CacheAligned<U>&) const { return false; }
+};
 
 /// Weights packed for the kernels: column blocks of 16 output channels; inside a block, for each
 /// quad of input columns, 16 x 4 bytes (channel-major) for int8, or for each octet of input
@@ -33,7 +51,7 @@ struct PackedWeights {
   int bits = 8;              ///< 8 or 4
   int64_t group_size = 0;    ///< input columns per group (K for per-channel quantization)
   int64_t k_padded = 0;      ///< K rounded up to 8 (zero codes in the padding)
-  std::vector<uint8_t> data;
+  std::vector<uint8_t, CacheAligned<uint8_t>> data;  ///< 64-byte aligned; blocks are whole lines when K % 64 == 0
   std::vector<float> scale;  ///< (groups, n_blocks * 16), group-major so 16 channels load at once: sw
   std::vector<int32_t> zero; ///< same shape: zw in the uint8 code space
   std::vector<int32_t> sum;  ///< same shape: Wc, the sum of (w' - zw) over the group
