@@ -98,7 +98,7 @@ TEST_F(QuantizeCli, BenchRunsEveryIsaAndTheRuntime) {
                            " --set model.hidden_size=32 --set model.intermediate_size=64 --set model.num_hidden_layers=2"
                            " --set model.num_attention_heads=2 --set model.num_key_value_heads=2 --set model.vocab_size=300"
                            " --set model.max_position_embeddings=64";
-  for (const char* isa : {"ref", "avx2", "avx512_vnni"}) {
+  for (const char* isa : {"ref", "avx2", "avx512_vnni", "amx_int8"}) {
     const auto r = test::run_shell(kOutq + args, {{"OUTQ_ISA", isa}, {"OUTQ_LOG", "quiet"}});
     if (r.exit_code != 0 && r.err.find("does not support") != std::string::npos) continue;  // CPU lacks it
     ASSERT_EQ(r.exit_code, 0) << isa << ": " << r.err;
@@ -110,10 +110,10 @@ TEST_F(QuantizeCli, BenchRunsEveryIsaAndTheRuntime) {
   }
   const auto bad = test::run_shell(kOutq + args, {{"OUTQ_ISA", "sse9"}});
   EXPECT_EQ(bad.exit_code, 1);
-  EXPECT_NE(bad.err.find("expected ref, avx2 or avx512_vnni"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("expected ref, avx2, avx512_vnni or amx_int8"), std::string::npos) << bad.err;
   const auto fmt_bad = test::run_shell(kOutq + args + " --formats w2a2", {});
   EXPECT_EQ(fmt_bad.exit_code, 1);
-  EXPECT_NE(fmt_bad.err.find("unknown format"), std::string::npos) << fmt_bad.err;
+  EXPECT_NE(fmt_bad.err.find("kernel format: expected w8a8, w4a8 or w4a4, found 'w2a2'"), std::string::npos) << fmt_bad.err;
 }
 
 TEST_F(QuantizeCli, SweepTableAndKlAgainstItself) {
