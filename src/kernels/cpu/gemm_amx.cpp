@@ -21,7 +21,7 @@ namespace {
 
 constexpr int kTileRows = 16;                         // rows of an activation tile
 constexpr int64_t kChunk = 64;                        // input columns per tile step (16 quads)
-constexpr int64_t kActivationBlockBytes = 512 << 10;  // activation rows kept in L2 per pass
+constexpr int64_t kActivationBlockBytes = 256 << 10;  // activation rows per pass (with this thread's weights, in L2)
 constexpr int64_t kDepthQuads = 128;                  // K step (512 columns): a weight tile pair stays in L1
 
 struct alignas(64) TileConfig {
