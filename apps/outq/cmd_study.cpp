@@ -5,6 +5,7 @@
 // study resumes (training from its last checkpoint).
 #include <fmt/format.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -50,6 +51,15 @@ json training_key(OutqConfig c, const std::string& data_dir) {
   c.study = StudyConfig{};
   return {{"version", kStudyVersion}, {"data", fs::path(data_dir).filename().string()},
           {"config", json::parse(config_json(config_entries(c)))}};
+}
+
+// A recipe entry as part of a stage name: a path's characters other than letters, digits, '.',
+// '-' and '_' become '_' (so "my recipes/x.toml" names one directory).
+std::string stage_label(const std::string& entry) {
+  std::string out = entry;
+  for (char& ch : out)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != '_') ch = '_';
+  return out;
 }
 
 double train_estimate(const OutqConfig& c) {
@@ -115,16 +125,16 @@ json assemble_report(const OutqConfig& config, const std::vector<ModelPlan>& mod
     e.update({{"model", m.id}, {"recipe", "float"}});
     r["evals"].push_back(e);
     for (const auto& entry : sc.recipes) {
-      json x = results.at("eval-" + m.id + "-" + entry);
+      json x = results.at("eval-" + m.id + "-" + stage_label(entry));
       x.update({{"model", m.id}, {"recipe", entry}});
       r["evals"].push_back(x);
     }
     for (const auto& entry : sc.runtime_recipes) {
-      const auto it = results.find("runtime-" + m.id + "-" + entry);
+      const auto it = results.find("runtime-" + m.id + "-" + stage_label(entry));
       if (it == results.end()) continue;
       json x = it->second;
       x.update({{"model", m.id}, {"recipe", entry},
-                {"simulated_perplexity", results.at("eval-" + m.id + "-" + entry).at("perplexity")}});
+                {"simulated_perplexity", results.at("eval-" + m.id + "-" + stage_label(entry)).at("perplexity")}});
       r["runtime"].push_back(x);
     }
   }
@@ -168,7 +178,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
   std::map<std::string, json> results;
   auto model_dir = [&](const ModelPlan& m) { return (m.train.dir / "model").string(); };
   for (const auto& m : models)
-    plan.push_back({m.train, train_estimate(m.config), [&config, m] { return study_train(m.config, m.train.dir.string()); }});
+    plan.push_back({m.train, train_estimate(m.config), [m] { return study_train(m.config, m.train.dir.string()); }});
   for (const auto& m : models) {
     const Stage s = cache.stage("analyze-" + m.id, {{"train", m.train.hash}, {"tokens", sc.analyze_tokens}});
     plan.push_back({s, 20.0, [&, m, s] {
@@ -185,7 +195,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
       const bool gptq = recipe.algorithm == WeightAlgorithm::kGptq;
       const Recipe* rp = &recipe;
       const bool applicable = m.id == "qat" || !recipe_needs_learned(recipe);
-      plan.push_back({cache.stage("eval-" + m.id + "-" + entry, key), applicable ? (gptq ? 35.0 : 15.0) : 0.0,
+      plan.push_back({cache.stage("eval-" + m.id + "-" + stage_label(entry), key), applicable ? (gptq ? 35.0 : 15.0) : 0.0,
                       [&, m, rp, applicable] {
                         if (!applicable) return json{{"skipped", "needs learned clip ranges (QAT models only)"}};
                         return study_eval(model_dir(m), rp, data_dir, config, eval_tokens);
@@ -200,7 +210,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
       json key = {{"train", m.train.hash}, {"tokens", eval_tokens}, {"recipe", rp->source_text},
                   {"prefill", sc.runtime_prefill}, {"decode", sc.runtime_decode}, {"threads", sc.threads},
                   {"isa", kernels::isa_name(kernels::isa_active())}, {"version", kStudyVersion}};
-      plan.push_back({cache.stage("runtime-" + m.id + "-" + entry, key), 40.0,
+      plan.push_back({cache.stage("runtime-" + m.id + "-" + stage_label(entry), key), 40.0,
                       [&, m, rp] { return study_runtime(model_dir(m), *rp, data_dir, config, eval_tokens); }});
     }
   {

@@ -10,6 +10,13 @@ namespace outq {
 void StudyConfig::validate() const {
   OUTQ_CHECK(!out.empty(), "study.out: expected a directory, found an empty string");
   OUTQ_CHECK(!recipes.empty(), "study.recipes: expected at least one recipe, found an empty list");
+  for (size_t i = 0; i < recipes.size(); ++i) {
+    OUTQ_CHECK(recipes[i] != "float", "study.recipes: \"float\" is the unquantized evaluation every study runs; expected "
+               "recipe names or paths");
+    OUTQ_CHECK(std::find(recipes.begin(), recipes.begin() + static_cast<std::ptrdiff_t>(i), recipes[i]) ==
+                   recipes.begin() + static_cast<std::ptrdiff_t>(i),
+               "study.recipes: \"", recipes[i], "\" is listed twice");
+  }
   auto listed = [&](const std::string& r) { return std::find(recipes.begin(), recipes.end(), r) != recipes.end(); };
   OUTQ_CHECK(listed(headline_baseline), "study.headline_baseline: expected one of study.recipes, found \"",
              headline_baseline, "\"");

@@ -173,6 +173,9 @@ TEST_F(StudyCli, BadSettingsAreClearErrors) {
             " --set study.headline_qat=w4a4-tensor-gptq");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("\"no-such-recipe\" is neither a recipe file nor a built-in recipe"), std::string::npos) << r.err;
+  r = study("--set 'study.recipes=[\"w4a4-tensor-gptq\", \"w4a4-learned-gptq\", \"w4a4-tensor-gptq\"]'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("\"w4a4-tensor-gptq\" is listed twice"), std::string::npos) << r.err;
   r = study("--set qat.mode=float");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("expected qat or qat+kurtosis"), std::string::npos) << r.err;
