@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../gemm_internal.h"
+#include "avx512_common.h"
 
 namespace outq::kernels::detail {
 namespace {
@@ -102,10 +103,8 @@ void group_epilogue(const GemmArguments& args, int64_t m0, int64_t rows, int64_t
     const __m512i zw = _mm512_loadu_si512(pw.zero.data() + i);
     const __m512 wc = _mm512_cvtepi32_ps(_mm512_loadu_si512(pw.sum.data() + i));
     for (int64_t r = 0; r < rows; ++r) {
-      const __m512i acc = _mm512_load_si512(d + r * 32 + 16 * j);
-      const __m512i corr =
-          _mm512_sub_epi32(acc, _mm512_mullo_epi32(zw, _mm512_set1_epi32(qa.group_sum[(m0 + r) * groups + g])));
-      const __m512 t = _mm512_fmadd_ps(_mm512_set1_ps(-qa.zero[m0 + r]), wc, _mm512_cvtepi32_ps(corr));
+      const __m512 t = group_term(_mm512_load_si512(d + r * 32 + 16 * j), zw, wc, qa.group_sum[(m0 + r) * groups + g],
+                                  qa.zero[m0 + r]);
       float* fr = f + r * 32 + 16 * j;
       _mm512_store_ps(fr, _mm512_fmadd_ps(sw, t, g == 0 ? _mm512_setzero_ps() : _mm512_load_ps(fr)));
     }
@@ -158,15 +157,6 @@ void column_pair(const GemmArguments& args, int64_t r0, int64_t rows, const int8
     group_epilogue<NB>(args, r0, rows, b, g, d, f);
   }
   store_rows<NB>(args, r0, rows, b, f);
-}
-
-void unpack_w4(const uint8_t* src, int64_t octets, uint8_t* dst) {
-  const __m512i mask = _mm512_set1_epi8(0x0F);
-  for (int64_t o = 0; o < octets; ++o) {
-    const __m512i v = _mm512_loadu_si512(src + 64 * o);
-    _mm512_storeu_si512(dst + 128 * o, _mm512_and_si512(v, mask));
-    _mm512_storeu_si512(dst + 128 * o + 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
-  }
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../gemm_internal.h"
+#include "avx512_common.h"
 
 namespace outq::kernels::detail {
 namespace {
@@ -96,9 +97,7 @@ void tile(const GemmArguments& args, int64_t m0, int64_t b, const uint8_t* const
       const __m512i zw = _mm512_loadu_si512(pw.zero.data() + i);
       const __m512 wc = _mm512_cvtepi32_ps(_mm512_loadu_si512(pw.sum.data() + i));
       for (int r = 0; r < R; ++r) {
-        const __m512i corr =
-            _mm512_sub_epi32(acc[r][j], _mm512_mullo_epi32(zw, _mm512_set1_epi32(a.group_sum[(m0 + r) * groups + g])));
-        const __m512 t = _mm512_fmadd_ps(_mm512_set1_ps(-a.zero[m0 + r]), wc, _mm512_cvtepi32_ps(corr));
+        const __m512 t = group_term(acc[r][j], zw, wc, a.group_sum[(m0 + r) * groups + g], a.zero[m0 + r]);
         facc[r][j] = _mm512_fmadd_ps(sw, t, facc[r][j]);
       }
     }
@@ -142,16 +141,6 @@ void pack_rows(const QuantizedActivations& a, int64_t m_begin, int64_t m_end, in
     int8_t* dst = out + (t0 - m_begin) * a.k_padded;
     for (int64_t q = 0; q < quads; ++q)
       for (int64_t r = 0; r < R; ++r) __builtin_memcpy(dst + 4 * (q * R + r), src + r * a.k_padded + 4 * q, 4);
-  }
-}
-
-// One packed int4 column block into the int8 layout (two quads per octet).
-void unpack_w4(const uint8_t* src, int64_t octets, uint8_t* dst) {
-  const __m512i mask = _mm512_set1_epi8(0x0F);
-  for (int64_t o = 0; o < octets; ++o) {
-    const __m512i v = _mm512_loadu_si512(src + 64 * o);
-    _mm512_storeu_si512(dst + 128 * o, _mm512_and_si512(v, mask));
-    _mm512_storeu_si512(dst + 128 * o + 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
   }
 }
 
