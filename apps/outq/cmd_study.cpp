@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <optional>
 
 #include "command.h"
 #include "model_source.h"
@@ -79,7 +80,7 @@ void copy_plot(json& report, const fs::path& out, const std::string& from, const
   report["plots"][name] = rel;
 }
 
-json assemble_report(const OutqConfig& config, const std::vector<ModelPlan>& models,
+json assemble_report(OutqConfig& config, const std::vector<ModelPlan>& models,
                      const std::map<std::string, json>& results, const std::string& data_dir,
                      const json& stage_times, const std::string& config_source) {
   const StudyConfig& sc = config.study;
@@ -92,12 +93,9 @@ json assemble_report(const OutqConfig& config, const std::vector<ModelPlan>& mod
                 {"runtime_recipes", sc.runtime_recipes}, {"eval_tokens", sc.eval_tokens},
                 {"analyze_tokens", sc.analyze_tokens}, {"runtime_prefill", sc.runtime_prefill},
                 {"runtime_decode", sc.runtime_decode}};
-  r["config"] = json::parse(config_json(config_entries(const_cast<OutqConfig&>(config))));
-  Llama shape(config.model);
-  int64_t params = 0;
-  for (const auto& p : shape->parameters()) params += p.numel();
+  r["config"] = json::parse(config_json(config_entries(config)));
   const ModelConfig& mc = config.model;
-  r["setup"] = {{"parameters", params}, {"hidden_size", mc.hidden_size}, {"layers", mc.num_hidden_layers},
+  r["setup"] = {{"parameters", config.model.parameter_count()}, {"hidden_size", mc.hidden_size}, {"layers", mc.num_hidden_layers},
                 {"heads", mc.num_attention_heads}, {"intermediate_size", mc.intermediate_size},
                 {"vocab_size", mc.vocab_size}, {"corpus", config.data.corpus + " (" + fs::path(data_dir).filename().string() + ")"},
                 {"steps", config.train.steps}, {"tokens_per_step", config.train.batch_size * config.train.seq_len},
@@ -194,7 +192,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
       key["recipe"] = recipe.source_text;
       const bool gptq = recipe.algorithm == WeightAlgorithm::kGptq;
       const Recipe* rp = &recipe;
-      const bool applicable = m.id == "qat" || !recipe_needs_learned(recipe);
+      const bool applicable = m.id == "qat" || !recipe.needs_learned_ranges();
       plan.push_back({cache.stage("eval-" + m.id + "-" + stage_label(entry), key), applicable ? (gptq ? 35.0 : 15.0) : 0.0,
                       [&, m, rp, applicable] {
                         if (!applicable) return json{{"skipped", "needs learned clip ranges (QAT models only)"}};
@@ -206,7 +204,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
     for (const auto& entry : sc.runtime_recipes) {
       const auto it = std::find_if(recipes.begin(), recipes.end(), [&](const auto& r) { return r.first == entry; });
       const Recipe* rp = &it->second;
-      if (m.id != "qat" && recipe_needs_learned(*rp)) continue;
+      if (m.id != "qat" && rp->needs_learned_ranges()) continue;
       json key = {{"train", m.train.hash}, {"tokens", eval_tokens}, {"recipe", rp->source_text},
                   {"prefill", sc.runtime_prefill}, {"decode", sc.runtime_decode}, {"threads", sc.threads},
                   {"isa", kernels::isa_name(kernels::isa_active())}, {"version", kStudyVersion}};
@@ -219,15 +217,20 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
     plan.push_back({cache.stage("kernels", key), 45.0, [&] { return study_kernels(config); }});
   }
 
+  // Each stage's record is read once: it decides the progress view and supplies the result.
   StudyProgress progress;
-  for (const auto& p : plan) progress.add(p.stage.name, p.estimate, cache.result(p.stage).has_value());
+  std::vector<std::optional<json>> cached;
+  for (const auto& p : plan) {
+    cached.push_back(cache.result(p.stage));
+    progress.add(p.stage.name, p.estimate, cached.back().has_value());
+  }
   json stage_times = json::array();
   for (size_t i = 0; i < plan.size(); ++i) {
     const Planned& p = plan[i];
     progress.begin(i);
     json result;
-    if (auto cached = cache.result(p.stage)) {
-      result = *cached;
+    if (cached[i]) {
+      result = std::move(*cached[i]);
     } else {
       const auto t0 = std::chrono::steady_clock::now();
       try {

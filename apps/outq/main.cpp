@@ -79,7 +79,8 @@ int run(int argc, char** argv) {
         ->take_all();
     sub->add_flag("--json", common.json, "print results as JSON on stdout instead of a table");
     cmd.add_options(*sub);
-    sub->footer(fmt::format("\nExample:\n  {}\n{}", cmd.example, config_keys_help(cmd.default_config)));
+    // Built only when help is shown (the study's lists the built-in config, parsed for it).
+    sub->footer([&cmd] { return fmt::format("\nExample:\n  {}\n{}", cmd.example, config_keys_help(cmd.default_config)); });
     sub->callback([&chosen, &cmd] { chosen = &cmd; });
   }
   try {

@@ -87,12 +87,6 @@ Recipe study_recipe(const std::string& entry) {
   throw Error(fmt::format("study.recipes: \"{}\" is neither a recipe file nor a built-in recipe (built-in: {})", entry, names));
 }
 
-bool recipe_needs_learned(const Recipe& recipe) {
-  if (recipe.activations.range == RangeMethod::kLearned) return true;
-  return std::any_of(recipe.overrides.begin(), recipe.overrides.end(),
-                     [](const ModuleOverride& o) { return o.has_activations && o.activations.range == RangeMethod::kLearned; });
-}
-
 json study_train(OutqConfig config, const std::string& run_dir) {
   config.train.run_dir = run_dir;
   const bool resume = train_has_checkpoint(run_dir);
@@ -162,7 +156,6 @@ json study_analyze(const std::string& model_dir, const std::string& run_dir, con
 
 json study_eval(const std::string& model_dir, const Recipe* recipe, const std::string& data_dir, OutqConfig& config,
                 int64_t max_tokens) {
-  LoadedModel reference = load_model_dir(model_dir);
   LoadedModel lm = load_model_dir(model_dir);
   const TokenShard shard = open_eval_shard(data_dir, "test", *lm.tokenizer, model_dir);
   json out = json::object();
@@ -174,6 +167,7 @@ json study_eval(const std::string& model_dir, const Recipe* recipe, const std::s
                 {"a_bits", recipe->activations.enabled() ? recipe->activations.bits : 16},
                 {"a_granularity", granularity_name(recipe->activations.granularity)},
                 {"a_dynamic", recipe->activations.dynamic}});
+    LoadedModel reference = load_model_dir(model_dir);  // the same model unquantized, for KL / top-1
     out.update(eval_json(evaluate_perplexity(lm.model, shard, eval_options(lm, max_tokens), &reference.model)));
   } else {
     out.update({{"weights", "off"}, {"activations", "off"}, {"label", "W16A16"}, {"w_bits", 16}, {"a_bits", 16}});

@@ -15,8 +15,6 @@ namespace outq::app {
 std::vector<std::string> builtin_recipe_names();
 /// A study recipe entry: a .toml path if that file exists, else a built-in recipe name.
 Recipe study_recipe(const std::string& entry);
-/// Whether `recipe` needs the learned clip ranges only QAT models have.
-bool recipe_needs_learned(const Recipe& recipe);
 
 /// Trains (or resumes) `config` in run_dir; result: steps, losses, speed, the validation curve.
 /// A run stopped by a signal throws StudyInterrupted after its checkpoint is written.

@@ -119,6 +119,14 @@ bool Recipe::needs_calibration() const {
   return false;
 }
 
+bool Recipe::needs_learned_ranges() const {
+  auto learned = [](const QuantSpec& s) { return s.enabled() && s.range == RangeMethod::kLearned; };
+  if (learned(activations)) return true;
+  for (const auto& o : overrides)
+    if (o.has_activations && learned(o.activations)) return true;
+  return false;
+}
+
 std::string Recipe::label() const {
   return fmt::format("W{}A{}", weights.bits, activations.bits);
 }

@@ -121,11 +121,8 @@ std::string results_section(const json& r) {
     for (const auto& m : models) {
       const std::string id = m.at("id");
       const json* e = find_eval(r, id, recipe);
-      if (e == nullptr) {
-        std::string why = "n/a";
-        for (const auto& x : r.at("evals"))
-          if (x.at("model") == id && x.at("recipe") == recipe && x.contains("skipped")) why = "n/a";
-        cells.insert(cells.end(), {why, "", "", ""});
+      if (e == nullptr) {  // skipped: the recipe does not apply to this model
+        cells.insert(cells.end(), {"n/a", "", "", ""});
         continue;
       }
       cells[1] = e->at("weights").get<std::string>();

@@ -57,6 +57,8 @@ struct Recipe {
   QuantSpec activation_spec(const std::string& module) const;
   /// True if any activation quantizer is static (needs calibration ranges).
   bool needs_calibration() const;
+  /// True if any activation quantizer uses learned ranges (a QAT model's clips.json).
+  bool needs_learned_ranges() const;
   /// "W4A4" style label from the default specs.
   std::string label() const;
 };
