@@ -21,6 +21,7 @@ void QatConfig::validate() const {
   OUTQ_CHECK(clip_lr_scale >= 0, "qat.clip_lr_scale: expected >= 0, found ", clip_lr_scale);
   OUTQ_CHECK(clip_init_from == "fixed" || clip_init_from == "first_batch",
              "qat.clip_init_from: expected \"fixed\" or \"first_batch\", found \"", clip_init_from, "\"");
+  OUTQ_CHECK(start_step >= 0, "qat.start_step: expected >= 0, found ", start_step);
   OUTQ_CHECK(!inputs.empty(), "qat.inputs: expected at least one of qkv, o, gate_up, down, found an empty list");
   for (size_t i = 0; i < inputs.size(); ++i) {
     OUTQ_CHECK(std::find(std::begin(kInputNames), std::end(kInputNames), inputs[i]) != std::end(kInputNames),
@@ -31,8 +32,8 @@ void QatConfig::validate() const {
   }
   const QatConfig defaults;
   if (!quantizes() && (bits != defaults.bits || clip_init != defaults.clip_init || clip_lr_scale != defaults.clip_lr_scale ||
-                       clip_init_from != defaults.clip_init_from)) {
-    log_warn("qat.bits / qat.clip_init / qat.clip_init_from / qat.clip_lr_scale have no effect in mode \"{}\" (only qat modes learn clips)", mode);
+                       clip_init_from != defaults.clip_init_from || start_step != defaults.start_step)) {
+    log_warn("qat.bits / qat.clip_init / qat.clip_init_from / qat.clip_lr_scale / qat.start_step have no effect in mode \"{}\" (only qat modes learn clips)", mode);
   }
   if (!penalizes() && (kurtosis_lambda != defaults.kurtosis_lambda || kurtosis_reduction != defaults.kurtosis_reduction)) {
     log_warn("qat.kurtosis_lambda / qat.kurtosis_reduction have no effect in mode \"{}\"", mode);

@@ -46,7 +46,7 @@ torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::T
   const int s = slot(point);
   if (s < 0) return x;
   if (point.kind == PointKind::kLinearInput) {
-    if (config_.quantizes()) {
+    if (quantizing()) {
       // q/k/v (and gate/up) see the same input tensor: quantize it once and share the result, so
       // the three linears feed one quantizer node (gradients add up exactly as for a fused GEMM).
       if (x.unsafeGetTensorImpl() == last_input_.get() && x.sizes() == last_output_.sizes()) return last_output_;
@@ -56,6 +56,7 @@ torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::T
       last_input_ = x.getIntrusivePtr();
       return last_output_;
     }
+    if (config_.quantizes()) return x;  // before qat.start_step
     if (config_.clamps()) return x.clamp(-config_.clamp_value, config_.clamp_value);
     return x;
   }
@@ -65,6 +66,15 @@ torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::T
     penalty_ = penalty_.defined() ? penalty_ + k : k;
   }
   return x;
+}
+
+void QatObserver::set_step(int64_t step) {
+  quantizing_ = step >= config_.start_step;
+  // Up to and including the first quantized step the clips are (re)set from the batch, whatever a
+  // resumed checkpoint held; after it they are learned values.
+  if (step > config_.start_step || config_.clip_init_from != "first_batch") return;
+  for (auto& layer : clips_)
+    for (auto& c : layer) c.initialized = false;
 }
 
 int QatObserver::constrain_clips() {

@@ -202,6 +202,8 @@ TrainResult train_run(const TrainOptions& opt) {
   std::shared_ptr<QatObserver> qat;
   std::unique_ptr<torch::optim::AdamW> clip_optimizer;
   if (opt.qat.active()) {
+    OUTQ_CHECK(!opt.qat.quantizes() || opt.qat.start_step < tc.steps, "qat.start_step: expected less than train.steps (",
+               tc.steps, "), found ", opt.qat.start_step);
     qat = std::make_shared<QatObserver>(model, opt.qat);
     model->observers().attach(qat);
     if (opt.qat.quantizes()) {
@@ -303,6 +305,7 @@ TrainResult train_run(const TrainOptions& opt) {
   auto interval_start = std::chrono::steady_clock::now();
   while (step < tc.steps) {
     const double lr = tc.lr_at(step);
+    if (qat) qat->set_step(step);
     for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     for (auto& p : params) p.mutable_grad().reset();  // set to none: the first backward writes, no zero fill
     if (clip_optimizer) {
@@ -364,7 +367,7 @@ TrainResult train_run(const TrainOptions& opt) {
       metrics.write({{"type", "train"}, {"step", step}, {"loss", step_loss}, {"loss_avg", interval_loss / interval_steps},
                      {"lr", lr}, {"grad_norm", grad_norm}, {"tokens", step * tokens_per_step},
                      {"tokens_per_s", tps}, {"elapsed_s", elapsed_now()}, {"eta_s", eta},
-                     {"kurtosis_penalty", step_penalty}, {"clips", qat ? qat->clip_summary() : nlohmann::json::object()}});
+                     {"kurtosis_penalty", step_penalty}, {"clips", qat && qat->quantizing() ? qat->clip_summary() : nlohmann::json::object()}});
       log_info("step {}/{}  loss {:.4f}  lr {:.2e}  gnorm {:.3f}  {:.0f} tok/s  elapsed {}  ETA {}", step, tc.steps,
                interval_loss / interval_steps, lr, grad_norm, tps, format_duration(elapsed_now()), format_duration(eta));
       interval_loss = 0;

@@ -65,6 +65,31 @@ TEST(QatObserver, CrossedOrNarrowClipsAreMovedApart) {
   EXPECT_EQ(qat->constrain_clips(), 0);
 }
 
+TEST(QatObserver, QuantizationStartsAtStartStepWithClipsFromThatBatch) {
+  Llama model = small_model();
+  QatConfig qc;
+  qc.mode = "qat";
+  qc.start_step = 3;
+  auto qat = std::make_shared<QatObserver>(model, qc);
+  ObservationPoint down;
+  down.module = "model.layers.1.mlp.down_proj";
+  down.layer = 1;
+  const auto x = torch::randn({2, 5, 40}) * 3;
+  qat->set_step(2);  // float before the start: the input passes through unchanged
+  EXPECT_FALSE(qat->quantizing());
+  EXPECT_TRUE(torch::equal(qat->observe(down, x), x));
+  auto loaded = qat->named_clips();  // a resume before the start keeps the clips unset
+  qat->load_clips(loaded);
+  qat->set_step(3);
+  EXPECT_TRUE(qat->quantizing());
+  const auto y = qat->observe(down, x);
+  const auto clips = qat->named_clips();
+  EXPECT_FLOAT_EQ(clips.at("layers.1.down.alpha").item<float>(), x.max().item<float>());  // this batch's range
+  EXPECT_FLOAT_EQ(clips.at("layers.1.down.beta").item<float>(), x.min().item<float>());
+  EXPECT_FALSE(torch::equal(y, x));
+  EXPECT_LE(std::get<0>(at::_unique(y)).numel(), 16);  // on the 4-bit grid
+}
+
 TEST(QatExport, LearnedRangesReproduceTheQatForward) {
   for (int bits : {3, 4}) {
     Llama model = small_model();

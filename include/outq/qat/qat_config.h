@@ -6,6 +6,7 @@
 //   qat+kurtosis  both (the paper's method)
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,7 @@ struct QatConfig {
   double clip_lr_scale = 1.0;
   std::string clip_init_from = "first_batch";
   std::vector<std::string> inputs = {"qkv", "o", "gate_up", "down"};
+  int64_t start_step = 0;
 
   template <class V>
   void visit(V& v) {
@@ -36,6 +38,8 @@ struct QatConfig {
     v("clip_init_from", clip_init_from,
       "first_batch (the min and max of each input in the first training batch) | fixed (+-clip_init)");
     v("inputs", inputs, "the quantized linear inputs per block: any of qkv, o, gate_up, down");
+    v("start_step", start_step,
+      "training step at which fake quantization starts (float before it; first_batch clips come from that step's batch)");
   }
   /// Impossible settings are errors; settings the mode ignores are warnings.
   void validate() const;

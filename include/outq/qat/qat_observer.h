@@ -37,6 +37,12 @@ class QatObserver : public Observer {
   /// symmetrically about their midpoint to that width. Returns how many pairs were changed.
   int constrain_clips();
   static constexpr double kMinClipWidth = 1e-3;
+  /// Tells the observer the training step about to run: quantization is off (inputs pass through
+  /// in float) before qat.start_step. Up to and including that step the clips are unset, to be set
+  /// from the first quantized batch (clip_init_from = first_batch), also after a resume.
+  void set_step(int64_t step);
+  /// Whether the fake quantizers are on (always outside training unless set_step said otherwise).
+  bool quantizing() const { return config_.quantizes() && quantizing_; }
   /// Mean clip range over layers per quantized input type: {"qkv": [beta, alpha], ...}.
   nlohmann::json clip_summary() const;
 
@@ -53,6 +59,7 @@ class QatObserver : public Observer {
   c10::intrusive_ptr<c10::TensorImpl> last_input_;  ///< the input quantized last (kept alive so its
   torch::Tensor last_output_;                       ///< address cannot be reused by another tensor)
   int64_t penalty_tokens_ = 0;
+  bool quantizing_ = true;
 };
 
 }  // namespace outq
