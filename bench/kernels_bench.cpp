@@ -85,7 +85,7 @@ struct Operands {
   PackedWeights w;
   QuantizedActivations a;
   ActivationFormat format;
-  std::vector<float> y;
+  std::vector<float, CacheAligned<float>> y;  // 64-byte aligned like the outputs of LibTorch and oneDNN
 };
 
 Operands make_operands(int64_t m, int64_t n, int64_t k, int wbits, int abits) {

@@ -162,6 +162,19 @@ void gemm(const GemmArguments& args, Isa isa) {
              : isa == Isa::kAvx2     ? detail::gemm_blocks_avx2
                                      : detail::gemm_blocks_ref;
   const int64_t blocks = args.w->blocks();
+  const int64_t m = args.a->m;
+  if (isa == Isa::kAmxInt8 && detail::amx_applies(args) && args.w->bits == 8 && m >= 64) {
+    // AMX with int8 weights (read in place): row tiles split over the team, so each thread packs
+    // only its own activation rows. int4 weights keep the column split below: each thread unpacks
+    // only its own columns.
+#pragma omp parallel
+    {
+      const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads(), tiles = (m + 15) / 16;
+      const int64_t r0 = std::min(m, tiles * t / nt * 16), r1 = std::min(m, tiles * (t + 1) / nt * 16);
+      if (r0 < r1) detail::gemm_rows_amx(args, r0, r1);
+    }
+    return;
+  }
   // Column blocks split evenly over the team; one thread when there is too little work.
   const bool parallel = blocks > 1 && args.a->m * args.w->n * args.w->k >= (int64_t{1} << 18);
 #pragma omp parallel if (parallel)

@@ -16,6 +16,8 @@ void gemm_blocks_avx512(const GemmArguments& args, int64_t b0, int64_t b1);
 /// AMX tiles when amx_applies (>= 16 rows, groups of whole 64-column chunks), else AVX-512.
 void gemm_blocks_amx(const GemmArguments& args, int64_t b0, int64_t b1);
 bool amx_applies(const GemmArguments& args);
+/// AMX on rows [r0, r1) (a multiple of 16 apart unless r1 = m) and every column block.
+void gemm_rows_amx(const GemmArguments& args, int64_t r0, int64_t r1);
 
 /// Quads [q0, q1) of input columns in group g (the last group runs to the padded end, whose
 /// codes are zero on both sides).

@@ -86,7 +86,7 @@ struct ActivationFormat {
 /// and per-row group sums of the codes for the weight groups (`group_size`).
 struct QuantizedActivations {
   int64_t m = 0, k = 0, k_padded = 0, group_size = 0;
-  std::vector<int8_t> codes;
+  std::vector<int8_t, CacheAligned<int8_t>> codes;  ///< 64-byte aligned rows when k_padded % 64 == 0
   std::vector<float> scale;      ///< sx per row
   std::vector<float> zero;       ///< za per row (fractional only for static learned zero points)
   std::vector<int32_t> group_sum;///< (m, groups)

@@ -166,11 +166,12 @@ bool amx_applies(const GemmArguments& args) {
   return args.a->m >= kTileRows && pw.k_padded % kChunk == 0 && (pw.groups() == 1 || pw.group_size % kChunk == 0);
 }
 
-void gemm_blocks_amx(const GemmArguments& args, int64_t b0, int64_t b1) {
-  if (!amx_applies(args)) return gemm_blocks_avx512(args, b0, b1);
+namespace {
+// Rows [m_begin, m_end) x column blocks [b0, b1).
+void amx_part(const GemmArguments& args, int64_t m_begin, int64_t m, int64_t b0, int64_t b1) {
   const QuantizedActivations& qa = *args.a;
   const PackedWeights& pw = *args.w;
-  const int64_t m = qa.m, kp = pw.k_padded;
+  const int64_t kp = pw.k_padded;
   const int64_t block_elems = PackedWeights::kBlock * kp;
   thread_local std::vector<uint8_t> wcopy;
   thread_local std::vector<int8_t> apack;
@@ -193,7 +194,7 @@ void gemm_blocks_amx(const GemmArguments& args, int64_t b0, int64_t b1) {
   fbuf.resize(row_block * 32 + 16);
   int32_t* d = dbuf.data() + (16 - reinterpret_cast<uintptr_t>(dbuf.data()) / 4 % 16) % 16;
   float* f = fbuf.data() + (16 - reinterpret_cast<uintptr_t>(fbuf.data()) / 4 % 16) % 16;
-  for (int64_t r0 = 0; r0 < m; r0 += row_block) {
+  for (int64_t r0 = m_begin; r0 < m; r0 += row_block) {
     const int64_t r1 = std::min(m, r0 + row_block);
     const int64_t tiles = (r1 - r0 + kTileRows - 1) / kTileRows;
     apack.resize((tiles + 1) * tile_bytes + 64);  // + one zero tile: the partner of an odd last tile
@@ -210,5 +211,13 @@ void gemm_blocks_amx(const GemmArguments& args, int64_t b0, int64_t b1) {
   }
   _tile_release();
 }
+}  // namespace
+
+void gemm_blocks_amx(const GemmArguments& args, int64_t b0, int64_t b1) {
+  if (!amx_applies(args)) return gemm_blocks_avx512(args, b0, b1);
+  amx_part(args, 0, args.a->m, b0, b1);
+}
+
+void gemm_rows_amx(const GemmArguments& args, int64_t r0, int64_t r1) { amx_part(args, r0, r1, 0, args.w->blocks()); }
 
 }  // namespace outq::kernels::detail
