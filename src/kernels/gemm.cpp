@@ -163,10 +163,8 @@ void gemm(const GemmArguments& args, Isa isa) {
                                      : detail::gemm_blocks_ref;
   const int64_t blocks = args.w->blocks();
   const int64_t m = args.a->m;
-  if (isa == Isa::kAmxInt8 && detail::amx_applies(args) && args.w->bits == 8 && m >= 64) {
-    // AMX with int8 weights (read in place): row tiles split over the team, so each thread packs
-    // only its own activation rows. int4 weights keep the column split below: each thread unpacks
-    // only its own columns.
+  if (isa == Isa::kAmxInt8 && detail::amx_applies(args) && m >= 64) {
+    // AMX: row tiles split over the team, so each thread packs only its own activation rows.
 #pragma omp parallel
     {
       const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads(), tiles = (m + 15) / 16;

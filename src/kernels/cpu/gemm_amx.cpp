@@ -2,10 +2,11 @@
 // (tdpbsud), four int32 accumulator tiles per 32 x 32 output tile, the same group epilogue as the
 // other paths in AVX-512 float FMAs (see gemm.h), so the results equal them bit for bit. The
 // packed weight layout already is the tile layout (per quad of input columns, 16 channels x 4
-// bytes, 64-byte aligned), so int8 weight tiles load in place; int4 weights are unpacked once per
-// call. Loop order: row block (activations in L2, packed tile by tile) -> column pair -> group
+// bytes, 64-byte aligned), so int8 weight tiles load in place; int4 weights are unpacked per K
+// step into an L1 buffer (reading half the bytes of int8 from memory). Loop order: row block (activations in L2, packed tile by tile) -> column pair -> group
 // -> K step of 512 columns (the column pair's weights stay in L1) -> row tile pairs, with the
-// int32 sums parked in memory between K steps.
+// int32 sums parked in memory between K steps. Each row pair's epilogue runs right after its last
+// K step, behind the next pair's tile products, so the vector work overlaps the tile unit's.
 // Used when the groups are whole 64-column chunks and there are at least 16 rows; otherwise the
 // AVX-512 VNNI path runs. Compiled with -mamx-tile/-mamx-int8 only for this file.
 #include <immintrin.h>
@@ -22,7 +23,7 @@ namespace {
 
 constexpr int kTileRows = 16;                         // rows of an activation tile
 constexpr int64_t kChunk = 64;                        // input columns per tile step (16 quads)
-constexpr int64_t kActivationBlockBytes = 256 << 10;  // activation rows per pass (with this thread's weights, in L2)
+constexpr int64_t kActivationBlockBytes = 512 << 10;  // activation rows per pass (with a column pair's weights, in L2)
 constexpr int64_t kDepthQuads = 128;                  // K step (512 columns): a weight tile pair stays in L1
 
 struct alignas(64) TileConfig {
@@ -78,16 +79,22 @@ void dot_tiles(const int8_t* const* a, const uint8_t* const* w, int64_t q0, int6
   if (RT > 1 && NB > 1) _tile_stored(3, d + 16 * 32 + 16, ld);
 }
 
-template <int NB>
+// Row tile pairs of the row block, each followed by `after(t0, rows)` for the pair before it (so
+// its epilogue's vector work overlaps the tile products just issued) and finally for the last.
+template <int NB, class After>
 void dot_rows(const int8_t* abuf, int64_t tile_bytes, int64_t rows, const uint8_t* const* w, int64_t q0, int64_t q1,
-              bool first, int32_t* d) {
+              bool first, int32_t* d, const After& after) {
+  int64_t prev = -1;
   for (int64_t t0 = 0; t0 < rows; t0 += 32) {
     const int8_t* a[2] = {abuf + t0 / kTileRows * tile_bytes, abuf + (t0 / kTileRows + 1) * tile_bytes};
     if (rows - t0 > kTileRows)
       dot_tiles<2, NB>(a, w, q0, q1, first, d + t0 * 32);
     else
       dot_tiles<1, NB>(a, w, q0, q1, first, d + t0 * 32);
+    if (prev >= 0) after(prev, int64_t{32});
+    prev = t0;
   }
+  if (prev >= 0) after(prev, std::min<int64_t>(32, rows - prev));
 }
 
 // Group g's epilogue for rows [m0, m0 + rows) and column blocks b, b + NB - 1: f += sw * (fma(-za,
@@ -127,6 +134,36 @@ void store_rows(const GemmArguments& args, int64_t m0, int64_t rows, int64_t b, 
   }
 }
 
+// One group (per-channel weights): y = fma(sx, fma(sw, t, 0), bias) straight from the int32 sums
+// (the same operations as group_epilogue then store_rows, without the float buffer).
+template <int NB>
+void single_group_rows(const GemmArguments& args, int64_t m0, int64_t rows, int64_t b, const int32_t* d) {
+  const QuantizedActivations& qa = *args.a;
+  const PackedWeights& pw = *args.w;
+  __m512 bias[NB], sw[NB], wc[NB];
+  __m512i zw[NB];
+  __mmask16 mask[NB];
+  for (int j = 0; j < NB; ++j) {
+    const int64_t n0 = (b + j) * PackedWeights::kBlock, i = pw.at(n0, 0);
+    mask[j] = static_cast<__mmask16>((1u << std::min<int64_t>(PackedWeights::kBlock, pw.n - n0)) - 1);
+    bias[j] = args.bias ? _mm512_maskz_loadu_ps(mask[j], args.bias + n0) : _mm512_setzero_ps();
+    sw[j] = _mm512_loadu_ps(pw.scale.data() + i);
+    zw[j] = _mm512_loadu_si512(pw.zero.data() + i);
+    wc[j] = _mm512_cvtepi32_ps(_mm512_loadu_si512(pw.sum.data() + i));
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const __m512i a_sum = _mm512_set1_epi32(qa.group_sum[m0 + r]);
+    const __m512 neg_za = _mm512_set1_ps(-qa.zero[m0 + r]), sx = _mm512_set1_ps(qa.scale[m0 + r]);
+    float* y = args.y + (m0 + r) * args.ldy + b * PackedWeights::kBlock;
+    for (int j = 0; j < NB; ++j) {
+      const __m512i corr = _mm512_sub_epi32(_mm512_load_si512(d + r * 32 + 16 * j), _mm512_mullo_epi32(zw[j], a_sum));
+      const __m512 t = _mm512_fmadd_ps(neg_za, wc[j], _mm512_cvtepi32_ps(corr));  // group_term
+      const __m512 acc = _mm512_fmadd_ps(sw[j], t, _mm512_setzero_ps());
+      _mm512_mask_storeu_ps(y + 16 * j, mask[j], _mm512_fmadd_ps(sx, acc, bias[j]));
+    }
+  }
+}
+
 // Packs rows [r0, r1) into 16-row tiles (rows past r1 are zero): tile t, chunk c at
 // out + (t * chunks + c) * 1024, 16 rows x 64 bytes.
 void pack_tiles(const QuantizedActivations& qa, int64_t r0, int64_t r1, int8_t* out) {
@@ -147,16 +184,34 @@ void pack_tiles(const QuantizedActivations& qa, int64_t r0, int64_t r1, int8_t* 
 
 template <int NB>
 void column_pair(const GemmArguments& args, int64_t r0, int64_t rows, const int8_t* abuf, int64_t tile_bytes, int64_t b,
-                 const uint8_t* const* w, int32_t* d, float* f) {
+                 const uint8_t* const* w, uint8_t* wl, int32_t* d, float* f) {
   const PackedWeights& pw = *args.w;
-  for (int64_t g = 0; g < pw.groups(); ++g) {
+  const int64_t groups = pw.groups();
+  const auto nothing = [](int64_t, int64_t) {};
+  for (int64_t g = 0; g < groups; ++g) {
     int64_t q0, q1;
     group_quads(pw, g, &q0, &q1);
-    for (int64_t k0 = q0; k0 < q1; k0 += kDepthQuads)
-      dot_rows<NB>(abuf, tile_bytes, rows, w, k0, std::min(q1, k0 + kDepthQuads), k0 == q0, d);
-    group_epilogue<NB>(args, r0, rows, b, g, d, f);
+    // The epilogue of each row pair runs after its last K step, while the next pair's products run.
+    const auto finish = [&](int64_t t0, int64_t n) {
+      if (groups == 1) return single_group_rows<NB>(args, r0 + t0, n, b, d + t0 * 32);
+      group_epilogue<NB>(args, r0 + t0, n, b, g, d + t0 * 32, f + t0 * 32);
+      if (g + 1 == groups) store_rows<NB>(args, r0 + t0, n, b, f + t0 * 32);
+    };
+    for (int64_t k0 = q0; k0 < q1; k0 += kDepthQuads) {
+      const int64_t k1 = std::min(q1, k0 + kDepthQuads);
+      const uint8_t* wk[2] = {w[0], w[1]};
+      if (pw.bits == 4)  // this K step of int4 weights unpacked to the int8 layout, in L1
+        for (int j = 0; j < NB; ++j) {
+          uint8_t* u = wl + j * kDepthQuads * 64;
+          unpack_w4(w[j] + 32 * k0, (k1 - k0) / 2, u);
+          wk[j] = u - 64 * k0;
+        }
+      if (k1 == q1)
+        dot_rows<NB>(abuf, tile_bytes, rows, wk, k0, k1, k0 == q0, d, finish);
+      else
+        dot_rows<NB>(abuf, tile_bytes, rows, wk, k0, k1, k0 == q0, d, nothing);
+    }
   }
-  store_rows<NB>(args, r0, rows, b, f);
 }
 
 }  // namespace
@@ -172,21 +227,10 @@ void amx_part(const GemmArguments& args, int64_t m_begin, int64_t m, int64_t b0,
   const QuantizedActivations& qa = *args.a;
   const PackedWeights& pw = *args.w;
   const int64_t kp = pw.k_padded;
-  const int64_t block_elems = PackedWeights::kBlock * kp;
-  thread_local std::vector<uint8_t> wcopy;
+  thread_local std::vector<uint8_t, CacheAligned<uint8_t>> wl(2 * kDepthQuads * 64);
   thread_local std::vector<int8_t> apack;
   thread_local std::vector<int32_t> dbuf;
   thread_local std::vector<float> fbuf;
-  // int8 weights are read in place (the packed data is 64-byte aligned and amx_applies makes every
-  // block a whole number of lines); int4 ones are unpacked to the int8 layout once per call into
-  // an aligned buffer.
-  const uint8_t* wbuf = pw.data.data() + b0 * pw.block_bytes();
-  if (pw.bits == 4) {
-    wcopy.resize((b1 - b0) * block_elems + 64);
-    uint8_t* u = wcopy.data() + (64 - reinterpret_cast<uintptr_t>(wcopy.data()) % 64) % 64;
-    for (int64_t b = b0; b < b1; ++b) unpack_w4(pw.data.data() + b * pw.block_bytes(), kp / 8, u + (b - b0) * block_elems);
-    wbuf = u;
-  }
   configure_tiles();
   const int64_t tile_bytes = kTileRows * kp;
   const int64_t row_block = std::max<int64_t>(32, (kActivationBlockBytes / kp) / 32 * 32);
@@ -202,11 +246,13 @@ void amx_part(const GemmArguments& args, int64_t m_begin, int64_t m, int64_t b0,
     pack_tiles(qa, r0, r1, abuf);
     std::memset(abuf + tiles * tile_bytes, 0, tile_bytes);
     for (int64_t b = b0; b < b1; b += 2) {
-      const uint8_t* w[2] = {wbuf + (b - b0) * block_elems, b + 1 < b1 ? wbuf + (b + 1 - b0) * block_elems : nullptr};
+      // int8 blocks are read in place (64-byte aligned, whole lines); int4 ones are unpacked per
+      // K step into wl.
+      const uint8_t* w[2] = {pw.data.data() + b * pw.block_bytes(), b + 1 < b1 ? pw.data.data() + (b + 1) * pw.block_bytes() : nullptr};
       if (b + 1 < b1)
-        column_pair<2>(args, r0, r1 - r0, abuf, tile_bytes, b, w, d, f);
+        column_pair<2>(args, r0, r1 - r0, abuf, tile_bytes, b, w, wl.data(), d, f);
       else
-        column_pair<1>(args, r0, r1 - r0, abuf, tile_bytes, b, w, d, f);
+        column_pair<1>(args, r0, r1 - r0, abuf, tile_bytes, b, w, wl.data(), d, f);
     }
   }
   _tile_release();
