@@ -184,10 +184,13 @@ TEST(Gemm, TileShapesEqualTheReferenceOnEveryIsa) {
   std::mt19937 rng(23);
   int checked = 0;
   for (const WeightCase wc : {WeightCase{8, false, 0}, WeightCase{8, true, 128}, WeightCase{4, false, 0}, WeightCase{4, true, 64}})
-    for (int64_t m : {16L, 17L, 33L, 70L})
-      for (int64_t k : {64L, 192L, 256L})
+    for (int64_t m : {16L, 17L, 33L, 70L, 300L})
+      for (int64_t k : {64L, 192L, 256L, 640L, 2048L})
         for (int64_t n : {17L, 40L, 130L}) {
           if (wc.group > 0 && k % wc.group != 0) continue;
+          // K beyond one 512-column step (sums parked, int4 unpacked per step), and M beyond one
+          // activation block (256 rows at K = 2048), only in a few combinations to keep it quick.
+          if ((k > 256 || m > 70) && (n != 40 || (m > 70) != (k == 2048))) continue;
           const Problem p = make_problem(m, n, k, wc, rng);
           const PackedWeights w = pack_weights(p.codes.data(), n, k, wc.bits, wc.symmetric, wc.group, p.scale.data(), p.zero.data());
           QuantizedActivations a;
