@@ -203,6 +203,9 @@ TEST_F(TrainCli, QatSettingsAreChecked) {
   r = outq("train" + base_args() + run + " --set qat.mode=kurtosis --set qat.kurtosis_reduction=median");
   EXPECT_NE(r.err.find("qat.kurtosis_reduction: expected \"sum\" or \"mean\", found \"median\""), std::string::npos)
       << r.err;
+  r = outq("train" + base_args() + run + " --set qat.mode=qat --set qat.start_step=2");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("qat.start_step: expected less than train.steps (2), found 2"), std::string::npos) << r.err;
   r = test::run_shell(kOutq + " train" + base_args() + " --set train.steps=2 --set train.run_dir=" + *dir_ / "qat-warn" +
                           " --set qat.kurtosis_lambda=0.5",
                       {{"OUTQ_CACHE", *dir_ / "cache"}, {"OUTQ_PROGRESS", "off"}});
