@@ -3,7 +3,8 @@
 // other paths in AVX-512 float FMAs (see gemm.h), so the results equal them bit for bit. The
 // packed weight layout already is the tile layout (per quad of input columns, 16 channels x 4
 // bytes, 64-byte aligned), so int8 weight tiles load in place; int4 weights are unpacked per K
-// step into an L1 buffer (reading half the bytes of int8 from memory). Loop order: row block (activations in L2, packed tile by tile) -> column pair -> group
+// step into an L1 buffer (reading half the bytes of int8 from memory). Threads split the rows.
+// Loop order: row block (activations in L2, packed tile by tile) -> column pair -> group
 // -> K step of 512 columns (the column pair's weights stay in L1) -> row tile pairs, with the
 // int32 sums parked in memory between K steps. Each row pair's epilogue runs right after its last
 // K step, behind the next pair's tile products, so the vector work overlaps the tile unit's.
@@ -223,7 +224,7 @@ bool amx_applies(const GemmArguments& args) {
 
 namespace {
 // Rows [m_begin, m_end) x column blocks [b0, b1).
-void amx_part(const GemmArguments& args, int64_t m_begin, int64_t m, int64_t b0, int64_t b1) {
+void amx_part(const GemmArguments& args, int64_t m_begin, int64_t m_end, int64_t b0, int64_t b1) {
   const QuantizedActivations& qa = *args.a;
   const PackedWeights& pw = *args.w;
   const int64_t kp = pw.k_padded;
@@ -238,17 +239,17 @@ void amx_part(const GemmArguments& args, int64_t m_begin, int64_t m, int64_t b0,
   fbuf.resize(row_block * 32 + 16);
   int32_t* d = dbuf.data() + (16 - reinterpret_cast<uintptr_t>(dbuf.data()) / 4 % 16) % 16;
   float* f = fbuf.data() + (16 - reinterpret_cast<uintptr_t>(fbuf.data()) / 4 % 16) % 16;
-  for (int64_t r0 = m_begin; r0 < m; r0 += row_block) {
-    const int64_t r1 = std::min(m, r0 + row_block);
+  for (int64_t r0 = m_begin; r0 < m_end; r0 += row_block) {
+    const int64_t r1 = std::min(m_end, r0 + row_block);
     const int64_t tiles = (r1 - r0 + kTileRows - 1) / kTileRows;
-    apack.resize((tiles + 1) * tile_bytes + 64);  // + one zero tile: the partner of an odd last tile
+    apack.resize(tiles * tile_bytes + 64);
     int8_t* abuf = apack.data() + (64 - reinterpret_cast<uintptr_t>(apack.data()) % 64) % 64;
     pack_tiles(qa, r0, r1, abuf);
-    std::memset(abuf + tiles * tile_bytes, 0, tile_bytes);
     for (int64_t b = b0; b < b1; b += 2) {
       // int8 blocks are read in place (64-byte aligned, whole lines); int4 ones are unpacked per
       // K step into wl.
-      const uint8_t* w[2] = {pw.data.data() + b * pw.block_bytes(), b + 1 < b1 ? pw.data.data() + (b + 1) * pw.block_bytes() : nullptr};
+      const uint8_t* block = pw.data.data() + b * pw.block_bytes();
+      const uint8_t* w[2] = {block, b + 1 < b1 ? block + pw.block_bytes() : nullptr};
       if (b + 1 < b1)
         column_pair<2>(args, r0, r1 - r0, abuf, tile_bytes, b, w, wl.data(), d, f);
       else
