@@ -58,7 +58,6 @@ class QatObserver : public Observer {
   torch::Tensor penalty_;
   c10::intrusive_ptr<c10::TensorImpl> last_input_;  ///< the input quantized last (kept alive so its
   torch::Tensor last_output_;                       ///< address cannot be reused by another tensor)
-  int64_t penalty_tokens_ = 0;
   bool quantizing_ = true;
 };
 

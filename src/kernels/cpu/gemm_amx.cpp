@@ -153,12 +153,10 @@ void single_group_rows(const GemmArguments& args, int64_t m0, int64_t rows, int6
     wc[j] = _mm512_cvtepi32_ps(_mm512_loadu_si512(pw.sum.data() + i));
   }
   for (int64_t r = 0; r < rows; ++r) {
-    const __m512i a_sum = _mm512_set1_epi32(qa.group_sum[m0 + r]);
-    const __m512 neg_za = _mm512_set1_ps(-qa.zero[m0 + r]), sx = _mm512_set1_ps(qa.scale[m0 + r]);
+    const __m512 sx = _mm512_set1_ps(qa.scale[m0 + r]);
     float* y = args.y + (m0 + r) * args.ldy + b * PackedWeights::kBlock;
     for (int j = 0; j < NB; ++j) {
-      const __m512i corr = _mm512_sub_epi32(_mm512_load_si512(d + r * 32 + 16 * j), _mm512_mullo_epi32(zw[j], a_sum));
-      const __m512 t = _mm512_fmadd_ps(neg_za, wc[j], _mm512_cvtepi32_ps(corr));  // group_term
+      const __m512 t = group_term(_mm512_load_si512(d + r * 32 + 16 * j), zw[j], wc[j], qa.group_sum[m0 + r], qa.zero[m0 + r]);
       const __m512 acc = _mm512_fmadd_ps(sw[j], t, _mm512_setzero_ps());
       _mm512_mask_storeu_ps(y + 16 * j, mask[j], _mm512_fmadd_ps(sx, acc, bias[j]));
     }
