@@ -106,15 +106,12 @@ void group_epilogue(const GemmArguments& args, int64_t m0, int64_t rows, int64_t
   const PackedWeights& pw = *args.w;
   const int64_t groups = pw.groups();
   for (int j = 0; j < NB; ++j) {
-    const int64_t i = pw.at((b + j) * PackedWeights::kBlock, g);
-    const __m512 sw = _mm512_loadu_ps(pw.scale.data() + i);
-    const __m512i zw = _mm512_loadu_si512(pw.zero.data() + i);
-    const __m512 wc = _mm512_cvtepi32_ps(_mm512_loadu_si512(pw.sum.data() + i));
+    const GroupWeights gw = group_weights(pw, b + j, g);
     for (int64_t r = 0; r < rows; ++r) {
-      const __m512 t = group_term(_mm512_load_si512(d + r * 32 + 16 * j), zw, wc, qa.group_sum[(m0 + r) * groups + g],
-                                  qa.zero[m0 + r]);
+      const __m512 t = group_term(_mm512_load_si512(d + r * 32 + 16 * j), gw.zw, gw.wc,
+                                  qa.group_sum[(m0 + r) * groups + g], qa.zero[m0 + r]);
       float* fr = f + r * 32 + 16 * j;
-      _mm512_store_ps(fr, _mm512_fmadd_ps(sw, t, g == 0 ? _mm512_setzero_ps() : _mm512_load_ps(fr)));
+      _mm512_store_ps(fr, _mm512_fmadd_ps(gw.sw, t, g == 0 ? _mm512_setzero_ps() : _mm512_load_ps(fr)));
     }
   }
 }
@@ -141,23 +138,21 @@ template <int NB>
 void single_group_rows(const GemmArguments& args, int64_t m0, int64_t rows, int64_t b, const int32_t* d) {
   const QuantizedActivations& qa = *args.a;
   const PackedWeights& pw = *args.w;
-  __m512 bias[NB], sw[NB], wc[NB];
-  __m512i zw[NB];
+  __m512 bias[NB];
+  GroupWeights gw[NB];
   __mmask16 mask[NB];
   for (int j = 0; j < NB; ++j) {
-    const int64_t n0 = (b + j) * PackedWeights::kBlock, i = pw.at(n0, 0);
+    const int64_t n0 = (b + j) * PackedWeights::kBlock;
     mask[j] = static_cast<__mmask16>((1u << std::min<int64_t>(PackedWeights::kBlock, pw.n - n0)) - 1);
     bias[j] = args.bias ? _mm512_maskz_loadu_ps(mask[j], args.bias + n0) : _mm512_setzero_ps();
-    sw[j] = _mm512_loadu_ps(pw.scale.data() + i);
-    zw[j] = _mm512_loadu_si512(pw.zero.data() + i);
-    wc[j] = _mm512_cvtepi32_ps(_mm512_loadu_si512(pw.sum.data() + i));
+    gw[j] = group_weights(pw, b + j, 0);
   }
   for (int64_t r = 0; r < rows; ++r) {
     const __m512 sx = _mm512_set1_ps(qa.scale[m0 + r]);
     float* y = args.y + (m0 + r) * args.ldy + b * PackedWeights::kBlock;
     for (int j = 0; j < NB; ++j) {
-      const __m512 t = group_term(_mm512_load_si512(d + r * 32 + 16 * j), zw[j], wc[j], qa.group_sum[m0 + r], qa.zero[m0 + r]);
-      const __m512 acc = _mm512_fmadd_ps(sw[j], t, _mm512_setzero_ps());
+      const __m512 t = group_term(_mm512_load_si512(d + r * 32 + 16 * j), gw[j].zw, gw[j].wc, qa.group_sum[m0 + r], qa.zero[m0 + r]);
+      const __m512 acc = _mm512_fmadd_ps(gw[j].sw, t, _mm512_setzero_ps());
       _mm512_mask_storeu_ps(y + 16 * j, mask[j], _mm512_fmadd_ps(sx, acc, bias[j]));
     }
   }

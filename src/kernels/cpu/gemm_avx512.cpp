@@ -92,13 +92,10 @@ void tile(const GemmArguments& args, int64_t m0, int64_t b, const uint8_t* const
     else
       dot_w8<R, NB>(arow, w, q0, q1, acc);
     for (int j = 0; j < NB; ++j) {
-      const int64_t i = pw.at((b + j) * PackedWeights::kBlock, g);
-      const __m512 sw = _mm512_loadu_ps(pw.scale.data() + i);
-      const __m512i zw = _mm512_loadu_si512(pw.zero.data() + i);
-      const __m512 wc = _mm512_cvtepi32_ps(_mm512_loadu_si512(pw.sum.data() + i));
+      const GroupWeights gw = group_weights(pw, b + j, g);
       for (int r = 0; r < R; ++r) {
-        const __m512 t = group_term(acc[r][j], zw, wc, a.group_sum[(m0 + r) * groups + g], a.zero[m0 + r]);
-        facc[r][j] = _mm512_fmadd_ps(sw, t, facc[r][j]);
+        const __m512 t = group_term(acc[r][j], gw.zw, gw.wc, a.group_sum[(m0 + r) * groups + g], a.zero[m0 + r]);
+        facc[r][j] = _mm512_fmadd_ps(gw.sw, t, facc[r][j]);
       }
     }
   }
