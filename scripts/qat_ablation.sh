@@ -31,7 +31,8 @@ for mode in "${modes[@]}"; do
     "$outq" eval --model "$model" --split test --threads "$threads" --json --sweep "${paths[@]}" > "$root/$mode/eval.json.tmp"
     mv "$root/$mode/eval.json.tmp" "$root/$mode/eval.json"
   fi
-  if [ "$root/$mode/analysis/analysis.json" -nt "$model/model.safetensors" ]; then
+  # (analyses from before `outq analyze` ran QAT models with their clips have no "clips" key: redone)
+  if [ "$root/$mode/analysis/analysis.json" -nt "$model/model.safetensors" ] && grep -q '"clips"' "$root/$mode/analysis/analysis.json"; then
     echo "[$mode] analysis: reusing $root/$mode/analysis" >&2
   else
     echo "[$mode] analysing" >&2
@@ -68,7 +69,7 @@ for mode in modes:
     row["down_input_kurtosis_max"] = max(bt["mlp_down_input"]["kurtosis_max"])
     row["max_abs_input"] = max(p["max_abs"] for p in an["points"] if p["name"].endswith(".input"))
     rows.append(row)
-base = next((r["ppl"]["W16A16"] for r in rows if r["mode"] == "float"), None)
+base = next((r["ppl"]["W16A16"] for r in rows if r["mode"].split("-")[0] == "float"), None)
 json.dump({"rows": rows, "float_w16a16": base}, open(os.path.join(root, table + ".json"), "w"), indent=2)
 labels = [c[0] for c in cols]
 out = ["| mode | tokens | " + " | ".join(labels) + " | W in-ch max/median (max, mean) | outlier ch. (down / all) | max kurt. down in | max abs in |",

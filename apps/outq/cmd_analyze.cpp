@@ -12,6 +12,7 @@
 #include "outq/core/file_io.h"
 #include "outq/core/log.h"
 #include "outq/model/checkpoint.h"
+#include "outq/ptq/activation_quant.h"
 
 namespace fs = std::filesystem;
 
@@ -21,6 +22,7 @@ namespace {
 std::string g_model, g_split = "val", g_data_dir, g_out, g_point, g_checkpoints, g_run_dir;
 int64_t g_max_tokens = 100000, g_seq_len = 0, g_batch = 8, g_emergence_tokens = 16384;
 int g_threads = 2;
+bool g_unclipped = false;
 
 void add_options(CLI::App& app) {
   app.add_option("--model", g_model, "model directory, float or quantized")->required();
@@ -35,6 +37,10 @@ void add_options(CLI::App& app) {
   app.add_option("--emergence-tokens", g_emergence_tokens, "tokens analysed per checkpoint for emergence")->capture_default_str();
   app.add_option("--run-dir", g_run_dir, "emergence: an `outq train` run directory whose metrics.jsonl has light statistics");
   app.add_option("--threads", g_threads, "LibTorch threads")->capture_default_str();
+  app.add_flag("--unclipped", g_unclipped,
+               "a QAT model (with clips.json): analyse the float network without its clips (default: as trained, "
+               "each linear input quantized or clamped at its learned range; statistics are of the inputs before "
+               "that; checkpoints for emergence are always analysed without clips)");
 }
 
 int run(const CommonOptions& common, OutqConfig& config) {
@@ -48,6 +54,18 @@ int run(const CommonOptions& common, OutqConfig& config) {
   o.batch_size = g_batch;
   o.bos_id = lm.tokenizer->bos_id();
   o.heatmap_point = g_point;
+  // A QAT model runs as it was trained unless asked otherwise (its float network alone is a
+  // different model: inputs it never saw beyond its clips flow on through the layers).
+  std::string clips = "none";
+  if (lm.learned && !lm.quantized) {
+    clips = g_unclipped ? "ignored" : "applied";
+    if (!g_unclipped) lm.model->observers().attach(learned_input_observer(lm.model, *lm.learned));
+    log_info("{}/clips.json: {}", g_model,
+             g_unclipped ? "not applied (--unclipped): the float network alone"
+                         : "applied: the model as trained, statistics of each linear input before its clip");
+  } else if (g_unclipped) {
+    log_warn("--unclipped: {} has no learned clips (clips.json); the flag changes nothing", g_model);
+  }
   const AnalysisResult r = analyze_model(lm.model, shard, o);
 
   // Emergence: a series of checkpoints, or the light statistics of a training run.
@@ -87,6 +105,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
   nlohmann::json j = analysis_json(r, lm.tokenizer.get());
   j["model"] = g_model;
   j["source"] = dir + ":" + g_split;
+  j["clips"] = clips;
   if (!series.empty()) {
     nlohmann::json e = nlohmann::json::array();
     for (const auto& [step, summary] : series) e.push_back({{"step", step}, {"by_layer_type", summary}});

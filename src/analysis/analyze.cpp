@@ -104,7 +104,7 @@ AnalysisResult analyze_model(Llama& model, const TokenShard& shard, const Analyz
     // A cheap first look at window 0 picks the linear input with the largest |x|.
     ActivationStats probe(model->points(), points, 1);
     probe.begin_batch(windows_tensor.slice(0, 0, 1), 0);
-    model->observers().attach(std::shared_ptr<Observer>(&probe, [](Observer*) {}));
+    model->observers().attach_first(std::shared_ptr<Observer>(&probe, [](Observer*) {}));
     model->forward(windows_tensor.slice(0, 0, 1));
     model->observers().detach(&probe);
     // The linear input whose loudest channel stands out most from the rest (outlier channels show
@@ -118,7 +118,7 @@ AnalysisResult analyze_model(Llama& model, const TokenShard& shard, const Analyz
   }
   if (heat >= 0) r.heatmap_point = model->points()[heat].name;
   auto stats = std::make_shared<ActivationStats>(model->points(), points, 5, heat);
-  model->observers().attach(stats);
+  model->observers().attach_first(stats);  // statistics of the tensors before any quantizer
   std::unique_ptr<Progress> progress;
   if (o.show_progress) progress = std::make_unique<Progress>("analyze", windows * text, "tok");
   const torch::Device device = model->parameters().front().device();

@@ -3,7 +3,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
+#include <optional>
 
 #include "outq/core/error.h"
 #include "outq/core/json_file.h"
@@ -62,6 +65,9 @@ LearnedRanges learned_ranges_from_json(const nlohmann::json& j, const std::strin
                    v["beta"].is_number(),
                where, ": expected an object with numbers \"alpha\" and \"beta\", found ", v.dump());
     LearnedRange r{v["alpha"].get<double>(), v["beta"].get<double>(), v.value("bits", 4)};
+    const std::string kind = v.value("kind", "quantize");
+    if (kind != "quantize" && kind != "clamp") fail_mismatch(where, "kind", "\"quantize\" or \"clamp\"", kind);
+    r.clamp_only = kind == "clamp";
     if (!(std::isfinite(r.alpha) && std::isfinite(r.beta) && r.alpha > r.beta)) {
       fail_mismatch(where, "alpha, beta", "finite clip values with alpha > beta", fmt::format("{}, {}", r.alpha, r.beta));
     }
@@ -69,6 +75,46 @@ LearnedRanges learned_ranges_from_json(const nlohmann::json& j, const std::strin
     out[module] = r;
   }
   OUTQ_CHECK(!out.empty(), path, ": expected learned clip values for the quantized linear layers, found none");
+  return out;
+}
+
+namespace {
+
+class LearnedInputs : public Observer {
+ public:
+  explicit LearnedInputs(size_t num_points) : ranges_(num_points) {}
+  void set(int point, const LearnedRange& r) {
+    QuantSpec spec;
+    spec.bits = r.bits;
+    spec.range = RangeMethod::kLearned;
+    ranges_.at(point) = Target{r, spec, qparams_from_learned(r, spec)};
+  }
+  torch::Tensor observe(const ObservationPoint& point, const torch::Tensor& x) override {
+    const auto& t = ranges_[point.index];
+    if (!t) return x;
+    if (t->range.clamp_only) return x.clamp(t->range.beta, t->range.alpha);
+    return fake_quant(x, t->qp, t->spec);
+  }
+
+ private:
+  struct Target {
+    LearnedRange range;
+    QuantSpec spec;
+    QParams qp;
+  };
+  std::vector<std::optional<Target>> ranges_;
+};
+
+}  // namespace
+
+std::shared_ptr<Observer> learned_input_observer(Llama& model, const LearnedRanges& ranges) {
+  auto out = std::make_shared<LearnedInputs>(model->points().size());
+  const std::vector<std::string> modules = model->linear_modules();
+  for (const auto& [module, range] : ranges) {
+    OUTQ_CHECK(std::find(modules.begin(), modules.end(), module) != modules.end(), "clips.json: ", module,
+               ": expected a linear module of this model (like ", modules.front(), "), found no such module");
+    out->set(model->point(module + ".input").index, range);
+  }
   return out;
 }
 

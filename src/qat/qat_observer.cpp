@@ -139,7 +139,8 @@ nlohmann::json QatObserver::clips_json() const {
         out[fmt::format("model.layers.{}.{}", l, m)] = {
             {"alpha", config_.clamps() ? config_.clamp_value : clips_[l][s].alpha.item<double>()},
             {"beta", config_.clamps() ? -config_.clamp_value : clips_[l][s].beta.item<double>()},
-            {"bits", config_.bits}};
+            {"bits", config_.bits},
+            {"kind", config_.clamps() ? "clamp" : "quantize"}};
   return out;
 }
 

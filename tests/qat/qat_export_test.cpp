@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "outq/core/error.h"
+#include "outq/ptq/activation_quant.h"
 #include "outq/ptq/quantize_model.h"
 #include "outq/qat/qat_observer.h"
 
@@ -120,6 +121,55 @@ TEST(QatExport, LearnedRangesReproduceTheQatForward) {
     EXPECT_LE((got - want).abs().max().item<double>(), tol) << bits << " bits";
     EXPECT_GT((plain - want).abs().max().item<double>(), 100 * tol) << "the clips must matter for the test to mean anything";
   }
+}
+
+TEST(QatExport, LearnedInputObserverRunsTheModelAsTrained) {
+  for (const std::string mode : {"qat", "clamp"}) {
+    Llama model = small_model();
+    QatConfig qc;
+    qc.mode = mode;
+    qc.clamp_value = 0.4;  // small enough that the clamp changes the forward
+    auto qat = std::make_shared<QatObserver>(model, qc);
+    std::map<std::string, torch::Tensor> clips = qat->named_clips();
+    torch::manual_seed(11);
+    for (auto& [name, v] : clips) {
+      const bool alpha = name.size() > 5 && name.compare(name.size() - 5, 5, "alpha") == 0;
+      v = (alpha ? 1.0 : -1.0) * (0.2 + torch::rand({1}) * 1.5);
+    }
+    qat->load_clips(clips);
+    const auto tokens = torch::randint(0, 37, {3, 11}, torch::kInt64);
+    torch::NoGradGuard no_grad;
+    model->observers().attach(qat);
+    const auto want = model->forward(tokens);
+    model->observers().clear();
+    const auto plain = model->forward(tokens);
+
+    const LearnedRanges ranges = learned_ranges_from_json(qat->clips_json(), "clips.json");
+    for (const auto& [module, r] : ranges) EXPECT_EQ(r.clamp_only, mode == "clamp") << module;
+    model->observers().attach(learned_input_observer(model, ranges));
+    // A recorder attached first sees the inputs before the clips: values beyond them survive.
+    struct Recorder : Observer {
+      double largest = 0;
+      torch::Tensor observe(const ObservationPoint& p, const torch::Tensor& x) override {
+        if (p.name == "model.layers.1.mlp.down_proj.input") largest = x.abs().max().item<double>();
+        return x;
+      }
+    };
+    auto recorder = std::make_shared<Recorder>();
+    model->observers().attach_first(recorder);
+    const auto got = model->forward(tokens);
+    const double tol = 1e-4 * want.abs().max().item<double>();
+    EXPECT_LE((got - want).abs().max().item<double>(), tol) << mode;
+    EXPECT_GT((plain - want).abs().max().item<double>(), 100 * tol) << mode << ": the clips must matter";
+    const LearnedRange& down = ranges.at("model.layers.1.mlp.down_proj");
+    EXPECT_GT(recorder->largest, 1.01 * std::max(down.alpha, -down.beta)) << mode << ": the recorder saw clipped inputs";
+  }
+  // An unknown kind, and a module the model does not have, are clear errors.
+  EXPECT_THROW(learned_ranges_from_json(nlohmann::json::parse(R"({"m": {"alpha": 1, "beta": 0, "kind": "round"}})"), "c"),
+               Error);
+  Llama model = small_model();
+  const LearnedRanges other{{"model.layers.7.mlp.down_proj", {1.0, -1.0, 4}}};
+  EXPECT_THROW(learned_input_observer(model, other), Error);
 }
 
 TEST(QatExport, BadLearnedRanges) {

@@ -57,6 +57,9 @@ struct AnalysisResult {
 std::vector<int> analysis_points(Llama& model);
 
 /// One pass over the first max_tokens tokens of `shard` in windows of BOS + seq_len - 1 tokens.
+/// The statistics see each point's tensor before any observer already attached to the model
+/// (a quantizer) replaces it, so a quantized or clipped model is analysed as it runs, at the
+/// inputs its quantizers face.
 AnalysisResult analyze_model(Llama& model, const TokenShard& shard, const AnalyzeOptions& options);
 
 /// Compact per-layer-type statistics (outlier counts and max kurtosis by depth) for emergence.

@@ -42,6 +42,8 @@ class Observer {
 class ObserverList {
  public:
   void attach(std::shared_ptr<Observer> observer) { observers_.push_back(std::move(observer)); }
+  /// Attaches ahead of the others, so it sees each point's tensor before any of them replaces it.
+  void attach_first(std::shared_ptr<Observer> observer) { observers_.insert(observers_.begin(), std::move(observer)); }
   void detach(const Observer* observer);
   void clear() { observers_.clear(); }
   bool empty() const { return observers_.empty(); }

@@ -56,10 +56,12 @@ class RangeCalibrator : public Observer {
 };
 
 /// The learned clip values of a QAT model (its clips.json): per linear module, the static
-/// per-tensor range [beta, alpha] of its input and the bit width it was trained for.
+/// per-tensor range [beta, alpha] of its input and the bit width it was trained for. A `clamp`
+/// model (kind "clamp") was trained with its inputs clamped to the range, not quantized.
 struct LearnedRange {
   double alpha = 0, beta = 0;
   int bits = 4;
+  bool clamp_only = false;
 };
 using LearnedRanges = std::map<std::string, LearnedRange>;
 
@@ -67,6 +69,10 @@ using LearnedRanges = std::map<std::string, LearnedRange>;
 LearnedRanges learned_ranges_load(const std::string& path);
 /// The same from parsed JSON; `origin` names it in errors.
 LearnedRanges learned_ranges_from_json(const nlohmann::json& j, const std::string& origin);
+
+/// An observer that runs a QAT model as it was trained: each linear input with a learned range is
+/// fake-quantized on that grid (as qparams_from_learned), or clamped to it for a clamp model.
+std::shared_ptr<Observer> learned_input_observer(Llama& model, const LearnedRanges& ranges);
 
 /// Static parameters that reproduce the QAT quantizer exactly: scale = (alpha - beta) / (2^b - 1)
 /// and zero = -beta / scale, not rounded (the trained grid is beta + k * scale).
