@@ -1,7 +1,8 @@
 // `outq train` on a tiny corpus and model: SIGKILL at a random moment then --resume gives the same
 // losses as an uninterrupted run; SIGTERM stops cleanly with a checkpoint; a diverging run stops
 // with a clear message; mismatched settings, tokenizer and shapes are clear errors; `outq eval`
-// reproduces the validation perplexity; `outq generate` is deterministic for a seed.
+// reproduces the validation perplexity; `outq generate` is deterministic for a seed; a QAT run
+// learns and exports its clips, resumes exactly, and is analysed with its clips applied.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -164,6 +165,20 @@ TEST_F(TrainCli, QatRunLearnsClipsAndResumesExactly) {
   ASSERT_EQ(clips.size(), 14u);  // 7 linears x 2 layers
   EXPECT_NE(clips["model.layers.1.mlp.down_proj"]["alpha"].get<double>(), 4.0);  // learned, moved from the init
   EXPECT_EQ(clips["model.layers.0.self_attn.q_proj"], clips["model.layers.0.self_attn.v_proj"]);  // shared q/k/v pair
+  EXPECT_EQ(clips["model.layers.0.self_attn.q_proj"]["kind"], "quantize");
+  // `outq analyze` runs the model as trained (clips applied after its statistics) unless --unclipped.
+  std::map<std::string, double> down_max;
+  for (const std::string flag : {"", " --unclipped"}) {
+    const auto r = outq("analyze --model " + straight + "/model --data-dir " + *dir_ / "data" +
+                        " --max-tokens 1024 --json --out " + *dir_ / ("analysis" + flag.substr(flag.empty() ? 0 : 3)) + flag);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["clips"], flag.empty() ? "applied" : "ignored");
+    for (const auto& p : j["points"])
+      if (p["name"] == "model.layers.1.mlp.down_proj.input") down_max[flag] = p["max_abs"].get<double>();
+  }
+  ASSERT_EQ(down_max.size(), 2u);
+  EXPECT_NE(down_max[""], down_max[" --unclipped"]) << "the clips upstream must change what the last layer sees";
   double penalty = 0;
   std::ifstream in(straight + "/metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
