@@ -7,6 +7,7 @@
 #include <cmath>
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include "outq/core/error.h"
 #include "outq/core/json_file.h"
@@ -80,29 +81,29 @@ LearnedRanges learned_ranges_from_json(const nlohmann::json& j, const std::strin
 
 namespace {
 
+// Quantized inputs go through the ActivationQuantizer that recipes use; clamp-model inputs are
+// clamped to their range.
 class LearnedInputs : public Observer {
  public:
-  explicit LearnedInputs(size_t num_points) : ranges_(num_points) {}
+  explicit LearnedInputs(size_t num_points) : quantizer_(num_points), clamps_(num_points) {}
   void set(int point, const LearnedRange& r) {
+    if (r.clamp_only) {
+      clamps_.at(point) = std::make_pair(r.beta, r.alpha);
+      return;
+    }
     QuantSpec spec;
     spec.bits = r.bits;
     spec.range = RangeMethod::kLearned;
-    ranges_.at(point) = Target{r, spec, qparams_from_learned(r, spec)};
+    quantizer_.set(point, ActivationTarget{spec, qparams_from_learned(r, spec), {}});
   }
   torch::Tensor observe(const ObservationPoint& point, const torch::Tensor& x) override {
-    const auto& t = ranges_[point.index];
-    if (!t) return x;
-    if (t->range.clamp_only) return x.clamp(t->range.beta, t->range.alpha);
-    return fake_quant(x, t->qp, t->spec);
+    if (const auto& c = clamps_[point.index]) return x.clamp(c->first, c->second);
+    return quantizer_.observe(point, x);
   }
 
  private:
-  struct Target {
-    LearnedRange range;
-    QuantSpec spec;
-    QParams qp;
-  };
-  std::vector<std::optional<Target>> ranges_;
+  ActivationQuantizer quantizer_;
+  std::vector<std::optional<std::pair<double, double>>> clamps_;  ///< [beta, alpha] of clamped inputs
 };
 
 }  // namespace

@@ -91,27 +91,37 @@ TEST(QatObserver, QuantizationStartsAtStartStepWithClipsFromThatBatch) {
   EXPECT_LE(std::get<0>(at::_unique(y)).numel(), 16);  // on the 4-bit grid
 }
 
+// A QAT observer on `model` with uneven clips, as training leaves them (alpha != -beta, different
+// per layer and slot), seeded tokens, and the model's logits for them with the observer and without.
+struct QatForward {
+  std::shared_ptr<QatObserver> qat;
+  torch::Tensor tokens, want, plain;
+};
+QatForward qat_forward(Llama& model, const QatConfig& qc, uint64_t seed) {
+  auto qat = std::make_shared<QatObserver>(model, qc);
+  std::map<std::string, torch::Tensor> clips = qat->named_clips();
+  torch::manual_seed(seed);
+  for (auto& [name, v] : clips) {
+    const bool alpha = name.size() > 5 && name.compare(name.size() - 5, 5, "alpha") == 0;
+    v = (alpha ? 1.0 : -1.0) * (0.2 + torch::rand({1}) * 1.5);
+  }
+  qat->load_clips(clips);
+  const auto tokens = torch::randint(0, 37, {3, 11}, torch::kInt64);
+  torch::NoGradGuard no_grad;
+  model->observers().attach(qat);
+  const auto want = model->forward(tokens);
+  model->observers().clear();
+  return {qat, tokens, want, model->forward(tokens)};
+}
+
 TEST(QatExport, LearnedRangesReproduceTheQatForward) {
   for (int bits : {3, 4}) {
     Llama model = small_model();
     QatConfig qc;
     qc.mode = "qat";
     qc.bits = bits;
-    auto qat = std::make_shared<QatObserver>(model, qc);
-    // Uneven clips, as training leaves them (alpha != -beta, different per layer and slot).
-    std::map<std::string, torch::Tensor> clips = qat->named_clips();
-    torch::manual_seed(bits);
-    for (auto& [name, v] : clips) {
-      const bool alpha = name.size() > 5 && name.compare(name.size() - 5, 5, "alpha") == 0;
-      v = (alpha ? 1.0 : -1.0) * (0.2 + torch::rand({1}) * 1.5);
-    }
-    qat->load_clips(clips);
-    const auto tokens = torch::randint(0, 37, {3, 11}, torch::kInt64);
+    const auto [qat, tokens, want, plain] = qat_forward(model, qc, bits);
     torch::NoGradGuard no_grad;
-    model->observers().attach(qat);
-    const auto want = model->forward(tokens);
-    model->observers().clear();
-    const auto plain = model->forward(tokens);
 
     const LearnedRanges ranges = learned_ranges_from_json(qat->clips_json(), "clips.json");
     EXPECT_EQ(ranges.size(), model->linear_modules().size());
@@ -129,20 +139,8 @@ TEST(QatExport, LearnedInputObserverRunsTheModelAsTrained) {
     QatConfig qc;
     qc.mode = mode;
     qc.clamp_value = 0.4;  // small enough that the clamp changes the forward
-    auto qat = std::make_shared<QatObserver>(model, qc);
-    std::map<std::string, torch::Tensor> clips = qat->named_clips();
-    torch::manual_seed(11);
-    for (auto& [name, v] : clips) {
-      const bool alpha = name.size() > 5 && name.compare(name.size() - 5, 5, "alpha") == 0;
-      v = (alpha ? 1.0 : -1.0) * (0.2 + torch::rand({1}) * 1.5);
-    }
-    qat->load_clips(clips);
-    const auto tokens = torch::randint(0, 37, {3, 11}, torch::kInt64);
+    const auto [qat, tokens, want, plain] = qat_forward(model, qc, 11);
     torch::NoGradGuard no_grad;
-    model->observers().attach(qat);
-    const auto want = model->forward(tokens);
-    model->observers().clear();
-    const auto plain = model->forward(tokens);
 
     const LearnedRanges ranges = learned_ranges_from_json(qat->clips_json(), "clips.json");
     for (const auto& [module, r] : ranges) EXPECT_EQ(r.clamp_only, mode == "clamp") << module;
