@@ -13,6 +13,7 @@
 #include "outq/core/log.h"
 #include "outq/model/checkpoint.h"
 #include "outq/ptq/activation_quant.h"
+#include "outq/train/checkpoint_clips.h"
 
 namespace fs = std::filesystem;
 
@@ -40,7 +41,7 @@ void add_options(CLI::App& app) {
   app.add_flag("--unclipped", g_unclipped,
                "a QAT model (with clips.json): analyse the float network without its clips (default: as trained, "
                "each linear input quantized or clamped at its learned range; statistics are of the inputs before "
-               "that; checkpoints for emergence are always analysed without clips)");
+               "that); the same for --checkpoints of a QAT or clamp run, with each checkpoint's clips");
 }
 
 int run(const CommonOptions& common, OutqConfig& config) {
@@ -70,6 +71,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
 
   // Emergence: a series of checkpoints, or the light statistics of a training run.
   std::vector<std::pair<int64_t, nlohmann::json>> series;
+  std::string emergence_clips;
   if (!g_checkpoints.empty()) {
     OUTQ_CHECK(fs::is_directory(g_checkpoints), g_checkpoints, ": checkpoint directory not found");
     std::vector<fs::path> dirs;
@@ -83,6 +85,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
     eo.max_tokens = g_emergence_tokens;
     eo.heatmap = false;
     eo.show_progress = false;
+    int clipped = 0;
     for (const auto& d : dirs) {
       const ModelConfig c = model_config_read(d.string());
       if (c.to_hf_json() != want) {
@@ -90,11 +93,18 @@ int run(const CommonOptions& common, OutqConfig& config) {
                       "a different one (all checkpoints must be of the same model)");
       }
       Llama m = model_load(d.string());
+      // A QAT (or clamp) checkpoint runs with the clips it had reached, as trained.
+      const auto checkpoint_clips = g_unclipped ? std::nullopt : checkpoint_clips_json(d.string(), m);
+      if (checkpoint_clips) {
+        m->observers().attach(learned_input_observer(m, learned_ranges_from_json(*checkpoint_clips, d.string())));
+        ++clipped;
+      }
       const std::string name = d.filename().string();
       const int64_t step = name.rfind("step-", 0) == 0 ? std::stoll(name.substr(5)) : static_cast<int64_t>(series.size());
       series.emplace_back(step, layer_type_summary(analyze_model(m, shard, eo).points));
-      log_info("emergence: {} analysed", d.string());
+      log_info("emergence: {} analysed{}", d.string(), checkpoint_clips ? " (with its clips)" : "");
     }
+    emergence_clips = fmt::format("applied to {} of {} checkpoints", clipped, dirs.size());
   } else if (!g_run_dir.empty()) {
     series = emergence_from_metrics(g_run_dir);
     OUTQ_CHECK(!series.empty(), g_run_dir, "/metrics.jsonl: expected light statistics (train.stats_every > 0), found none");
@@ -110,6 +120,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
     nlohmann::json e = nlohmann::json::array();
     for (const auto& [step, summary] : series) e.push_back({{"step", step}, {"by_layer_type", summary}});
     j["emergence"] = e;
+    if (!emergence_clips.empty()) j["emergence_clips"] = emergence_clips;
   }
   write_file_atomic(fs::path(out) / "analysis.json", j.dump(1) + "\n");
   std::string summary = analysis_summary(r, lm.tokenizer.get());

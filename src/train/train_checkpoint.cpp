@@ -15,6 +15,8 @@
 #include "outq/model/checkpoint.h"
 #include "outq/model/tensor_io.h"
 #include "outq/data/text.h"
+#include "outq/qat/qat_observer.h"
+#include "outq/train/checkpoint_clips.h"
 
 namespace fs = std::filesystem;
 
@@ -102,3 +104,35 @@ std::map<std::string, torch::Tensor> checkpoint_extra(const std::string& dir) {
 }
 
 }  // namespace outq::train_detail
+
+namespace outq {
+
+std::optional<nlohmann::json> checkpoint_clips_json(const std::string& dir, const Llama& model) {
+  const fs::path state_path = fs::path(dir) / "trainer_state.json";
+  if (!fs::exists(state_path)) return std::nullopt;
+  const nlohmann::json state = json_read_object(state_path, "trainer state");
+  QatConfig c;
+  int64_t step = 0;
+  try {
+    const nlohmann::json q = state.value("resume_key", nlohmann::json::object()).value("qat", nlohmann::json::object());
+    c.mode = q.value("mode", c.mode);
+    c.bits = q.value("bits", c.bits);
+    c.clamp_value = q.value("clamp_value", c.clamp_value);
+    c.inputs = q.value("inputs", c.inputs);
+    c.start_step = q.value("start_step", c.start_step);
+    step = state.at("step").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: expected the step and [qat] settings of a training run, found malformed ones ({})",
+                            state_path.string(), e.what()));
+  }
+  // The step-s checkpoint follows steps 0..s-1; quantization ran from step qat.start_step on.
+  if (!(c.clamps() || (c.quantizes() && step > c.start_step))) return std::nullopt;
+  const auto extra = train_detail::checkpoint_extra(dir);
+  OUTQ_CHECK(!extra.empty(), dir, ": a qat.mode = \"", c.mode,
+             "\" checkpoint should hold its clip values (extra.safetensors), found none");
+  QatObserver qat(model, c);
+  qat.load_clips(extra);
+  return qat.clips_json();
+}
+
+}  // namespace outq

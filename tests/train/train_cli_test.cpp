@@ -2,7 +2,8 @@
 // losses as an uninterrupted run; SIGTERM stops cleanly with a checkpoint; a diverging run stops
 // with a clear message; mismatched settings, tokenizer and shapes are clear errors; `outq eval`
 // reproduces the validation perplexity; `outq generate` is deterministic for a seed; a QAT run
-// learns and exports its clips, resumes exactly, and is analysed with its clips applied.
+// learns and exports its clips, resumes exactly, and is analysed (model and checkpoints) with
+// its clips applied.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -170,14 +171,31 @@ TEST_F(TrainCli, QatRunLearnsClipsAndResumesExactly) {
   std::map<std::string, double> down_max;
   for (const std::string flag : {"", " --unclipped"}) {
     const auto r = outq("analyze --model " + straight + "/model --data-dir " + *dir_ / "data" +
-                        " --max-tokens 1024 --json --out " + *dir_ / ("analysis" + flag.substr(flag.empty() ? 0 : 3)) + flag);
+                        " --max-tokens 1024 --checkpoints " + straight + "/checkpoints --emergence-tokens 1024 --json --out " +
+                        *dir_ / ("analysis" + flag.substr(flag.empty() ? 0 : 3)) + flag);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const auto j = nlohmann::json::parse(r.out);
     EXPECT_EQ(j["clips"], flag.empty() ? "applied" : "ignored");
+    // The last checkpoint is the final model: with its own clips (from extra.safetensors) it gives
+    // the same statistics as the model with clips.json, and without them the same unclipped ones.
+    EXPECT_EQ(j["emergence_clips"], flag.empty() ? "applied to 1 of 1 checkpoints" : "applied to 0 of 1 checkpoints");
+    ASSERT_EQ(j["emergence"].size(), 1u);
+    EXPECT_EQ(j["emergence"][0]["step"], 30);
+    EXPECT_EQ(j["emergence"][0]["by_layer_type"], j["by_layer_type"]);
     for (const auto& p : j["points"])
       if (p["name"] == "model.layers.1.mlp.down_proj.input") down_max[flag] = p["max_abs"].get<double>();
   }
   ASSERT_EQ(down_max.size(), 2u);
+  // A QAT checkpoint without its clip values is a clear error, not an unclipped analysis.
+  const fs::path lost = fs::path(*dir_ / "lost-clips") / "step-0000030";
+  fs::create_directories(lost.parent_path());
+  fs::copy(straight + "/checkpoints/step-0000030", lost);
+  fs::remove(lost / "extra.safetensors");
+  const auto bad = outq("analyze --model " + straight + "/model --data-dir " + *dir_ / "data" + " --max-tokens 256 --checkpoints " +
+                        lost.parent_path().string() + " --emergence-tokens 256 --out " + *dir_ / "analysis-lost");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("step-0000030: a qat.mode = \"qat+kurtosis\" checkpoint should hold its clip values "
+                         "(extra.safetensors), found none"), std::string::npos) << bad.err;
   EXPECT_NE(down_max[""], down_max[" --unclipped"]) << "the clips upstream must change what the last layer sees";
   double penalty = 0;
   std::ifstream in(straight + "/metrics.jsonl");

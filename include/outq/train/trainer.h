@@ -6,7 +6,8 @@
 //   config.json                effective configuration (all sections)
 //   metrics.jsonl              one JSON record per log/eval event
 //   checkpoints/step-NNNNNNN/  model.safetensors config.json tokenizer.model optimizer.pt
-//                              rng.safetensors trainer_state.json (QAT: clips.safetensors)
+//                              rng.safetensors trainer_state.json (QAT and clamp:
+//                              extra.safetensors, the clip values and their optimizer)
 //   checkpoints/LATEST         name of the newest complete checkpoint
 //   model/                     the final model directory (what `outq eval` reads); QAT modes add
 //                              clips.json (the learned clip values per quantized linear)
