@@ -9,7 +9,7 @@
 
 namespace outq {
 
-void QatConfig::validate() const {
+void QatConfig::validate(bool warn) const {
   OUTQ_CHECK(mode == "float" || mode == "clamp" || mode == "kurtosis" || mode == "qat" || mode == "qat+kurtosis",
              "qat.mode: expected one of float, clamp, kurtosis, qat, qat+kurtosis, found \"", mode, "\"");
   OUTQ_CHECK(bits >= 2 && bits <= 8, "qat.bits: expected 2..8, found ", bits);
@@ -30,6 +30,7 @@ void QatConfig::validate() const {
                    inputs.begin() + static_cast<std::ptrdiff_t>(i),
                "qat.inputs: \"", inputs[i], "\" is listed twice");
   }
+  if (!warn) return;
   const QatConfig defaults;
   if (!quantizes() && (bits != defaults.bits || clip_init != defaults.clip_init || clip_lr_scale != defaults.clip_lr_scale ||
                        clip_init_from != defaults.clip_init_from || start_step != defaults.start_step)) {
@@ -38,8 +39,11 @@ void QatConfig::validate() const {
   if (!penalizes() && (kurtosis_lambda != defaults.kurtosis_lambda || kurtosis_reduction != defaults.kurtosis_reduction)) {
     log_warn("qat.kurtosis_lambda / qat.kurtosis_reduction have no effect in mode \"{}\"", mode);
   }
-  if (!clamps() && clamp_value != defaults.clamp_value) {
-    log_warn("qat.clamp_value has no effect in mode \"{}\" (only clamp mode uses it)", mode);
+  if (!clamps() && (clamp_value != defaults.clamp_value || !clamp_clips.empty())) {
+    log_warn("qat.clamp_value / qat.clamp_clips have no effect in mode \"{}\" (only clamp mode uses them)", mode);
+  }
+  if (clamps() && !clamp_clips.empty() && clamp_value != defaults.clamp_value) {
+    log_warn("qat.clamp_value has no effect with qat.clamp_clips (each input is clamped to its range in {})", clamp_clips);
   }
 }
 

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <optional>
 
 #include "outq/core/error.h"
 #include "outq/qat/learned_clip.h"
@@ -14,13 +15,15 @@ const char* const* kSlotNames = QatConfig::kInputNames;
 }
 
 QatObserver::QatObserver(const Llama& model, const QatConfig& config) : config_(config) {
-  config_.validate();
+  config_.validate(/*warn=*/false);  // warnings were given when the config was read
   clips_.resize(model->config().num_hidden_layers);
+  // Clamp mode keeps its fixed ranges in the same tensors (checkpointed, exported), not learned.
+  const double init = config.clamps() ? config.clamp_value : config.clip_init;
   for (auto& layer : clips_)
     for (auto& c : layer) {
-      c.alpha = torch::full({}, static_cast<float>(config.clip_init)).requires_grad_(true);
-      c.beta = torch::full({}, static_cast<float>(-config.clip_init)).requires_grad_(true);
-      c.initialized = config.clip_init_from == "fixed";
+      c.alpha = torch::full({}, static_cast<float>(init)).requires_grad_(config.quantizes());
+      c.beta = torch::full({}, static_cast<float>(-init)).requires_grad_(config.quantizes());
+      c.initialized = config.clip_init_from == "fixed" || !config.quantizes();
     }
 }
 
@@ -57,7 +60,10 @@ torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::T
       return last_output_;
     }
     if (config_.quantizes()) return x;  // before qat.start_step
-    if (config_.clamps()) return x.clamp(-config_.clamp_value, config_.clamp_value);
+    if (config_.clamps()) {
+      const Clip& c = clips_[point.layer][s];
+      return x.clamp(c.beta.item<double>(), c.alpha.item<double>());
+    }
     return x;
   }
   if (config_.penalizes() && torch::GradMode::is_enabled()) {  // training forward: a quantized layer's output
@@ -72,7 +78,7 @@ void QatObserver::set_step(int64_t step) {
   quantizing_ = step >= config_.start_step;
   // Up to and including the first quantized step the clips are (re)set from the batch, whatever a
   // resumed checkpoint held; after it they are learned values.
-  if (step > config_.start_step || config_.clip_init_from != "first_batch") return;
+  if (!config_.quantizes() || step > config_.start_step || config_.clip_init_from != "first_batch") return;
   for (auto& layer : clips_)
     for (auto& c : layer) c.initialized = false;
 }
@@ -128,20 +134,50 @@ void QatObserver::load_clips(const std::map<std::string, torch::Tensor>& clips) 
       }
 }
 
+namespace {
+// The linear modules that read each quantized input (one range per input, shared by them).
+const std::vector<std::vector<std::string>> kModules = {
+    {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"self_attn.o_proj"},
+    {"mlp.gate_proj", "mlp.up_proj"}, {"mlp.down_proj"}};
+}  // namespace
+
 nlohmann::json QatObserver::clips_json() const {
-  static const std::vector<std::vector<std::string>> kModules = {
-      {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"self_attn.o_proj"},
-      {"mlp.gate_proj", "mlp.up_proj"}, {"mlp.down_proj"}};
   nlohmann::json out = nlohmann::json::object();
   for (size_t l = 0; l < clips_.size(); ++l)
     for (int s = 0; s < 4; ++s)
       for (const auto& m : config_.uses_input(s) ? kModules[s] : std::vector<std::string>{})
-        out[fmt::format("model.layers.{}.{}", l, m)] = {
-            {"alpha", config_.clamps() ? config_.clamp_value : clips_[l][s].alpha.item<double>()},
-            {"beta", config_.clamps() ? -config_.clamp_value : clips_[l][s].beta.item<double>()},
-            {"bits", config_.bits},
-            {"kind", config_.clamps() ? "clamp" : "quantize"}};
+        out[fmt::format("model.layers.{}.{}", l, m)] = {{"alpha", clips_[l][s].alpha.item<double>()},
+                                                         {"beta", clips_[l][s].beta.item<double>()},
+                                                         {"bits", config_.bits},
+                                                         {"kind", config_.clamps() ? "clamp" : "quantize"}};
   return out;
+}
+
+void QatObserver::load_clips_json(const nlohmann::json& clips, const std::string& origin) {
+  OUTQ_CHECK(clips.is_object(), origin, ": expected a JSON object of clip ranges per linear module, found ", clips.type_name());
+  torch::NoGradGuard no_grad;
+  for (size_t l = 0; l < clips_.size(); ++l)
+    for (int s = 0; s < 4; ++s) {
+      if (!config_.uses_input(s)) continue;
+      std::optional<std::pair<double, double>> range;
+      for (const auto& m : kModules[s]) {
+        const std::string module = fmt::format("model.layers.{}.{}", l, m);
+        OUTQ_CHECK(clips.contains(module), origin, ": expected a range for ", module, ", found none");
+        const auto& v = clips[module];
+        OUTQ_CHECK(v.is_object() && v.contains("alpha") && v.contains("beta") && v["alpha"].is_number() &&
+                       v["beta"].is_number(),
+                   origin, ": ", module, ": expected an object with numbers \"alpha\" and \"beta\", found ", v.dump());
+        const double a = v["alpha"].get<double>(), b = v["beta"].get<double>();
+        OUTQ_CHECK(std::isfinite(a) && std::isfinite(b) && a > b, origin, ": ", module,
+                   ": expected finite alpha > beta, found alpha = ", a, ", beta = ", b);
+        if (!range) range.emplace(a, b);
+        OUTQ_CHECK(range->first == a && range->second == b, origin, ": ", module, ": expected the range of ",
+                   fmt::format("model.layers.{}.{}", l, kModules[s][0]), " (the modules share one input), found another");
+      }
+      clips_[l][s].alpha.fill_(range->first);
+      clips_[l][s].beta.fill_(range->second);
+      clips_[l][s].initialized = true;
+    }
 }
 
 }  // namespace outq

@@ -16,6 +16,7 @@
 #include "outq/core/config.h"
 #include "outq/core/error.h"
 #include "outq/core/file_io.h"
+#include "outq/core/json_file.h"
 #include "outq/core/log.h"
 #include "outq/core/plot.h"
 #include "outq/core/table.h"
@@ -205,6 +206,9 @@ TrainResult train_run(const TrainOptions& opt) {
     OUTQ_CHECK(!opt.qat.quantizes() || opt.qat.start_step < tc.steps, "qat.start_step: expected less than train.steps (",
                tc.steps, "), found ", opt.qat.start_step);
     qat = std::make_shared<QatObserver>(model, opt.qat);
+    if (opt.qat.clamps() && !opt.qat.clamp_clips.empty()) {
+      qat->load_clips_json(json_read_object(opt.qat.clamp_clips, "clamp ranges (qat.clamp_clips)"), opt.qat.clamp_clips);
+    }
     model->observers().attach(qat);
     if (opt.qat.quantizes()) {
       clip_optimizer = std::make_unique<torch::optim::AdamW>(

@@ -133,12 +133,60 @@ TEST(QatExport, LearnedRangesReproduceTheQatForward) {
   }
 }
 
+TEST(QatObserver, ClampModeTakesEachInputsRangeFromClipsJson) {
+  Llama model = small_model();
+  QatConfig qc;
+  qc.mode = "qat";
+  const auto [qat, tokens, want, plain] = qat_forward(model, qc, 7);
+  const nlohmann::json learned = qat->clips_json();
+  QatConfig cc;
+  cc.mode = "clamp";
+  auto clamp = std::make_shared<QatObserver>(model, cc);
+  clamp->load_clips_json(learned, "clips.json");
+  const nlohmann::json exported = clamp->clips_json();  // the same ranges, now of kind clamp
+  ASSERT_EQ(exported.size(), learned.size());
+  for (const auto& [module, v] : learned.items()) {
+    EXPECT_EQ(exported[module]["alpha"], v["alpha"]) << module;
+    EXPECT_EQ(exported[module]["beta"], v["beta"]) << module;
+    EXPECT_EQ(exported[module]["kind"], "clamp") << module;
+  }
+  // The reference: every linear input clamped by hand to its module's range.
+  struct HandClamp : Observer {
+    nlohmann::json ranges;
+    torch::Tensor observe(const ObservationPoint& p, const torch::Tensor& x) override {
+      if (p.kind != PointKind::kLinearInput || !ranges.contains(p.module)) return x;
+      return x.clamp(ranges[p.module]["beta"].get<double>(), ranges[p.module]["alpha"].get<double>());
+    }
+  };
+  auto hand = std::make_shared<HandClamp>();
+  hand->ranges = learned;
+  torch::NoGradGuard no_grad;
+  model->observers().attach(clamp);
+  const auto got = model->forward(tokens);
+  model->observers().clear();
+  model->observers().attach(hand);
+  const auto ref = model->forward(tokens);
+  model->observers().clear();
+  EXPECT_TRUE(torch::equal(got, ref));
+  EXPECT_GT((got - plain).abs().max().item<double>(), 1e-2) << "the ranges must clamp something";
+  // A module missing, modules sharing an input with different ranges, a crossed range: errors.
+  auto missing = learned;
+  missing.erase("model.layers.1.mlp.down_proj");
+  EXPECT_THROW(clamp->load_clips_json(missing, "c"), Error);
+  auto split = learned;
+  split["model.layers.0.self_attn.k_proj"]["alpha"] = 9.0;
+  EXPECT_THROW(clamp->load_clips_json(split, "c"), Error);
+  auto crossed = learned;
+  crossed["model.layers.0.self_attn.o_proj"]["beta"] = 99.0;
+  EXPECT_THROW(clamp->load_clips_json(crossed, "c"), Error);
+  EXPECT_THROW(clamp->load_clips_json(nlohmann::json::array(), "c"), Error);
+}
+
 TEST(QatExport, LearnedInputObserverRunsTheModelAsTrained) {
   for (const std::string mode : {"qat", "clamp"}) {
     Llama model = small_model();
     QatConfig qc;
     qc.mode = mode;
-    qc.clamp_value = 0.4;  // small enough that the clamp changes the forward
     const auto [qat, tokens, want, plain] = qat_forward(model, qc, 11);
     torch::NoGradGuard no_grad;
 

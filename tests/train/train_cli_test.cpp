@@ -197,6 +197,17 @@ TEST_F(TrainCli, QatRunLearnsClipsAndResumesExactly) {
   EXPECT_NE(bad.err.find("step-0000030: a qat.mode = \"qat+kurtosis\" checkpoint should hold its clip values "
                          "(extra.safetensors), found none"), std::string::npos) << bad.err;
   EXPECT_NE(down_max[""], down_max[" --unclipped"]) << "the clips upstream must change what the last layer sees";
+  // A clamp run with the ranges this QAT run learned ("oracle" clips): its clips.json has them.
+  const auto clamp = outq("train" + base_args() + " --set qat.mode=clamp --set train.steps=3 --set train.eval_every=0"
+                          " --set qat.clamp_clips=" + straight + "/model/clips.json --set train.run_dir=" + *dir_ / "clamp-oracle");
+  ASSERT_EQ(clamp.exit_code, 0) << clamp.err;
+  const auto clamped = nlohmann::json::parse(test::read_text(*dir_ / "clamp-oracle/model/clips.json"));
+  ASSERT_EQ(clamped.size(), clips.size());
+  for (const auto& [module, v] : clips.items()) {
+    EXPECT_EQ(clamped[module]["alpha"], v["alpha"]) << module;
+    EXPECT_EQ(clamped[module]["beta"], v["beta"]) << module;
+    EXPECT_EQ(clamped[module]["kind"], "clamp") << module;
+  }
   double penalty = 0;
   std::ifstream in(straight + "/metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
@@ -239,6 +250,10 @@ TEST_F(TrainCli, QatSettingsAreChecked) {
   r = outq("train" + base_args() + run + " --set qat.mode=qat --set qat.start_step=2");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("qat.start_step: expected less than train.steps (2), found 2"), std::string::npos) << r.err;
+  r = outq("train" + base_args() + run + " --set qat.mode=clamp --set qat.clamp_clips=" + *dir_ / "no-such-clips.json");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no-such-clips.json"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(*dir_ / "qat-bad/model")) << "no output from a refused run";
   r = test::run_shell(kOutq + " train" + base_args() + " --set train.steps=2 --set train.run_dir=" + *dir_ / "qat-warn" +
                           " --set qat.kurtosis_lambda=0.5",
                       {{"OUTQ_CACHE", *dir_ / "cache"}, {"OUTQ_PROGRESS", "off"}});

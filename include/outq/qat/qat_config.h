@@ -1,6 +1,7 @@
 // The [qat] config section: the training mode and the QAT / kurtosis settings (methods §2).
 //   float         plain training (the baseline)
-//   clamp         no quantization; every quantized-layer input is clamped to +-clamp_value
+//   clamp         no quantization; every quantized-layer input is clamped to +-clamp_value, or to
+//                 its own range from a clips.json (clamp_clips: e.g. the clips a QAT run learned)
 //   kurtosis      float training plus the kurtosis penalty on quantized layers' outputs
 //   qat           learned-clip fake quantization of the four inputs per block
 //   qat+kurtosis  both (the paper's method)
@@ -19,6 +20,7 @@ struct QatConfig {
   int bits = 4;
   double clip_init = 4.0;
   double clamp_value = 4.0;
+  std::string clamp_clips;
   double kurtosis_lambda = 1e-3;
   std::string kurtosis_reduction = "mean";
   double clip_lr_scale = 1.0;
@@ -32,6 +34,8 @@ struct QatConfig {
     v("bits", bits, "activation bits of the learned-clip quantizers (2..8)");
     v("clip_init", clip_init, "initial clip values alpha = +clip_init, beta = -clip_init");
     v("clamp_value", clamp_value, "clamp mode: inputs clamped to [-clamp_value, clamp_value]");
+    v("clamp_clips", clamp_clips,
+      "clamp mode: a clips.json (e.g. a QAT run's model/clips.json) whose per-input [beta, alpha] replace +-clamp_value");
     v("kurtosis_lambda", kurtosis_lambda, "weight of the kurtosis penalty");
     v("kurtosis_reduction", kurtosis_reduction, "sum or mean of the per-token kurtosis over tokens (summed over layers)");
     v("clip_lr_scale", clip_lr_scale, "clip learning rate as a multiple of train.lr (Adam with beta1 = 0, no decay)");
@@ -41,8 +45,9 @@ struct QatConfig {
     v("start_step", start_step,
       "training step at which fake quantization starts (float before it; first_batch clips come from that step's batch)");
   }
-  /// Impossible settings are errors; settings the mode ignores are warnings.
-  void validate() const;
+  /// Impossible settings are errors; settings the mode ignores are warnings (unless !warn: for
+  /// settings already checked once, as when the config was read).
+  void validate(bool warn = true) const;
 
   bool quantizes() const { return mode == "qat" || mode == "qat+kurtosis"; }
   bool clamps() const { return mode == "clamp"; }

@@ -30,8 +30,13 @@ class QatObserver : public Observer {
   std::map<std::string, torch::Tensor> named_clips() const;
   void load_clips(const std::map<std::string, torch::Tensor>& clips);
   /// {"model.layers.0.self_attn.q_proj": {"alpha": .., "beta": ..}, ...} for every quantized linear
-  /// (in clamp mode the fixed clamp range, so a clamp-trained model can be quantized with it).
+  /// (in clamp mode the clamp ranges, so a clamp-trained model can be quantized with them).
   nlohmann::json clips_json() const;
+  /// The inverse: sets every used input's range from a clips.json (`origin` names it in errors),
+  /// e.g. the clamp ranges of a clamp run from the clips a QAT run learned. Every module of a used
+  /// input must be there with finite alpha > beta, and the modules sharing an input (q/k/v,
+  /// gate/up) must share one range.
+  void load_clips_json(const nlohmann::json& clips, const std::string& origin);
   /// Keeps every clip pair a valid range after an optimizer step: where alpha - beta fell below
   /// kMinClipWidth (a gradient step can even swap them on a narrow input), both move apart
   /// symmetrically about their midpoint to that width. Returns how many pairs were changed.
