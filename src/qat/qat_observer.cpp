@@ -62,7 +62,7 @@ torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::T
     if (config_.quantizes()) return x;  // before qat.start_step
     if (config_.clamps()) {
       const Clip& c = clips_[point.layer][s];
-      return x.clamp(c.beta.item<double>(), c.alpha.item<double>());
+      return torch::clamp(x, c.beta, c.alpha);  // tensor bounds: no host read per forward
     }
     return x;
   }
