@@ -15,6 +15,7 @@
 #include "outq/core/error.h"
 #include "outq/core/table.h"
 #include "outq/kernels/isa.h"
+#include "outq/ptq/quantize_model.h"
 #include "outq/runtime/integer_runtime.h"
 #include "speed.h"
 

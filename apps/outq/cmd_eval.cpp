@@ -12,6 +12,7 @@
 #include "outq/core/file_io.h"
 #include "outq/core/table.h"
 #include "outq/eval/perplexity.h"
+#include "outq/ptq/method.h"
 #include "outq/ptq/quantize_model.h"
 #include "outq/quant/recipe.h"
 
@@ -92,7 +93,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
   if (g_sweep.empty()) {
     if (!g_recipe.empty()) {
       const Recipe recipe = recipe_load(g_recipe);
-      if (recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration())
+      if (recipe_needs_calibration_data(recipe))
         calib = open_calibration_shard(g_calib, g_data_dir, config, tokenizer, tokenizer_path);
       quantize_model(lm.model, recipe, calib.get(), tokenizer.bos_id(), lm.learned ? &*lm.learned : nullptr);
       rows.push_back({recipe.name, recipe.weights.describe(), recipe.activations.describe(), {}});
@@ -104,9 +105,12 @@ int run(const CommonOptions& common, OutqConfig& config) {
     // Float first; it is the KL reference unless --kl-base names another.
     Llama* ref = reference.model ? &reference.model : &lm.model;
     rows.push_back({"float", "off", "off", evaluate(lm.model, reference.model ? ref : nullptr)});
-    for (const auto& path : g_sweep) {
-      const Recipe recipe = recipe_load(path);
-      if (!calib && (recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration()))
+    // Every recipe (and its methods' settings) is checked before the first one runs.
+    std::vector<Recipe> sweep;
+    for (const auto& path : g_sweep) sweep.push_back(recipe_load(path));
+    for (const auto& recipe : sweep) make_methods(recipe);
+    for (const auto& recipe : sweep) {
+      if (!calib && recipe_needs_calibration_data(recipe))
         calib = open_calibration_shard(g_calib, g_data_dir, config, tokenizer, tokenizer_path);
       LoadedModel fresh = load_model_dir(g_model);
       quantize_model(fresh.model, recipe, calib.get(), tokenizer.bos_id(), fresh.learned ? &*fresh.learned : nullptr);

@@ -8,10 +8,11 @@
 #include "command.h"
 #include "model_source.h"
 #include "outq/core/error.h"
+#include "outq/core/process.h"
 #include "outq/core/table.h"
+#include "outq/ptq/method.h"
 #include "outq/ptq/quantized_io.h"
 #include "outq/quant/recipe.h"
-#include "outq/train/trainer.h"
 
 namespace fs = std::filesystem;
 
@@ -37,7 +38,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
   OUTQ_CHECK(!lm.quantized, g_model, ": expected a float model directory, found a quantized one (quant_config.json)");
   const std::string tokenizer_path = (fs::path(g_model) / "tokenizer.model").string();
   std::unique_ptr<TokenShard> calib;
-  if (recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration()) {
+  if (recipe_needs_calibration_data(recipe)) {
     calib = open_calibration_shard(g_calib, g_data_dir, config, *lm.tokenizer, tokenizer_path);
   }
   const QuantizedModel q = quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id(), lm.learned ? &*lm.learned : nullptr);
@@ -45,14 +46,16 @@ int run(const CommonOptions& common, OutqConfig& config) {
   const double rss = static_cast<double>(peak_rss_bytes());
   if (common.json) {
     std::printf("%s\n", nlohmann::json({{"recipe", recipe.name}, {"label", recipe.label()}, {"out", g_out},
-                                        {"seconds", q.seconds}, {"peak_rss_bytes", rss}})
+                                        {"methods", recipe.methods_label()}, {"seconds", q.seconds},
+                                        {"peak_rss_bytes", rss}})
                             .dump(2)
                             .c_str());
     return 0;
   }
-  Table t({"recipe", "weights", "activations", "algorithm", "time", "peak memory"});
+  Table t({"recipe", "weights", "activations", "algorithm", "methods", "time", "peak memory"});
   t.add_row({recipe.name, recipe.weights.describe(), recipe.activations.describe(),
-             recipe.algorithm == WeightAlgorithm::kGptq ? "gptq" : "rtn", format_duration(q.seconds), format_bytes(rss)});
+             recipe.algorithm == WeightAlgorithm::kGptq ? "gptq" : "rtn",
+             recipe.methods.empty() ? "none" : recipe.methods_label(), format_duration(q.seconds), format_bytes(rss)});
   std::printf("%s\nquantized model: %s\n", t.render().c_str(), g_out.c_str());
   return 0;
 }

@@ -14,6 +14,8 @@
 #include "outq/core/log.h"
 #include "outq/eval/perplexity.h"
 #include "outq/kernels/isa.h"
+#include "outq/model/block_schema.h"
+#include "outq/ptq/method.h"
 #include "outq/ptq/quantize_model.h"
 #include "outq/train/trainer.h"
 #include "speed.h"
@@ -65,7 +67,7 @@ json eval_json(const PerplexityResult& r) {
 QuantizedModel quantize_for_study(LoadedModel& lm, const Recipe& recipe, const std::string& model_dir,
                                   const std::string& data_dir, OutqConfig& config) {
   std::unique_ptr<TokenShard> calib;
-  if (recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration())
+  if (recipe_needs_calibration_data(recipe))
     calib = open_calibration_shard("", data_dir, config, *lm.tokenizer, (fs::path(model_dir) / "tokenizer.model").string());
   return quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id(), lm.learned ? &*lm.learned : nullptr);
 }
@@ -79,9 +81,13 @@ std::vector<std::string> builtin_recipe_names() {
 }
 
 Recipe study_recipe(const std::string& entry) {
-  if (fs::is_regular_file(entry)) return recipe_load(entry);
+  auto checked = [](Recipe r) {
+    make_methods(r);  // the methods' settings are checked when the study is planned
+    return r;
+  };
+  if (fs::is_regular_file(entry)) return checked(recipe_load(entry));
   for (const auto& [name, text] : outq_builtin_recipes())
-    if (name == entry) return recipe_parse(text, "built-in recipe " + name);
+    if (name == entry) return checked(recipe_parse(text, "built-in recipe " + name));
   std::string names;
   for (const auto& n : builtin_recipe_names()) names += (names.empty() ? "" : ", ") + n;
   throw Error(fmt::format("study.recipes: \"{}\" is neither a recipe file nor a built-in recipe (built-in: {})", entry, names));
@@ -130,7 +136,8 @@ json study_analyze(const std::string& model_dir, const std::string& run_dir, con
     kurt_max = std::max(kurt_max, p.kurtosis_max);
     spike_max = std::max(spike_max, p.spike_ratio_max);
     ++n;
-    const std::string type = p.name.substr(p.name.find('.', p.name.find("layers.") + 7) + 1);
+    std::string type;  // "self_attn.q_proj.input": the point's name within its block
+    split_block_module(p.name, nullptr, &type);
     json& t = by_type[type];
     if (t.is_null()) t = {{"outlier_channels", 0}, {"max_abs", 0.0}};
     t["outlier_channels"] = t["outlier_channels"].get<int64_t>() + static_cast<int64_t>(p.outlier_channels.size());

@@ -8,9 +8,9 @@
 
 namespace outq {
 
-std::string point_layer_type(const ObservationPoint& p) {
-  if (p.kind != PointKind::kLinearInput) return "";
-  switch (linear_role(p)) {
+std::string point_layer_type(PointKind kind, LinearRole role) {
+  if (kind != PointKind::kLinearInput) return "";
+  switch (role) {
     case LinearRole::kQkv: return "qkv_input";
     case LinearRole::kAttnOut: return "attn_out_input";
     case LinearRole::kMlpIn: return "mlp_input";
@@ -116,6 +116,7 @@ std::vector<PointStats> ActivationStats::finish() const {
     s.name = a.point.name;
     s.kind = a.point.kind;
     s.layer = a.point.layer;
+    s.role = linear_role(a.point);
     s.tokens = a.tokens;
     s.sequences = a.sequences;
     if (a.tokens == 0) {

@@ -145,10 +145,7 @@ nlohmann::json layer_type_summary(const std::vector<PointStats>& points) {
   nlohmann::json out = nlohmann::json::object();
   for (const char* type : kLayerTypes) out[type] = {{"outliers", nlohmann::json::array()}, {"kurtosis_max", nlohmann::json::array()}};
   for (const auto& s : points) {
-    ObservationPoint p;
-    p.kind = s.kind;
-    p.module = s.name.substr(0, s.name.rfind('.'));
-    const std::string type = point_layer_type(p);
+    const std::string type = point_layer_type(s.kind, s.role);
     if (type.empty()) continue;
     out[type]["outliers"].push_back(s.outlier_channels.size());
     out[type]["kurtosis_max"].push_back(s.kurtosis_max);
@@ -242,7 +239,7 @@ void analysis_plots(const AnalysisResult& r, const std::string& dir) {
   spikes.ylabel = "max over channels of |x| (log scale)";
   spikes.log_y = true;
   for (const auto& s : r.points) {
-    if (s.name.find("down_proj.input") == std::string::npos || s.first_window_token_absmax.empty()) continue;
+    if (s.kind != PointKind::kLinearInput || s.role != LinearRole::kMlpDown || s.first_window_token_absmax.empty()) continue;
     PlotSeries ps{fmt::format("layer {} (max/median {:.1f})", s.layer, s.spike_ratio_max), {}, {}};
     for (size_t t = 0; t < s.first_window_token_absmax.size(); ++t) {
       ps.x.push_back(static_cast<double>(t));

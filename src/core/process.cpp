@@ -1,7 +1,8 @@
-// posix_spawnp-based process runner with captured output.
+// posix_spawnp-based process runner with captured output; peak RSS from getrusage.
 #include "outq/core/process.h"
 
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -70,6 +71,12 @@ bool program_on_path(const std::string& program) {
     if (::access(candidate.c_str(), X_OK) == 0) return true;
   }
   return false;
+}
+
+int64_t peak_rss_bytes() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
 }
 
 }  // namespace outq

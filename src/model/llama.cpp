@@ -12,17 +12,7 @@ namespace F = torch::nn::functional;
 namespace outq {
 
 LinearRole linear_role(const ObservationPoint& p) {
-  if (p.kind == PointKind::kResidual) return LinearRole::kNone;
-  const auto ends = [&](const char* s) {
-    const std::string suffix(s);
-    return p.module.size() >= suffix.size() &&
-           p.module.compare(p.module.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  if (ends("q_proj") || ends("k_proj") || ends("v_proj")) return LinearRole::kQkv;
-  if (ends("o_proj")) return LinearRole::kAttnOut;
-  if (ends("gate_proj") || ends("up_proj")) return LinearRole::kMlpIn;
-  if (ends("down_proj")) return LinearRole::kMlpDown;
-  return LinearRole::kNone;
+  return p.slot < 0 ? LinearRole::kNone : block_schema().slots[static_cast<size_t>(p.slot)].role;
 }
 
 void ObserverList::detach(const Observer* observer) {
@@ -176,6 +166,22 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
   post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }
 
+ObservedLinearImpl& DecoderLayerImpl::linear(const std::string& relative) {
+  for (const auto& m : named_modules()) {
+    if (m.key() != relative) continue;
+    if (auto* l = dynamic_cast<ObservedLinearImpl*>(m.value().get())) return *l;
+  }
+  throw Error("decoder block: no linear module named '" + relative + "'");
+}
+
+RMSNormImpl& DecoderLayerImpl::norm(const std::string& relative) {
+  for (const auto& m : named_modules()) {
+    if (m.key() != relative) continue;
+    if (auto* n = dynamic_cast<RMSNormImpl*>(m.value().get())) return *n;
+  }
+  throw Error("decoder block: no norm named '" + relative + "'");
+}
+
 void DecoderLayerImpl::set_residual_points(const ObservationPoint* after_attn, const ObservationPoint* after_mlp) {
   after_attn_ = after_attn;
   after_mlp_ = after_mlp;
@@ -212,40 +218,36 @@ LlamaImpl::LlamaImpl(const ModelConfig& config) : config_(config) {
 }
 
 void LlamaImpl::build_points() {
+  const BlockSchema& schema = block_schema();
   points_.clear();
   const int L = config_.num_hidden_layers;
-  points_.reserve(static_cast<size_t>(L) * 16);
-  auto add = [&](const std::string& module, PointKind kind, int layer, const std::string& suffix) {
+  const size_t per_block = 2 * schema.linears().size() + schema.residuals.size();
+  points_.reserve(static_cast<size_t>(L) * per_block);  // never resized again: the modules keep pointers
+  auto add = [&](const std::string& module, PointKind kind, int layer, int slot, const std::string& suffix) {
     ObservationPoint p;
     p.index = static_cast<int>(points_.size());
     p.module = module;
     p.kind = kind;
     p.layer = layer;
+    p.slot = slot;
     p.name = module + "." + suffix;
     points_.push_back(std::move(p));
+    return &points_.back();
   };
-  static const char* kLinears[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                   "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                   "mlp.down_proj"};
   for (int l = 0; l < L; ++l) {
-    const std::string block = fmt::format("model.layers.{}", l);
-    for (const char* lin : kLinears) {
-      add(block + "." + lin, PointKind::kLinearInput, l, "input");
-      add(block + "." + lin, PointKind::kLinearOutput, l, "output");
+    DecoderLayerImpl& block = layer(l);
+    for (size_t s = 0; s < schema.slots.size(); ++s) {
+      for (const auto& lin : schema.slots[s].linears) {
+        const std::string module = block_module(l, lin);
+        const auto* in = add(module, PointKind::kLinearInput, l, static_cast<int>(s), "input");
+        const auto* out = add(module, PointKind::kLinearOutput, l, static_cast<int>(s), "output");
+        block.linear(lin).set_points(in, out);
+      }
     }
-    add(block, PointKind::kResidual, l, "residual_attn");
-    add(block, PointKind::kResidual, l, "residual_mlp");
-  }
-  // Wire the points to the modules (pointers stay valid: points_ is not resized again).
-  for (int l = 0; l < L; ++l) {
-    auto layer = model->layers[l]->as<DecoderLayerImpl>();
-    const ObservationPoint* base = &points_[static_cast<size_t>(l) * 16];
-    ObservedLinearImpl* linears[] = {layer->self_attn->q_proj.get(), layer->self_attn->k_proj.get(),
-                                     layer->self_attn->v_proj.get(), layer->self_attn->o_proj.get(),
-                                     layer->mlp->gate_proj.get(),    layer->mlp->up_proj.get(),
-                                     layer->mlp->down_proj.get()};
-    for (int i = 0; i < 7; ++i) linears[i]->set_points(base + 2 * i, base + 2 * i + 1);
-    layer->set_residual_points(base + 14, base + 15);
+    OUTQ_ASSERT(schema.residuals.size() == 2, "the decoder block has two residual points");
+    const auto* after_attn = add(block_prefix(l), PointKind::kResidual, l, -1, schema.residuals[0]);
+    const auto* after_mlp = add(block_prefix(l), PointKind::kResidual, l, -1, schema.residuals[1]);
+    block.set_residual_points(after_attn, after_mlp);
   }
 }
 
@@ -253,7 +255,7 @@ const ObservationPoint& LlamaImpl::point(const std::string& name) const {
   for (const auto& p : points_)
     if (p.name == name) return p;
   OUTQ_CHECK(false, "observation point '", name, "' not found (expected e.g. ", points_.front().name, ", ",
-             points_[13].name, ", ", points_[14].name, ")");
+             points_[1].name, ", ", points_.back().name, ")");
 }
 
 void LlamaImpl::reset_parameters(uint64_t seed) {

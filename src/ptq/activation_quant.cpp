@@ -16,14 +16,6 @@
 
 namespace outq {
 
-torch::Tensor ActivationQuantizer::observe(const ObservationPoint& point, const torch::Tensor& x) {
-  const auto& t = targets_[point.index];
-  if (!t || !t->spec.enabled()) return x;
-  if (t->spec.dynamic) return fake_quant_dynamic(x, t->spec, t->perm);
-  OUTQ_ASSERT(t->qp.scale.defined(), "static activation quantizer at ", point.name, " was never calibrated");
-  return fake_quant(x, t->qp, t->spec, t->perm);
-}
-
 void RangeCalibrator::watch(int point, const QuantSpec& spec, const torch::Tensor& perm) {
   watched_.at(point) = Watch{spec, perm, {}, {}, 0};
 }

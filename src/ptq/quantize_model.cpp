@@ -10,6 +10,8 @@
 #include "outq/core/error.h"
 #include "outq/core/log.h"
 #include "outq/core/progress.h"
+#include "outq/model/block_schema.h"
+#include "outq/ptq/method.h"
 
 namespace outq {
 namespace {
@@ -52,28 +54,26 @@ void gptq_all(Llama& model, const Recipe& recipe, std::vector<QuantizedLinear>& 
   for (auto& r : recs) by_name[r.module] = &r;
   const int L = model->config().num_hidden_layers;
   const int64_t batch = recipe.calibration.batch_size;
-  // Sub-steps of a block; modules in one list share their input (one Hessian for all of them).
-  const std::vector<std::vector<std::vector<std::string>>> sequential = {
-      {{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}}, {{"self_attn.o_proj"}},
-      {{"mlp.gate_proj", "mlp.up_proj"}}, {{"mlp.down_proj"}}};
-  const std::vector<std::vector<std::vector<std::string>>> together = {
-      {{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"self_attn.o_proj"},
-       {"mlp.gate_proj", "mlp.up_proj"}, {"mlp.down_proj"}}};
-  const auto& steps = recipe.gptq.true_sequential ? sequential : together;
-  Progress progress("gptq", L * 7, "modules");
+  // Sub-steps of a block: one per schema slot ("true sequential"), or all slots at once. The
+  // linears of a slot share their input and so one Hessian.
+  std::vector<std::vector<const ActivationSlot*>> steps;
+  for (const auto& slot : block_schema().slots) {
+    if (recipe.gptq.true_sequential || steps.empty()) steps.emplace_back();
+    steps.back().push_back(&slot);
+  }
+  Progress progress("gptq", static_cast<int64_t>(L * block_schema().linears().size()), "modules");
   torch::Tensor X = model->model->embed_tokens->forward(windows);  // (n, T, C)
   for (int l = 0; l < L; ++l) {
-    const std::string block = fmt::format("model.layers.{}.", l);
     for (const auto& step : steps) {
       auto capture = std::make_shared<HessianCapture>();
-      for (const auto& shared : step) capture->by_module[block + shared.front()];
+      for (const ActivationSlot* slot : step) capture->by_module[block_module(l, slot->linears.front())];
       ObserverList observers;
       observers.attach(capture);
       run_layer(model, l, X, batch, observers);
-      for (const auto& shared : step) {
-        const torch::Tensor H = capture->by_module.at(block + shared.front()).hessian();
-        for (const auto& name : shared) {
-          QuantizedLinear& rec = *by_name.at(block + name);
+      for (const ActivationSlot* slot : step) {
+        const torch::Tensor H = capture->by_module.at(block_module(l, slot->linears.front())).hessian();
+        for (const auto& name : slot->linears) {
+          QuantizedLinear& rec = *by_name.at(block_module(l, name));
           if (rec.weight_spec.enabled()) {
             store(rec, model, gptq_quantize(model->linear_weight(rec.module), H, rec.weight_spec, recipe.gptq, rec.module));
           }
@@ -104,23 +104,22 @@ QParams learned_qparams(const Recipe& recipe, const QuantizedLinear& rec, const 
 
 }  // namespace
 
-std::shared_ptr<ActivationQuantizer> attach_activation_quantizer(Llama& model, const std::vector<QuantizedLinear>& linears) {
-  auto aq = std::make_shared<ActivationQuantizer>(model->points().size());
-  for (const auto& rec : linears) {
-    if (!rec.activation_spec.enabled()) continue;
-    const ObservationPoint& p = model->point(rec.module + ".input");
-    aq->set(p.index, ActivationTarget{rec.activation_spec, rec.activation_qp, {}});
-  }
-  model->observers().attach(aq);
-  return aq;
-}
-
 QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenShard* calib, int32_t bos_id,
                               const LearnedRanges* learned) {
   const auto t0 = std::chrono::steady_clock::now();
   QuantizedModel out;
   out.recipe = recipe;
   const std::vector<std::string> modules = model->linear_modules();
+  // Outlier methods: constructed (settings checked) and checked against the recipe and each other
+  // before any work.
+  const auto methods = make_methods(recipe);
+  std::vector<const QuantMethod*> earlier;
+  bool methods_need_data = false;
+  for (const auto& m : methods) {
+    m->check(recipe, modules, earlier);
+    earlier.push_back(m.get());
+    methods_need_data = methods_need_data || m->needs_calibration();
+  }
   for (const auto& o : recipe.overrides) {
     if (glob_matches(o.pattern, modules).empty()) {
       log_warn("recipe {}: override '{}' matches no module (modules are named like {}, {}, ...)", recipe.name, o.pattern,
@@ -148,9 +147,10 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
     }
     out.linears.push_back(rec);
   }
-  const bool needs_data = recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration();
-  OUTQ_CHECK(!needs_data || calib != nullptr, recipe.source_path, ": this recipe needs calibration data (GPTQ or static "
-             "activation ranges); expected a calibration shard (--calib or the prepared data's train split)");
+  const bool needs_data = recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration() || methods_need_data;
+  OUTQ_CHECK(!needs_data || calib != nullptr, recipe.source_path, ": this recipe needs calibration data (GPTQ, static "
+             "activation ranges or a calibrating method); expected a calibration shard (--calib or the prepared data's "
+             "train split)");
   torch::Tensor windows;
   if (needs_data) {
     CalibrationOptions co = recipe.calibration;
@@ -158,6 +158,13 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
     windows = calibration_windows(*calib, co, bos_id);
   }
   model->observers().clear();
+  // Each method calibrates on the float model as the methods before it left it, then transforms it;
+  // then every method may change the per-linear plan.
+  for (const auto& m : methods) {
+    if (m->needs_calibration()) m->calibrate(model, windows, recipe.calibration.batch_size);
+    m->transform(model);
+  }
+  for (const auto& m : methods) m->plan(out.linears);
   if (recipe.algorithm == WeightAlgorithm::kGptq) {
     gptq_all(model, recipe, out.linears, windows);
   } else {
@@ -185,6 +192,7 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
       }
     }
   }
+  for (const auto& m : methods) out.methods.push_back(m->record());
   out.activations = attach_activation_quantizer(model, out.linears);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;

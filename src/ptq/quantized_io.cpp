@@ -14,6 +14,7 @@
 #include "outq/core/safetensors.h"
 #include "outq/model/checkpoint.h"
 #include "outq/model/tensor_io.h"
+#include "outq/ptq/method.h"
 
 namespace fs = std::filesystem;
 
@@ -21,7 +22,7 @@ namespace outq {
 namespace {
 
 constexpr const char* kFormat = "outq-quantized";
-constexpr int kVersion = 1;
+constexpr int kVersion = 2;  // 2: the "methods" section; 1 (no methods) still loads
 
 nlohmann::json spec_json(const QuantSpec& s) {
   return {{"bits", s.bits},           {"symmetric", s.symmetric},   {"granularity", granularity_name(s.granularity)},
@@ -46,6 +47,41 @@ QuantSpec spec_from_json(const nlohmann::json& j, const std::string& where) {
                   "percentile, dynamic", std::string("an incomplete spec (") + e.what() + ")");
   }
   return s;
+}
+
+std::string method_tensor_name(const std::string& method, const std::string& key) {
+  return "methods." + method + "." + key;
+}
+
+// The "methods" section of a version-2 quant_config.json, each replayed on the loaded model in order.
+std::vector<AppliedMethod> load_methods(const nlohmann::json& qc, const std::string& qc_path, const SafetensorsFile& file,
+                                        Llama& model) {
+  std::vector<AppliedMethod> out;
+  if (!qc.contains("methods")) return out;
+  const nlohmann::json& list = qc.at("methods");
+  OUTQ_CHECK(list.is_array(), qc_path, ": methods: expected a list of applied methods, found ", list.type_name());
+  for (const auto& j : list) {
+    OUTQ_CHECK(j.is_object() && j.contains("name") && j["name"].is_string() && j.contains("settings") &&
+                   j["settings"].is_object() && j.contains("state") && j.contains("tensors") && j["tensors"].is_array(),
+               qc_path, ": methods: expected entries with name, settings, state and tensors, found ", j.dump());
+    MethodEntry entry;
+    entry.name = j["name"].get<std::string>();
+    entry.settings = j["settings"];
+    entry.origin = qc_path;
+    const auto method = make_method(entry);
+    AppliedMethod saved;
+    saved.name = entry.name;
+    saved.settings = entry.settings;
+    saved.state = j["state"];
+    saved.runtime_unsupported = j.value("runtime_unsupported", "");
+    for (const auto& key : j["tensors"]) {
+      OUTQ_CHECK(key.is_string(), qc_path, ": methods: ", entry.name, ": expected tensor names, found ", key.dump());
+      saved.tensors[key.get<std::string>()] = tensor_from_view(file.get(method_tensor_name(entry.name, key.get<std::string>())));
+    }
+    method->replay(model, saved);
+    out.push_back(std::move(saved));
+  }
+  return out;
 }
 
 }  // namespace
@@ -98,9 +134,18 @@ void quantized_save(Llama& model, const QuantizedModel& q, const std::string& di
   for (const auto& p : model->named_parameters()) {
     if (!quantized.count(p.key())) w.add(p.key(), p.value().detach().to(torch::kCPU, torch::kFloat32));
   }
+  nlohmann::ordered_json methods = nlohmann::ordered_json::array();
+  for (const auto& m : q.methods) {
+    methods.push_back({{"name", m.name}, {"settings", m.settings}, {"state", m.state},
+                       {"tensors", nlohmann::json::array()}, {"runtime_unsupported", m.runtime_unsupported}});
+    for (const auto& [key, t] : m.tensors) {
+      w.add(method_tensor_name(m.name, key), t.detach().to(torch::kCPU).contiguous());
+      methods.back()["tensors"].push_back(key);
+    }
+  }
   w.write((out / "model.safetensors").string());
   const nlohmann::ordered_json config = {{"format", kFormat}, {"version", kVersion}, {"recipe", q.recipe.name},
-                                         {"label", q.recipe.label()}, {"modules", modules}};
+                                         {"label", q.recipe.label()}, {"methods", methods}, {"modules", modules}};
   write_file_atomic(out / "quant_config.json", config.dump(2) + "\n");
   write_file_atomic(out / "recipe.toml", q.recipe.source_text);
   write_file_atomic(out / "config.json", model->config().to_hf_json().dump(2) + "\n");
@@ -114,7 +159,11 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
   const std::string qc_path = (fs::path(dir) / "quant_config.json").string();
   const nlohmann::json qc = json_read_object(qc_path, "quantization config");
   if (qc.value("format", "") != kFormat) fail_mismatch(qc_path, "format", kFormat, qc.value("format", "none"));
-  if (qc.value("version", 0) != kVersion) fail_mismatch(qc_path, "version", std::to_string(kVersion), qc.value("version", nlohmann::json()).dump());
+  const nlohmann::json version = qc.value("version", nlohmann::json());
+  if (!version.is_number_integer() || version.get<int>() < 1 || version.get<int>() > kVersion) {
+    fail_mismatch(qc_path, "version", fmt::format("1 to {} (requantize the float model with this outq: outq quantize "
+                  "--model <float model> --recipe {}/recipe.toml --out <new dir>)", kVersion, dir), version.dump());
+  }
   Llama model(model_config_read(dir));
   const SafetensorsFile file((fs::path(dir) / "model.safetensors").string());
   torch::NoGradGuard no_grad;
@@ -151,8 +200,10 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
                            qc.at("modules").contains(name.substr(0, name.size() - 7));
     if (!is_linear) p.value().copy_(tensor_from_view(file.get(name)).to(torch::kFloat32));
   }
+  std::vector<AppliedMethod> methods = load_methods(qc, qc_path, file, model);
   auto aq = attach_activation_quantizer(model, linears);
   if (info) {
+    info->methods = std::move(methods);
     info->recipe = recipe_parse(read_file(fs::path(dir) / "recipe.toml", "recipe"), (fs::path(dir) / "recipe.toml").string());
     info->linears = std::move(linears);
     info->activations = aq;

@@ -6,6 +6,7 @@
 
 #include "outq/core/error.h"
 #include "outq/core/log.h"
+#include "outq/model/block_schema.h"
 
 namespace outq {
 
@@ -22,10 +23,10 @@ void QatConfig::validate(bool warn) const {
   OUTQ_CHECK(clip_init_from == "fixed" || clip_init_from == "first_batch",
              "qat.clip_init_from: expected \"fixed\" or \"first_batch\", found \"", clip_init_from, "\"");
   OUTQ_CHECK(start_step >= 0, "qat.start_step: expected >= 0, found ", start_step);
-  OUTQ_CHECK(!inputs.empty(), "qat.inputs: expected at least one of qkv, o, gate_up, down, found an empty list");
+  const BlockSchema& schema = block_schema();
+  OUTQ_CHECK(!inputs.empty(), "qat.inputs: expected at least one of ", schema.slot_names(), ", found an empty list");
   for (size_t i = 0; i < inputs.size(); ++i) {
-    OUTQ_CHECK(std::find(std::begin(kInputNames), std::end(kInputNames), inputs[i]) != std::end(kInputNames),
-               "qat.inputs: expected each of qkv, o, gate_up, down, found \"", inputs[i], "\"");
+    schema.slot(inputs[i], "qat.inputs");
     OUTQ_CHECK(std::find(inputs.begin(), inputs.begin() + static_cast<std::ptrdiff_t>(i), inputs[i]) ==
                    inputs.begin() + static_cast<std::ptrdiff_t>(i),
                "qat.inputs: \"", inputs[i], "\" is listed twice");
@@ -48,7 +49,8 @@ void QatConfig::validate(bool warn) const {
 }
 
 bool QatConfig::uses_input(int slot) const {
-  return std::find(inputs.begin(), inputs.end(), kInputNames[slot]) != inputs.end();
+  const std::string& name = block_schema().slots.at(static_cast<size_t>(slot)).name;
+  return std::find(inputs.begin(), inputs.end(), name) != inputs.end();
 }
 
 }  // namespace outq

@@ -11,12 +11,13 @@
 
 namespace outq {
 namespace {
-const char* const* kSlotNames = QatConfig::kInputNames;
-}
+const std::string& slot_name(int s) { return block_schema().slots[static_cast<size_t>(s)].name; }
+int num_slots() { return static_cast<int>(block_schema().slots.size()); }
+}  // namespace
 
 QatObserver::QatObserver(const Llama& model, const QatConfig& config) : config_(config) {
   config_.validate(/*warn=*/false);  // warnings were given when the config was read
-  clips_.resize(model->config().num_hidden_layers);
+  clips_.assign(model->config().num_hidden_layers, std::vector<Clip>(block_schema().slots.size()));
   // Clamp mode keeps its fixed ranges in the same tensors (checkpointed, exported), not learned.
   const double init = config.clamps() ? config.clamp_value : config.clip_init;
   for (auto& layer : clips_)
@@ -39,10 +40,7 @@ void QatObserver::init_from_batch(Clip& c, const torch::Tensor& x) {
 }
 
 int QatObserver::slot(const ObservationPoint& p) const {
-  const LinearRole role = linear_role(p);
-  if (role == LinearRole::kNone) return -1;
-  const int s = static_cast<int>(role);  // kQkv..kMlpDown = 0..3
-  return config_.uses_input(s) ? s : -1;
+  return p.slot >= 0 && config_.uses_input(p.slot) ? p.slot : -1;
 }
 
 torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::Tensor& x) {
@@ -114,9 +112,9 @@ torch::Tensor QatObserver::take_penalty() {
 std::map<std::string, torch::Tensor> QatObserver::named_clips() const {
   std::map<std::string, torch::Tensor> out;
   for (size_t l = 0; l < clips_.size(); ++l)
-    for (int s = 0; s < 4; ++s) {
-      out[fmt::format("layers.{}.{}.alpha", l, kSlotNames[s])] = clips_[l][s].alpha.detach().reshape({1});
-      out[fmt::format("layers.{}.{}.beta", l, kSlotNames[s])] = clips_[l][s].beta.detach().reshape({1});
+    for (int s = 0; s < num_slots(); ++s) {
+      out[fmt::format("layers.{}.{}.alpha", l, slot_name(s))] = clips_[l][s].alpha.detach().reshape({1});
+      out[fmt::format("layers.{}.{}.beta", l, slot_name(s))] = clips_[l][s].beta.detach().reshape({1});
     }
   return out;
 }
@@ -124,9 +122,9 @@ std::map<std::string, torch::Tensor> QatObserver::named_clips() const {
 void QatObserver::load_clips(const std::map<std::string, torch::Tensor>& clips) {
   torch::NoGradGuard no_grad;
   for (size_t l = 0; l < clips_.size(); ++l)
-    for (int s = 0; s < 4; ++s)
+    for (int s = 0; s < num_slots(); ++s)
       for (const char* which : {"alpha", "beta"}) {
-        const std::string name = fmt::format("layers.{}.{}.{}", l, kSlotNames[s], which);
+        const std::string name = fmt::format("layers.{}.{}.{}", l, slot_name(s), which);
         auto it = clips.find(name);
         OUTQ_CHECK(it != clips.end(), "QAT clips: expected a value for ", name, ", found none");
         (std::string(which) == "alpha" ? clips_[l][s].alpha : clips_[l][s].beta).copy_(it->second.reshape({}));
@@ -135,18 +133,16 @@ void QatObserver::load_clips(const std::map<std::string, torch::Tensor>& clips) 
 }
 
 namespace {
-// The linear modules that read each quantized input (one range per input, shared by them).
-const std::vector<std::vector<std::string>> kModules = {
-    {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"self_attn.o_proj"},
-    {"mlp.gate_proj", "mlp.up_proj"}, {"mlp.down_proj"}};
+// The linear modules that read slot s (one range per input, shared by them).
+const std::vector<std::string>& slot_linears(int s) { return block_schema().slots[static_cast<size_t>(s)].linears; }
 }  // namespace
 
 nlohmann::json QatObserver::clips_json() const {
   nlohmann::json out = nlohmann::json::object();
   for (size_t l = 0; l < clips_.size(); ++l)
-    for (int s = 0; s < 4; ++s)
-      for (const auto& m : config_.uses_input(s) ? kModules[s] : std::vector<std::string>{})
-        out[fmt::format("model.layers.{}.{}", l, m)] = {{"alpha", clips_[l][s].alpha.item<double>()},
+    for (int s = 0; s < num_slots(); ++s)
+      for (const auto& m : config_.uses_input(s) ? slot_linears(s) : std::vector<std::string>{})
+        out[block_module(static_cast<int>(l), m)] = {{"alpha", clips_[l][s].alpha.item<double>()},
                                                          {"beta", clips_[l][s].beta.item<double>()},
                                                          {"bits", config_.bits},
                                                          {"kind", config_.clamps() ? "clamp" : "quantize"}};
@@ -157,11 +153,11 @@ void QatObserver::load_clips_json(const nlohmann::json& clips, const std::string
   OUTQ_CHECK(clips.is_object(), origin, ": expected a JSON object of clip ranges per linear module, found ", clips.type_name());
   torch::NoGradGuard no_grad;
   for (size_t l = 0; l < clips_.size(); ++l)
-    for (int s = 0; s < 4; ++s) {
+    for (int s = 0; s < num_slots(); ++s) {
       if (!config_.uses_input(s)) continue;
       std::optional<std::pair<double, double>> range;
-      for (const auto& m : kModules[s]) {
-        const std::string module = fmt::format("model.layers.{}.{}", l, m);
+      for (const auto& m : slot_linears(s)) {
+        const std::string module = block_module(static_cast<int>(l), m);
         OUTQ_CHECK(clips.contains(module), origin, ": expected a range for ", module, ", found none");
         const auto& v = clips[module];
         OUTQ_CHECK(v.is_object() && v.contains("alpha") && v.contains("beta") && v["alpha"].is_number() &&
@@ -172,7 +168,7 @@ void QatObserver::load_clips_json(const nlohmann::json& clips, const std::string
                    ": expected finite alpha > beta, found alpha = ", a, ", beta = ", b);
         if (!range) range.emplace(a, b);
         OUTQ_CHECK(range->first == a && range->second == b, origin, ": ", module, ": expected the range of ",
-                   fmt::format("model.layers.{}.{}", l, kModules[s][0]), " (the modules share one input), found another");
+                   block_module(static_cast<int>(l), slot_linears(s)[0]), " (the modules share one input), found another");
       }
       clips_[l][s].alpha.fill_(range->first);
       clips_[l][s].beta.fill_(range->second);
@@ -187,12 +183,12 @@ namespace outq {
 nlohmann::json QatObserver::clip_summary() const {
   nlohmann::json out = nlohmann::json::object();
   if (!config_.quantizes()) return out;
-  for (int s = 0; s < 4; ++s) {
+  for (int s = 0; s < num_slots(); ++s) {
     if (!config_.uses_input(s)) continue;
     double a = 0, b = 0;
     for (const auto& layer : clips_) a += layer[s].alpha.item<double>(), b += layer[s].beta.item<double>();
     const double n = static_cast<double>(clips_.size());
-    out[kSlotNames[s]] = {b / n, a / n};
+    out[slot_name(s)] = {b / n, a / n};
   }
   return out;
 }

@@ -87,6 +87,25 @@ void read_spec(const toml::table& t, QuantSpec& spec, const std::string& origin,
   }
 }
 
+// TOML -> JSON for a method's settings (numbers stay integers or floats, arrays and tables nest).
+nlohmann::json to_json(const toml::node& node, const std::string& origin) {
+  if (const auto* t = node.as_table()) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [k, v] : *t) j[std::string(k.str())] = to_json(v, origin);
+    return j;
+  }
+  if (const auto* a = node.as_array()) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& v : *a) j.push_back(to_json(v, origin));
+    return j;
+  }
+  if (auto v = node.value_exact<bool>()) return *v;
+  if (auto v = node.value_exact<int64_t>()) return *v;
+  if (auto v = node.value_exact<double>()) return *v;
+  if (auto v = node.value_exact<std::string>()) return *v;
+  throw Error(fmt::format("{}: a method setting must be a boolean, number, string, array or table", at(origin, node)));
+}
+
 const toml::table* table_of(const toml::table& root, const char* key, const std::string& origin) {
   const toml::node* node = root.get(key);
   if (!node) return nullptr;
@@ -131,6 +150,12 @@ std::string Recipe::label() const {
   return fmt::format("W{}A{}", weights.bits, activations.bits);
 }
 
+std::string Recipe::methods_label() const {
+  std::string out;
+  for (const auto& m : methods) out += (out.empty() ? "" : "+") + m.name;
+  return out;
+}
+
 std::vector<std::string> glob_matches(const std::string& pattern, const std::vector<std::string>& modules) {
   std::vector<std::string> out;
   for (const auto& m : modules)
@@ -145,26 +170,49 @@ Recipe recipe_parse(const std::string& text, const std::string& origin) {
   } catch (const toml::parse_error& e) {
     throw Error(fmt::format("{}:{}: not valid TOML: {}", origin, e.source().begin.line, e.description()));
   }
-  reject_unknown(root, {"name", "description", "methods", "weights", "activations", "gptq", "calibration", "override"},
-                 origin, "");
+  std::vector<std::string> root_keys = {"name", "description", "methods", "weights", "activations", "gptq",
+                                        "calibration", "override"};
   Recipe r;
   r.source_path = origin;
   r.source_text = text;
-  read(root, "name", r.name, origin, "recipe");
-  read(root, "description", r.description, origin, "recipe");
   if (const toml::node* m = root.get("methods")) {
     const toml::array* arr = m->as_array();
     if (!arr) fail_mismatch(at(origin, *m), "methods", "a list of method names", "another type");
     for (const auto& item : *arr) {
       auto s = item.value_exact<std::string>();
       if (!s) fail_mismatch(at(origin, item), "methods", "method names (strings)", "another type");
-      r.methods.push_back(*s);
+      OUTQ_CHECK(std::find(root_keys.begin(), root_keys.end(), *s) == root_keys.end(),
+                 at(origin, item), ": methods: \"", *s, "\" is a recipe section, not a method name");
+      for (const auto& e : r.methods)
+        OUTQ_CHECK(e.name != *s, at(origin, item), ": methods: \"", *s, "\" is listed twice (each method is applied once)");
+      MethodEntry e;
+      e.name = *s;
+      e.origin = at(origin, item);
+      r.methods.push_back(std::move(e));
     }
   }
-  // No outlier methods exist yet in this version: any name is unknown.
-  for (const auto& m : r.methods) {
-    throw Error(fmt::format("{}: methods: unknown outlier method '{}' (none are available in this version)", origin, m));
+  // Each listed method may have a settings table of its name; any other unknown key is an error.
+  std::vector<std::string> valid = root_keys;
+  for (const auto& e : r.methods) valid.push_back(e.name);
+  for (const auto& [k, node] : root) {
+    const std::string key(k.str());
+    if (std::find(valid.begin(), valid.end(), key) != valid.end()) continue;
+    std::string names;
+    for (const auto& e : r.methods) names += (names.empty() ? "" : ", ") + e.name;
+    throw Error(fmt::format("{}: unknown recipe key '{}' (valid keys: {}{})", at(origin, node), key, fmt::join(root_keys, ", "),
+                            node.is_table() ? fmt::format("; a method's settings table needs the method in `methods`, "
+                                                          "which lists {}", names.empty() ? "none" : names)
+                                            : std::string()));
   }
+  for (auto& e : r.methods) {
+    if (const toml::node* t = root.get(e.name)) {
+      if (!t->is_table()) fail_mismatch(at(origin, *t), e.name, "a table of the method's settings", "another type");
+      e.settings = to_json(*t, origin);
+      e.origin = at(origin, *t);
+    }
+  }
+  read(root, "name", r.name, origin, "recipe");
+  read(root, "description", r.description, origin, "recipe");
   std::string algorithm = "rtn";
   if (const toml::table* w = table_of(root, "weights", origin)) read_spec(*w, r.weights, origin, "weights", true, &algorithm);
   if (algorithm == "rtn") r.algorithm = WeightAlgorithm::kRtn;

@@ -72,6 +72,12 @@ void QuantSpec::validate(const std::string& where, bool is_weight) const {
   if (granularity == Granularity::kPeg && peg_groups < 1) {
     fail_mismatch(where, "peg_groups", "a positive number of channel groups", std::to_string(peg_groups));
   }
+  // The quantizer can apply a channel permutation, but nothing computes the range-based one yet:
+  // accepting the setting would change nothing.
+  if (peg_permute) {
+    fail_mismatch(where, "peg_permute", "false (the range-based channel permutation of per-embedding-group "
+                  "quantization is not implemented in this version)", "true");
+  }
   if (range == RangeMethod::kLearned) {
     if (is_weight) fail_mismatch(where, "range", "minmax, percentile or mse for weights", "learned");
     if (granularity != Granularity::kTensor || dynamic || symmetric) {

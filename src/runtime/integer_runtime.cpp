@@ -82,6 +82,9 @@ std::string integer_kernel_unsupported(const QuantizedLinear& rec) {
 
 IntegerRuntimeReport attach_integer_runtime(Llama& model, const QuantizedModel& info) {
   IntegerRuntimeReport report;
+  for (const auto& m : info.methods)
+    OUTQ_CHECK(m.runtime_unsupported.empty(), "integer runtime: the outlier method ", m.name,
+               " needs what the kernels cannot do yet (", m.runtime_unsupported, "); evaluate it simulated instead");
   for (const auto& rec : info.linears) {
     const std::string why = integer_kernel_unsupported(rec);
     if (!why.empty()) {

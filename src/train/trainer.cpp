@@ -2,7 +2,6 @@
 #include "outq/train/trainer.h"
 
 #include <fmt/format.h>
-#include <sys/resource.h>
 
 #include <atomic>
 #include <chrono>
@@ -19,6 +18,7 @@
 #include "outq/core/json_file.h"
 #include "outq/core/log.h"
 #include "outq/core/plot.h"
+#include "outq/core/process.h"
 #include "outq/core/table.h"
 #include "outq/data/prepare.h"
 #include "outq/data/sampler.h"
@@ -152,12 +152,6 @@ void plot_curve(const fs::path& run_dir) {
 }
 
 }  // namespace
-
-int64_t peak_rss_bytes() {
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
-}
 
 TrainResult train_run(const TrainOptions& opt) {
   const TrainConfig& tc = opt.train;

@@ -9,22 +9,12 @@
 
 #include "outq/analysis/analyze.h"
 
+#include "tiny_model.h"
+
 namespace outq {
 namespace {
 
-Llama small_model() {
-  ModelConfig c;
-  c.hidden_size = 32;
-  c.intermediate_size = 40;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 4;
-  c.vocab_size = 64;
-  c.max_position_embeddings = 24;
-  Llama m(c);
-  m->reset_parameters(8);
-  return m;
-}
+Llama small_model() { return test::tiny_model(8, {32, 40, 4, 4, 64, 24, 2, 0.02}); }
 
 class Store : public Observer {
  public:

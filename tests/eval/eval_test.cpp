@@ -11,23 +11,12 @@
 #include "outq/eval/perplexity.h"
 #include "outq/train/train_config.h"
 
+#include "tiny_model.h"
+
 namespace outq {
 namespace {
 
-Llama tiny_model(uint64_t seed) {
-  ModelConfig c;
-  c.hidden_size = 16;
-  c.intermediate_size = 20;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 2;
-  c.vocab_size = 29;
-  c.max_position_embeddings = 12;
-  c.initializer_range = 0.4;
-  Llama m(c);
-  m->reset_parameters(seed);
-  return m;
-}
+Llama tiny_model(uint64_t seed) { return test::tiny_model(seed, {16, 20, 2, 2, 29, 12, 2, 0.4}); }
 
 TEST(Perplexity, MatchesDirectComputationIncludingPartialWindow) {
   Llama m = tiny_model(1);

@@ -12,21 +12,12 @@
 
 namespace fs = std::filesystem;
 
+#include "tiny_model.h"
+
 namespace outq {
 namespace {
 
-ModelConfig small(bool tied = false) {
-  ModelConfig c;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.vocab_size = 300;
-  c.max_position_embeddings = 32;
-  c.tie_word_embeddings = tied;
-  return c;
-}
+ModelConfig small(bool tied = false) { return test::tiny_config({16, 24, 2, 1, 300, 32, 2, 0.02, tied}); }
 
 std::string error_of(const std::function<void()>& f) {
   try {

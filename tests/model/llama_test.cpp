@@ -12,6 +12,8 @@
 #include "outq/core/error.h"
 #include "outq/model/llama.h"
 
+#include "tiny_model.h"
+
 namespace outq {
 namespace {
 
@@ -109,17 +111,7 @@ Mat reference_logits(Llama& m, const std::vector<int64_t>& tokens) {
 }
 
 ModelConfig awkward_config(bool tied, int kv_heads) {
-  ModelConfig c;
-  c.hidden_size = 24;
-  c.num_attention_heads = 4;  // D = 6
-  c.num_key_value_heads = kv_heads;
-  c.intermediate_size = 37;
-  c.num_hidden_layers = 2;
-  c.vocab_size = 53;
-  c.max_position_embeddings = 19;
-  c.tie_word_embeddings = tied;
-  c.initializer_range = 0.3;  // large enough that attention is far from uniform
-  return c;
+  return test::tiny_config({24, 37, 4, kv_heads, 53, 19, 2, 0.3, tied});  // head dim 6
 }
 
 void randomize_norms(Llama& m) {

@@ -11,23 +11,12 @@
 #include "outq/ptq/quantize_model.h"
 #include "outq/qat/qat_observer.h"
 
+#include "tiny_model.h"
+
 namespace outq {
 namespace {
 
-Llama small_model() {
-  ModelConfig c;
-  c.hidden_size = 24;
-  c.intermediate_size = 40;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 2;
-  c.vocab_size = 37;
-  c.max_position_embeddings = 16;
-  c.initializer_range = 0.3;
-  Llama m(c);
-  m->reset_parameters(5);
-  return m;
-}
+Llama small_model() { return test::tiny_model(5); }
 
 Recipe learned_recipe(int activation_bits) {
   return recipe_parse(fmt::format(R"(name = "learned"
@@ -72,9 +61,7 @@ TEST(QatObserver, QuantizationStartsAtStartStepWithClipsFromThatBatch) {
   qc.mode = "qat";
   qc.start_step = 3;
   auto qat = std::make_shared<QatObserver>(model, qc);
-  ObservationPoint down;
-  down.module = "model.layers.1.mlp.down_proj";
-  down.layer = 1;
+  const ObservationPoint& down = model->point("model.layers.1.mlp.down_proj.input");
   const auto x = torch::randn({2, 5, 40}) * 3;
   qat->set_step(2);  // float before the start: the input passes through unchanged
   EXPECT_FALSE(qat->quantizing());

@@ -172,7 +172,6 @@ TEST(Recipe, BadRecipesAreClearErrors) {
   EXPECT_NE(recipe_error("[weights]\nbitz = 4\n").find("unknown recipe key 'weights.bitz' (valid keys in [weights]: bits"),
             std::string::npos);
   EXPECT_NE(recipe_error("colour = 1\n").find("unknown recipe key 'colour'"), std::string::npos);
-  EXPECT_NE(recipe_error("methods = [\"smoothquant2\"]\n").find("unknown outlier method 'smoothquant2'"), std::string::npos);
   EXPECT_NE(recipe_error("[weights]\nbits = 12\n").find("bits: expected 2..8, or 16 for no quantization, found 12"),
             std::string::npos);
   EXPECT_NE(recipe_error("[weights]\nalgorithm = \"awq\"\n").find("weights.algorithm: expected \"rtn\" or \"gptq\""),

@@ -148,6 +148,48 @@ TEST(Quantizer, PegGroupsAndPermutationRoundTrip) {
   EXPECT_THROW(grouped_view(x, s), Error);
 }
 
+// With a permutation, group k holds channels perm[4k .. 4k+3]: a double-loop reference of
+// per-group min-max 4-bit fake quantization over those channels. Dropping the permutation groups
+// the outlier channel 7 with 4..6 instead of with its permuted partners, which this catches.
+TEST(Quantizer, PegPermutationGroupsThePermutedChannels) {
+  QuantSpec s = spec(4, false, Granularity::kPeg);
+  s.peg_groups = 3;
+  auto x = torch::randn({6, 12}, at::detail::createCPUGenerator(5)).to(torch::kFloat64);
+  x.select(1, 7).mul_(40);
+  const auto perm = torch::tensor(std::vector<int64_t>{7, 0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11});
+  auto [lo, hi] = observe_range(x.to(torch::kFloat32), s, perm);
+  const auto got = fake_quant(x.to(torch::kFloat32), qparams_from_range(lo, hi, s), s, perm).to(torch::kFloat64);
+  for (int k = 0; k < 3; ++k) {
+    double mn = 0, mx = 0;  // ranges include zero
+    for (int t = 0; t < 6; ++t)
+      for (int i = 0; i < 4; ++i) {
+        const double v = x[t][perm[4 * k + i].item<int64_t>()].item<double>();
+        mn = std::min(mn, v), mx = std::max(mx, v);
+      }
+    const double scale = (mx - mn) / 15, zero = std::nearbyint(-mn / scale);
+    for (int t = 0; t < 6; ++t)
+      for (int i = 0; i < 4; ++i) {
+        const int64_t c = perm[4 * k + i].item<int64_t>();
+        const double q = std::clamp(std::nearbyint(x[t][c].item<double>() / scale) + zero, 0.0, 15.0);
+        EXPECT_NEAR(got[t][c].item<double>(), (q - zero) * scale, 1e-4 * (mx - mn)) << "group " << k << " channel " << c;
+      }
+  }
+}
+
+// Until something computes the range-based permutation, asking for it is an error, not a no-op.
+TEST(Quantizer, PegPermuteIsRejectedUntilImplemented) {
+  QuantSpec s = spec(8, false, Granularity::kPeg);
+  s.peg_groups = 3;
+  s.peg_permute = true;
+  try {
+    s.validate("r.toml: activations", false);
+    FAIL() << "peg_permute = true was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("peg_permute"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not implemented"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Quantizer, PercentileAndMseClipBelowMinMax) {
   torch::manual_seed(4);
   auto x = torch::randn({1, 4000});

@@ -13,23 +13,12 @@
 #include "outq/ptq/quantize_model.h"
 #include "outq/runtime/integer_runtime.h"
 
+#include "tiny_model.h"
+
 namespace outq {
 namespace {
 
-Llama small_model() {
-  ModelConfig c;
-  c.hidden_size = 64;
-  c.intermediate_size = 96;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.vocab_size = 53;
-  c.max_position_embeddings = 32;
-  c.initializer_range = 0.2;
-  Llama m(c);
-  m->reset_parameters(11);
-  return m;
-}
+Llama small_model() { return test::tiny_model(11, {64, 96, 4, 2, 53, 32, 2, 0.2}); }
 
 Recipe recipe(const std::string& weights, const std::string& activations) {
   return recipe_parse(fmt::format("name = \"t\"\n[weights]\n{}\n[activations]\n{}\n", weights, activations), "t.toml");

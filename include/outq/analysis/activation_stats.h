@@ -26,6 +26,7 @@ struct PointStats {
   std::string name;
   PointKind kind = PointKind::kLinearInput;
   int layer = -1;
+  LinearRole role = LinearRole::kNone;  ///< of the linear the point belongs to (block schema)
   int64_t channels = 0, tokens = 0, sequences = 0;
   std::vector<double> mean_abs, mean, std, max_abs;  ///< per channel
   double layer_mean_abs = 0;                          ///< mean over channels of mean_abs
@@ -40,7 +41,7 @@ struct PointStats {
 
 /// The layer type of a point for emergence tables: "qkv_input", "attn_out_input", "mlp_input",
 /// "mlp_down_input", or "" for other points.
-std::string point_layer_type(const ObservationPoint& point);
+std::string point_layer_type(PointKind kind, LinearRole role);
 
 /// Observer that accumulates PointStats for the selected points.
 class ActivationStats : public Observer {

@@ -90,6 +90,10 @@ class DecoderLayerImpl : public torch::nn::Module {
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin,
                         torch::Tensor* cache_k, torch::Tensor* cache_v, const ObserverList& observers);
   void set_residual_points(const ObservationPoint* after_attn, const ObservationPoint* after_mlp);
+  /// A linear or norm by its name relative to the block ("mlp.up_proj", "input_layernorm"), as the
+  /// block schema names them; error if there is none.
+  ObservedLinearImpl& linear(const std::string& relative);
+  RMSNormImpl& norm(const std::string& relative);
   Attention self_attn{nullptr};
   MLP mlp{nullptr};
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "outq/model/block_schema.h"
+
 namespace outq {
 
 enum class PointKind { kLinearInput, kLinearOutput, kResidual };
@@ -24,10 +26,9 @@ struct ObservationPoint {
   std::string module;   ///< "model.layers.3.mlp.down_proj" (the residual's block for kResidual)
   PointKind kind = PointKind::kLinearInput;
   int layer = -1;       ///< decoder block index
+  int slot = -1;        ///< index in block_schema().slots of the input a linear reads (-1 for residuals)
 };
 
-/// The role of a linear layer in its block; q/k/v share their input, as do gate/up.
-enum class LinearRole { kQkv, kAttnOut, kMlpIn, kMlpDown, kNone };
 /// Role of the linear module a point belongs to (kNone for residual points).
 LinearRole linear_role(const ObservationPoint& point);
 

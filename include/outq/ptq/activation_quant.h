@@ -1,6 +1,6 @@
-// Activation quantization on the model's observation points: an observer that fake-quantizes
-// linear inputs (static ranges or dynamic), an observer that calibrates static ranges over
-// calibration batches in bounded memory, and the calibration windows themselves.
+// Activation calibration on the model's observation points: an observer that calibrates static
+// ranges over calibration batches in bounded memory, learned (QAT) ranges, and the calibration
+// windows themselves. (The simulating quantizer itself is quant/quantized_model.h's.)
 #pragma once
 
 #include <map>
@@ -11,30 +11,13 @@
 
 #include "outq/data/token_shard.h"
 #include "outq/model/llama.h"
+#include "outq/quant/quantized_model.h"
 #include "outq/quant/quantizer.h"
 #include "outq/quant/recipe.h"
 
 namespace outq {
 
 class Progress;
-
-struct ActivationTarget {
-  QuantSpec spec;
-  QParams qp;          ///< static ranges (undefined for dynamic specs)
-  torch::Tensor perm;  ///< PEG channel permutation (undefined = identity)
-};
-
-/// Replaces each targeted point's tensor with its fake-quantized version.
-class ActivationQuantizer : public Observer {
- public:
-  explicit ActivationQuantizer(size_t num_points) : targets_(num_points) {}
-  void set(int point, ActivationTarget target) { targets_.at(point) = std::move(target); }
-  const std::optional<ActivationTarget>& target(int point) const { return targets_.at(point); }
-  torch::Tensor observe(const ObservationPoint& point, const torch::Tensor& x) override;
-
- private:
-  std::vector<std::optional<ActivationTarget>> targets_;
-};
 
 /// Accumulates static ranges: min-max ranges as the running extremes over batches; percentile
 /// and MSE ranges as the mean of per-batch estimates (memory: one range per watched point).

@@ -13,24 +13,10 @@
 #include "outq/model/llama.h"
 #include "outq/ptq/activation_quant.h"
 #include "outq/ptq/gptq.h"
+#include "outq/quant/quantized_model.h"
 #include "outq/quant/recipe.h"
 
 namespace outq {
-
-struct QuantizedLinear {
-  std::string module;
-  QuantSpec weight_spec, activation_spec;
-  torch::Tensor codes;  ///< int32 (out, in); undefined when weights are not quantized
-  QParams weight_qp;
-  QParams activation_qp;  ///< static ranges; undefined for dynamic or disabled
-};
-
-struct QuantizedModel {
-  Recipe recipe;
-  std::vector<QuantizedLinear> linears;
-  std::shared_ptr<ActivationQuantizer> activations;  ///< attached to the model
-  double seconds = 0;
-};
 
 /// Quantizes `model` in place as `recipe` says. `calib` (with `bos_id`) is needed for GPTQ and
 /// calibrated static activation ranges; otherwise it may be null. Activations with
@@ -39,9 +25,5 @@ struct QuantizedModel {
 /// list of module names.
 QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenShard* calib, int32_t bos_id,
                               const LearnedRanges* learned = nullptr);
-
-/// Builds and attaches the activation quantizer from per-module specs and static ranges
-/// (used by quantize_model and when loading a quantized model directory).
-std::shared_ptr<ActivationQuantizer> attach_activation_quantizer(Llama& model, const std::vector<QuantizedLinear>& linears);
 
 }  // namespace outq

@@ -1,12 +1,17 @@
-// Quantized model directories (format "outq-quantized", version 1):
+// Quantized model directories (format "outq-quantized", version 2; version 1 had no methods and
+// still loads):
 //   model.safetensors   float tensors of the unquantized parts (embeddings, norms, LM head, and
 //                       any linear left at 16 bits as "<module>.weight"), and per quantized linear:
 //                         <module>.qweight  U8  codes minus qmin; two per byte (low nibble = even
 //                                           column) when bits <= 4, else one per byte; (out, ceil(in/2)) or (out, in)
 //                         <module>.scales   F32 (out, groups)   <module>.zeros  F32 (out, groups), integers
 //                         <module>.input_scale / .input_zero   F32 static activation ranges (grouped shape, flat)
+//                         methods.<method>.<key>  tensors an outlier method saved (e.g. SmoothQuant's factors)
 //                       safetensors metadata: format, version, recipe name, the recipe text
-//   quant_config.json   every linear's weight and activation spec (what to unpack and simulate)
+//   quant_config.json   every linear's weight and activation spec (what to unpack and simulate), and
+//                       "methods": per applied method in order its name, settings, state (JSON), the
+//                       keys of its tensors and why the integer runtime cannot run it ("" = it can);
+//                       each is replayed on load
 //   recipe.toml         the recipe as given;  config.json, tokenizer.model as in a float model
 #pragma once
 

@@ -53,9 +53,9 @@ struct QatConfig {
   bool clamps() const { return mode == "clamp"; }
   bool penalizes() const { return mode == "kurtosis" || mode == "qat+kurtosis"; }
   bool active() const { return mode != "float"; }
-  /// Whether the block input `slot` (0 qkv, 1 o, 2 gate_up, 3 down) is quantized, clamped and penalised.
+  /// Whether the block's activation slot `slot` (an index in block_schema().slots: qkv, o, gate_up,
+  /// down) is quantized, clamped and penalised.
   bool uses_input(int slot) const;
-  static constexpr const char* kInputNames[4] = {"qkv", "o", "gate_up", "down"};
 };
 
 }  // namespace outq

@@ -57,9 +57,9 @@ class QatObserver : public Observer {
     bool initialized = true;  ///< false until the first training batch sets it (clip_init_from = first_batch)
   };
   void init_from_batch(Clip& c, const torch::Tensor& x);
-  int slot(const ObservationPoint& point) const;  ///< 0 qkv, 1 o, 2 gate/up, 3 down, -1 other
+  int slot(const ObservationPoint& point) const;  ///< the point's schema slot if QAT uses it, else -1
   QatConfig config_;
-  std::vector<std::array<Clip, 4>> clips_;  ///< per layer
+  std::vector<std::vector<Clip>> clips_;  ///< per layer, per schema slot
   torch::Tensor penalty_;
   c10::intrusive_ptr<c10::TensorImpl> last_input_;  ///< the input quantized last (kept alive so its
   torch::Tensor last_output_;                       ///< address cannot be reused by another tensor)

@@ -3,7 +3,8 @@
 // the outlier methods to apply. A recipe is data, loaded from TOML and printed back in reports:
 //
 //   name = "w4a4-token-gptq"
-//   methods = []                                   # outlier methods (added by later issues)
+//   methods = ["smoothquant"]                      # outlier methods, applied in this order
+//   [smoothquant]  alpha = 0.5                     # one settings table per listed method
 //   [weights]      bits = 4  symmetric = false  granularity = "channel"  group_size = 0
 //                  range = "minmax"  algorithm = "gptq"
 //   [gptq]         damp = 0.01  block_size = 128  act_order = true  true_sequential = true
@@ -14,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,14 @@ struct ModuleOverride {
   QuantSpec weights, activations;  ///< full specs: the recipe's defaults with the override's keys applied
 };
 
+/// An outlier method listed in `methods`, with its settings table (TOML converted to JSON; the
+/// method checks the keys: see ptq/method.h).
+struct MethodEntry {
+  std::string name;
+  nlohmann::json settings = nlohmann::json::object();
+  std::string origin;  ///< "recipe.toml:12" of the settings table (or of `methods` when there is none)
+};
+
 struct Recipe {
   std::string name, description, source_path, source_text;
   QuantSpec weights, activations;
@@ -50,7 +60,7 @@ struct Recipe {
   GptqOptions gptq;
   CalibrationOptions calibration;
   std::vector<ModuleOverride> overrides;
-  std::vector<std::string> methods;
+  std::vector<MethodEntry> methods;
 
   /// Specs for a linear module ("model.layers.0.mlp.down_proj"): the last matching override wins.
   QuantSpec weight_spec(const std::string& module) const;
@@ -61,6 +71,8 @@ struct Recipe {
   bool needs_learned_ranges() const;
   /// "W4A4" style label from the default specs.
   std::string label() const;
+  /// "smoothquant+qfem" (the listed methods), "" when there are none.
+  std::string methods_label() const;
 };
 
 /// Loads and validates a recipe file; unknown keys are errors that list the valid ones.

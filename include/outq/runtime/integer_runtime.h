@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "outq/model/llama.h"
-#include "outq/ptq/quantize_model.h"
+#include "outq/quant/quantized_model.h"
 
 namespace outq {
 

@@ -54,7 +54,4 @@ TrainResult train_run(const TrainOptions& options);
 /// Whether `run_dir` holds a checkpoint that train_run can resume from.
 bool train_has_checkpoint(const std::string& run_dir);
 
-/// Peak resident memory of this process so far, in bytes.
-int64_t peak_rss_bytes();
-
 }  // namespace outq

@@ -1,0 +1,12 @@
+// Factories of the registered outlier methods (one per file in this folder; registry.cpp lists them).
+#pragma once
+
+#include <memory>
+
+#include "outq/ptq/method.h"
+
+namespace outq {
+
+std::unique_ptr<QuantMethod> make_smoothquant(const MethodEntry& entry);
+
+}  // namespace outq
