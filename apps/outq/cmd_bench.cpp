@@ -16,6 +16,7 @@
 #include "outq/core/table.h"
 #include "outq/kernels/isa.h"
 #include "outq/ptq/quantize_model.h"
+#include "outq/ptq/quantized_io.h"
 #include "outq/runtime/integer_runtime.h"
 #include "speed.h"
 
@@ -27,8 +28,9 @@ std::vector<std::string> g_formats = {"w8a8", "w4a8", "w4a4"};
 std::vector<int64_t> g_m = {1, 16, 128, 512};
 int64_t g_prefill = 128, g_decode = 32;
 double g_min_time = 0.3;
-int g_threads = 2;
+int g_threads = 2, g_rounds = 1;
 bool g_skip_runtime = false, g_skip_kernels = false;
+std::vector<std::string> g_quantized;
 
 void add_options(CLI::App& app) {
   app.add_option("--model", g_model, "model directory for the runtime benchmark (default: the [model] config, random weights)");
@@ -39,6 +41,12 @@ void add_options(CLI::App& app) {
   app.add_option("--decode", g_decode, "tokens generated for the decode measurement")->capture_default_str();
   app.add_option("--min-time", g_min_time, "seconds each measurement repeats for at least")->capture_default_str();
   app.add_option("--threads", g_threads, "threads (LibTorch and the kernels' OpenMP team)")->capture_default_str();
+  app.add_option("--quantized", g_quantized,
+                 "quantized model directories to time on the integer runtime instead of the --formats (RTN, random "
+                 "calibration-free), next to the float model")
+      ->take_all();
+  app.add_option("--rounds", g_rounds, "--quantized: alternating rounds over the directories (paired comparison)")
+      ->capture_default_str();
   app.add_flag("--no-runtime", g_skip_runtime, "only the kernel shapes");
   app.add_flag("--no-kernels", g_skip_kernels, "only the runtime");
 }
@@ -61,7 +69,27 @@ nlohmann::json bench_runtime(OutqConfig& config, const std::vector<KernelFormat>
   nlohmann::json rows = nlohmann::json::array();
   rows.push_back({{"format", "float32"}, {"prefill_tokens_per_s", f.prefill}, {"decode_tokens_per_s", f.decode}});
   table->add_row({"float32 (LibTorch)", fmt::format("{:.0f}", f.prefill), fmt::format("{:.1f}", f.decode), "1.00x", "1.00x"});
-  for (const auto& fm : formats) {
+  // Quantized directories as they are (any recipe and methods), in alternating rounds.
+  OUTQ_CHECK(g_rounds >= 1, "--rounds: expected >= 1, found ", g_rounds);
+  for (int round = 0; round < (g_quantized.empty() ? 0 : g_rounds); ++round)
+    for (const auto& dir : g_quantized) {
+      QuantizedModel info;
+      OUTQ_CHECK(is_quantized_dir(dir), "--quantized ", dir, ": expected a quantized model directory (quant_config.json), found none");
+      Llama model = quantized_load(dir, &info);
+      OUTQ_CHECK(model->config().hidden_size == mc.hidden_size && model->config().num_hidden_layers == mc.num_hidden_layers,
+                 "--quantized ", dir, ": expected the shape of the float model (--model), found another");
+      const IntegerRuntimeReport report = attach_integer_runtime(model, info);
+      OUTQ_CHECK(report.float_layers.empty(), "--quantized ", dir, ": a layer cannot run on the kernels: ",
+                 report.float_layers.empty() ? "" : report.float_layers.front());
+      const ModelSpeed s = measure_model_speed(model, g_prefill, g_decode, g_min_time);
+      const std::string name = info.recipe.name + (g_rounds > 1 ? fmt::format(" (round {})", round + 1) : "");
+      rows.push_back({{"format", info.recipe.label()}, {"recipe", info.recipe.name}, {"methods", info.recipe.methods_label()},
+                      {"dir", dir}, {"round", round + 1}, {"prefill_tokens_per_s", s.prefill},
+                      {"decode_tokens_per_s", s.decode}, {"packed_weight_bytes", report.packed_bytes}});
+      table->add_row({name, fmt::format("{:.0f}", s.prefill), fmt::format("{:.1f}", s.decode),
+                      fmt::format("{:.2f}x", s.prefill / f.prefill), fmt::format("{:.2f}x", s.decode / f.decode)});
+    }
+  for (const auto& fm : g_quantized.empty() ? formats : std::vector<KernelFormat>{}) {
     Llama model = make_float();
     const Recipe recipe = recipe_parse(fmt::format("name = \"{}-rtn\"\n[weights]\nbits = {}\nsymmetric = true\n"
                                                    "[activations]\nbits = {}\ngranularity = \"token\"\ndynamic = true\n",

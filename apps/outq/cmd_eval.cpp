@@ -102,13 +102,13 @@ int run(const CommonOptions& common, OutqConfig& config) {
     }
     rows.back().r = evaluate(lm.model, reference.model ? &reference.model : nullptr);
   } else {
-    // Float first; it is the KL reference unless --kl-base names another.
-    Llama* ref = reference.model ? &reference.model : &lm.model;
-    rows.push_back({"float", "off", "off", evaluate(lm.model, reference.model ? ref : nullptr)});
-    // Every recipe (and its methods' settings) is checked before the first one runs.
+    // Every recipe (and its methods' settings) is checked before anything runs.
     std::vector<Recipe> sweep;
     for (const auto& path : g_sweep) sweep.push_back(recipe_load(path));
     for (const auto& recipe : sweep) make_methods(recipe);
+    // Float first; it is the KL reference unless --kl-base names another.
+    Llama* ref = reference.model ? &reference.model : &lm.model;
+    rows.push_back({"float", "off", "off", evaluate(lm.model, reference.model ? ref : nullptr)});
     for (const auto& recipe : sweep) {
       if (!calib && recipe_needs_calibration_data(recipe))
         calib = open_calibration_shard(g_calib, g_data_dir, config, tokenizer, tokenizer_path);

@@ -93,6 +93,25 @@ std::vector<std::string> study_conclusions(const json& r) {
                               tq, tb, tb / tq));
   }
 
+  // SmoothQuant next to the same recipe without it (recipes named <base> and <base>-sq), per model.
+  for (const char* id : {"baseline", "qat"}) {
+    std::string pairs;
+    for (const auto& e : r.at("evals")) {
+      const std::string name = e.value("recipe", "");
+      if (e.value("model", "") != id || !e.contains("perplexity") || name.size() < 4 ||
+          name.compare(name.size() - 3, 3, "-sq") != 0)
+        continue;
+      for (const auto& base : r.at("evals"))
+        if (base.value("model", "") == id && base.value("recipe", "") == name.substr(0, name.size() - 3) &&
+            base.contains("perplexity"))
+          pairs += fmt::format("{}{} {:.2f} -> {:.2f}", pairs.empty() ? "" : ", ", base.at("recipe").get<std::string>(),
+                               base.at("perplexity").get<double>(), e.at("perplexity").get<double>());
+    }
+    if (!pairs.empty())
+      out.push_back(fmt::format("SmoothQuant on the {} model (perplexity without -> with): {}.",
+                                std::string(id) == "qat" ? "QAT" : "float baseline", pairs));
+  }
+
   // Speed next to accuracy: the fastest W4A4 runtime row.
   const json* fast = nullptr;
   for (const auto& x : r.at("runtime"))

@@ -4,6 +4,7 @@
 // unmatched globs and a calibration shard from another tokenizer.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -49,7 +50,7 @@ test::TempDir* QuantizeCli::dir_ = nullptr;
 std::string QuantizeCli::setup_error_;
 
 TEST_F(QuantizeCli, QuantizedDirectoryEqualsOnTheFlySimulation) {
-  for (const char* recipe : {"w8a8-tensor-rtn", "w4a4-token-gptq", "w4a8-token-rtn"}) {
+  for (const char* recipe : {"w8a8-tensor-rtn", "w4a4-token-gptq", "w4a8-token-rtn", "w4a4-tensor-gptq-sq", "w8a8-token-rtn-sq"}) {
     const std::string out = *dir_ / (std::string("q-") + recipe);
     const auto q = outq("quantize --model " + model() + " --recipe " + kRecipes + recipe + ".toml --out " + out);
     ASSERT_EQ(q.exit_code, 0) << q.err;
@@ -70,6 +71,39 @@ TEST_F(QuantizeCli, QuantizedDirectoryEqualsOnTheFlySimulation) {
   // 4-bit weights are packed two per byte: the int4 file is smaller than the int8 one.
   EXPECT_LT(fs::file_size(*dir_ / "q-w4a8-token-rtn/model.safetensors"),
             fs::file_size(*dir_ / "q-w8a8-tensor-rtn/model.safetensors"));
+  // SmoothQuant directories record the method; the quantize table names it.
+  const auto qc = nlohmann::json::parse(test::read_text(*dir_ / "q-w4a4-tensor-gptq-sq/quant_config.json"));
+  EXPECT_EQ(qc["version"], 2);
+  EXPECT_EQ(qc["methods"][0]["name"], "smoothquant");
+  EXPECT_EQ(qc["methods"][0]["tensors"].size(), 4u);  // 2 blocks x (qkv, gate_up)
+}
+
+// Bad outlier-method settings: one line on stderr, exit 1, no output directory.
+TEST_F(QuantizeCli, BadMethodSettings) {
+  const std::string base = "[weights]\nbits = 8\nsymmetric = true\n[activations]\nbits = 8\n";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"methods = [\"smoothqaunt\"]\n" + base, "unknown outlier method 'smoothqaunt' (available: smoothquant"},
+      {"methods = [\"smoothquant\", \"smoothquant\"]\n" + base, "\"smoothquant\" is listed twice"},
+      {"methods = [\"smoothquant\"]\n" + base + "[smoothquant]\nalfa = 0.5\n", "unknown smoothquant setting 'alfa'"},
+      {"methods = [\"smoothquant\"]\n" + base + "[smoothquant]\nalpha = 1.2\n", "expected alpha in [0, 1], found 1.2"},
+      {"methods = [\"smoothquant\"]\n" + base + "[smoothquant]\nslots = [\"down\"]\n", "slot \"down\" (mlp.down_proj) has no norm"},
+      {base + "[smoothquant]\nalpha = 0.5\n", "needs the method in `methods`"},
+  };
+  int i = 0;
+  for (const auto& [text, message] : cases) {
+    const std::string recipe = *dir_ / ("method-" + std::to_string(i) + ".toml"), out = *dir_ / ("om" + std::to_string(i));
+    ++i;
+    test::write_text(recipe, text);
+    const auto r = outq("quantize --model " + model() + " --recipe " + recipe + " --out " + out);
+    EXPECT_EQ(r.exit_code, 1) << text;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(fs::exists(out)) << text;
+    // eval --sweep checks every recipe before it runs any.
+    const auto sweep = outq("eval --model " + model() + " --split val --sweep " + kRecipes + "w8a8-token-rtn.toml " + recipe);
+    EXPECT_EQ(sweep.exit_code, 1) << text;
+    EXPECT_NE(sweep.err.find(message), std::string::npos) << sweep.err;
+  }
 }
 
 TEST_F(QuantizeCli, QatModelClipsBecomeStaticRanges) {
