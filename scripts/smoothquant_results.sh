@@ -4,13 +4,13 @@
 # and top-1 agreement against the float model on the test split), and the alpha sweep (0.4 .. 0.9)
 # on a few recipes. Writes OUT/table.json, OUT/alpha.json and OUT/smoothquant.md.
 # Usage: scripts/smoothquant_results.sh MODEL_DIR OUT_DIR
-#   ALPHA (default 0.5) for the table; ALPHAS and ALPHA_RECIPES for the sweep; THREADS (2);
+#   ALPHA (default 0.6, the method default) for the table; ALPHAS and ALPHA_RECIPES for the sweep; THREADS (2);
 #   MAX_TOKENS (32768 test tokens, 0 = the whole split).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:?usage: scripts/smoothquant_results.sh MODEL_DIR OUT_DIR}"
 out="${2:?usage: scripts/smoothquant_results.sh MODEL_DIR OUT_DIR}"
-alpha="${ALPHA:-0.5}"
+alpha="${ALPHA:-0.6}"
 alphas="${ALPHAS:-0.4 0.5 0.6 0.7 0.8 0.9}"
 alpha_recipes="${ALPHA_RECIPES:-w8a8-tensor-rtn w4a8-tensor-gptq w4a4-tensor-gptq}"
 threads="${THREADS:-2}" max_tokens="${MAX_TOKENS:-32768}"
