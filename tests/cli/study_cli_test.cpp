@@ -71,6 +71,9 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   for (const char* section : {"## Headline", "## Setup", "## Training", "## Outliers", "## All recipes", "## Integer runtime",
                               "## Kernel speeds", "## Stages"})
     EXPECT_NE(md.find(section), std::string::npos) << section;
+  // The SmoothQuant rows are compared with the same recipes without it, per model.
+  EXPECT_NE(md.find("SmoothQuant on the float baseline model (perplexity without -> with): w8a8-tensor-rtn "),
+            std::string::npos);
   const auto r = nlohmann::json::parse(slurp(out() / "report.json"));
   const auto& recipes = r.at("study").at("recipes");
   ASSERT_EQ(r.at("models").size(), 2u);
@@ -100,7 +103,9 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   }
   // The integer runtime ran every runtime recipe that applies (learned ones on the QAT model only),
   // and its perplexity is the simulation's up to the epilogue's float rounding.
-  EXPECT_EQ(r.at("runtime").size(), 5u);
+  // Default runtime recipes: three plain ones (one with SmoothQuant) on both models, the learned one
+  // on the QAT model.
+  EXPECT_EQ(r.at("runtime").size(), 7u);
   for (const auto& x : r.at("runtime")) {
     EXPECT_NEAR(x.at("perplexity").get<double>(), x.at("simulated_perplexity").get<double>(),
                 1e-3 * x.at("simulated_perplexity").get<double>());
