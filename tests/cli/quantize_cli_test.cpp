@@ -106,6 +106,28 @@ TEST_F(QuantizeCli, BadMethodSettings) {
   }
 }
 
+// bench --quantized times quantized directories as they are (here with SmoothQuant) in alternating
+// rounds next to the float model; a float directory is refused.
+TEST_F(QuantizeCli, BenchTimesQuantizedDirectories) {
+  const std::string q = *dir_ / "bench-sq";
+  auto r = outq("quantize --model " + model() + " --recipe " + kRecipes + "w8a8-token-rtn-sq.toml --out " + q);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string args = "bench --no-kernels --model " + model() + " --prefill 8 --decode 4 --min-time 0.01 --json";
+  r = outq(args + " --quantized " + q + " --rounds 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto rows = nlohmann::json::parse(r.out).at("runtime").at("rows");
+  ASSERT_EQ(rows.size(), 3u);  // float + 2 rounds
+  for (int i = 1; i <= 2; ++i) {
+    EXPECT_EQ(rows[i].at("recipe"), "w8a8-token-rtn-sq");
+    EXPECT_EQ(rows[i].at("methods"), "smoothquant");
+    EXPECT_EQ(rows[i].at("round"), i);
+    EXPECT_GT(rows[i].at("decode_tokens_per_s").get<double>(), 0);
+  }
+  r = outq(args + " --quantized " + model());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("expected a quantized model directory"), std::string::npos) << r.err;
+}
+
 TEST_F(QuantizeCli, QatModelClipsBecomeStaticRanges) {
   // A QAT model's clips.json gives the static A4 ranges of the "learned" recipes; the quantized
   // directory (which stores them) evaluates like the on-the-fly simulation.
