@@ -63,7 +63,8 @@ int run(const CommonOptions& common, OutqConfig& config) {
 }  // namespace
 
 Command command_quantize() {
-  return {"quantize", "apply a recipe (RTN/GPTQ weights, static/dynamic activations) and write a quantized model",
+  return {"quantize",
+          "apply a recipe (RTN/GPTQ weights, static/dynamic activations, outlier methods) and write a quantized model",
           "outq quantize --model runs/tiny/model --recipe recipes/w4a8-token-gptq.toml --out runs/tiny/w4a8", add_options,
           run};
 }
