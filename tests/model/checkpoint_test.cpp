@@ -19,14 +19,7 @@ namespace {
 
 ModelConfig small(bool tied = false) { return test::tiny_config({16, 24, 2, 1, 300, 32, 2, 0.02, tied}); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(Checkpoint, RoundTripIsBitExact) {
   for (bool tied : {false, true}) {

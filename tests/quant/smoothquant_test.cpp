@@ -56,14 +56,7 @@ MethodEntry smoothquant_entry(const std::string& settings_json) {
 
 Recipe recipe(const std::string& text) { return recipe_parse(text, "r.toml"); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 // The transform against its formula in plain double loops, on block 0's q/k/v slot, whose input
 // is RMSNorm(embedding) and so computable by hand: s_j = max|X_j|^a / max_k |W_kj|^(1-a) over the

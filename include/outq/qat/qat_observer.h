@@ -5,7 +5,6 @@
 // stay in float.
 #pragma once
 
-#include <array>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>

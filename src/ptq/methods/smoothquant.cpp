@@ -71,10 +71,9 @@ class SmoothQuant : public QuantMethod {
                                 "comes from the {}); expected one of the slots with a norm: {}",
                                 settings.where("slots"), name, slot.linears.front(), slot.producer, with_norm));
       }
-      for (const auto& [s, a] : slots_)
-        OUTQ_CHECK(s != schema.slot_of_linear(slot.linears.front()), settings.where("slots"), ": slot \"", name,
-                   "\" is listed twice");
-      slots_.emplace_back(schema.slot_of_linear(slot.linears.front()), alpha);
+      const int index = static_cast<int>(&slot - schema.slots.data());
+      OUTQ_CHECK(!smoothed(index), settings.where("slots"), ": slot \"", name, "\" is listed twice");
+      slots_.emplace_back(index, alpha);
     }
     OUTQ_CHECK(!slots_.empty(), settings.where("slots"), ": expected at least one slot with a norm in front, found none");
     for (const auto& [name, a] : settings.numbers_by_key("slot_alpha")) {
@@ -124,7 +123,7 @@ class SmoothQuant : public QuantMethod {
   }
 
   void transform(Llama& model) override {
-    OUTQ_CHECK(!absmax_.empty(), "smoothquant: transform before calibration");
+    OUTQ_ASSERT(!absmax_.empty(), "smoothquant: transform before calibration");
     torch::NoGradGuard no_grad;
     factors_.clear();
     size_t i = 0;
