@@ -9,6 +9,7 @@
 #include "command.h"
 #include "model_source.h"
 #include "outq/core/error.h"
+#include "outq/core/log.h"
 #include "outq/core/file_io.h"
 #include "outq/core/table.h"
 #include "outq/eval/perplexity.h"
@@ -76,11 +77,17 @@ int run(const CommonOptions& common, OutqConfig& config) {
     shard = std::make_unique<TokenShard>(open_eval_shard(dir, g_split, tokenizer, g_model));
     source = dir + ":" + g_split;
   }
-  auto evaluate = [&](Llama& model, Llama* reference) {
-    if (shard) return evaluate_perplexity(model, *shard, o, reference);
+  // A model with a QFeP prefix continues every window after it (the reference model too).
+  auto evaluate = [&](Llama& model, Llama* reference, const TokenPrefix* prefix) {
+    PerplexityOptions po = o;
+    po.prefix = prefix;
+    if (prefix && effective_window(model, po) < o.seq_len)
+      log_info("{} continues after a {}-token prefix: windows of {} tokens", g_model, prefix->length(),
+               effective_window(model, po));
+    if (shard) return evaluate_perplexity(model, *shard, po, reference);
     return evaluate_perplexity(
         model, [&](uint64_t s, uint64_t n, int32_t* out) { std::copy_n(text_tokens.begin() + s, n, out); },
-        text_tokens.size(), o, reference);
+        text_tokens.size(), po, reference);
   };
 
   LoadedModel reference;
@@ -95,12 +102,14 @@ int run(const CommonOptions& common, OutqConfig& config) {
       const Recipe recipe = recipe_load(g_recipe);
       if (recipe_needs_calibration_data(recipe))
         calib = open_calibration_shard(g_calib, g_data_dir, config, tokenizer, tokenizer_path);
-      quantize_model(lm.model, recipe, calib.get(), tokenizer.bos_id(), lm.learned ? &*lm.learned : nullptr);
+      const QuantizedModel q =
+          quantize_model(lm.model, recipe, calib.get(), tokenizer.bos_id(), lm.learned ? &*lm.learned : nullptr);
+      lm.prefix = q.prefix;
       rows.push_back({recipe.name, recipe.weights.describe(), recipe.activations.describe(), {}});
     } else {
       rows.push_back({g_model, lm.quantized ? "quantized" : "float", lm.quantized ? "quantized" : "float", {}});
     }
-    rows.back().r = evaluate(lm.model, reference.model ? &reference.model : nullptr);
+    rows.back().r = evaluate(lm.model, reference.model ? &reference.model : nullptr, lm.prefix.get());
   } else {
     // Every recipe (and its methods' settings) is checked before anything runs.
     std::vector<Recipe> sweep;
@@ -108,13 +117,15 @@ int run(const CommonOptions& common, OutqConfig& config) {
     for (const auto& recipe : sweep) make_methods(recipe);
     // Float first; it is the KL reference unless --kl-base names another.
     Llama* ref = reference.model ? &reference.model : &lm.model;
-    rows.push_back({"float", "off", "off", evaluate(lm.model, reference.model ? ref : nullptr)});
+    rows.push_back({"float", "off", "off", evaluate(lm.model, reference.model ? ref : nullptr, nullptr)});
     for (const auto& recipe : sweep) {
       if (!calib && recipe_needs_calibration_data(recipe))
         calib = open_calibration_shard(g_calib, g_data_dir, config, tokenizer, tokenizer_path);
       LoadedModel fresh = load_model_dir(g_model);
-      quantize_model(fresh.model, recipe, calib.get(), tokenizer.bos_id(), fresh.learned ? &*fresh.learned : nullptr);
-      rows.push_back({recipe.name, recipe.weights.describe(), recipe.activations.describe(), evaluate(fresh.model, ref)});
+      const QuantizedModel q =
+          quantize_model(fresh.model, recipe, calib.get(), tokenizer.bos_id(), fresh.learned ? &*fresh.learned : nullptr);
+      rows.push_back({recipe.name, recipe.weights.describe(), recipe.activations.describe(),
+                      evaluate(fresh.model, ref, q.prefix.get())});
     }
   }
 

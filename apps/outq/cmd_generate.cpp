@@ -45,7 +45,7 @@ int run(const CommonOptions& common, OutqConfig&) {
       printed = text;
     }
   };
-  const auto out = generate(model, prompt, g_sampling, on_token);
+  const auto out = generate(model, prompt, g_sampling, on_token, lm.prefix.get());
   if (common.json) {
     std::printf("%s\n", nlohmann::json({{"prompt", g_prompt}, {"completion", tokenizer.decode(out)},
                                         {"tokens", out.size()}, {"seed", g_sampling.seed}})

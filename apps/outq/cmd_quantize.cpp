@@ -1,6 +1,7 @@
 // `outq quantize`: apply a recipe (RTN or GPTQ weights, static or dynamic activations) to a float
 // model and write a quantized model directory.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -44,14 +45,19 @@ int run(const CommonOptions& common, OutqConfig& config) {
   const QuantizedModel q = quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id(), lm.learned ? &*lm.learned : nullptr);
   quantized_save(lm.model, q, g_out, tokenizer_path);
   const double rss = static_cast<double>(peak_rss_bytes());
+  nlohmann::json prefix = nullptr;
+  if (q.prefix) prefix = {{"ids", q.prefix->tokens}, {"pieces", describe_tokens(*lm.tokenizer, q.prefix->tokens)}};
   if (common.json) {
     std::printf("%s\n", nlohmann::json({{"recipe", recipe.name}, {"label", recipe.label()}, {"out", g_out},
                                         {"methods", recipe.methods_label()}, {"seconds", q.seconds},
-                                        {"peak_rss_bytes", rss}})
+                                        {"peak_rss_bytes", rss}, {"prefix", prefix}})
                             .dump(2)
                             .c_str());
     return 0;
   }
+  if (q.prefix)
+    std::printf("quantization-free prefix (QFeP): %s\n",
+                fmt::format("{}", fmt::join(describe_tokens(*lm.tokenizer, q.prefix->tokens), " ")).c_str());
   Table t({"recipe", "weights", "activations", "algorithm", "methods", "time", "peak memory"});
   t.add_row({recipe.name, recipe.weights.describe(), recipe.activations.describe(),
              recipe.algorithm == WeightAlgorithm::kGptq ? "gptq" : "rtn",

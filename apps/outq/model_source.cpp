@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "outq/core/config.h"
 #include "outq/core/error.h"
@@ -22,6 +23,7 @@ LoadedModel load_model_dir(const std::string& dir, bool simulate) {
     QuantizedModel info;
     out.model = quantized_load(dir, &info);
     if (!simulate) out.runtime = attach_integer_runtime(out.model, info);
+    out.prefix = info.prefix;
   } else {
     out.model = model_load(dir);
   }
@@ -34,11 +36,20 @@ LoadedModel load_model_dir(const std::string& dir, bool simulate) {
   return out;
 }
 
+std::vector<std::string> describe_tokens(const Tokenizer& tokenizer, const std::vector<int32_t>& ids) {
+  std::vector<std::string> out;
+  for (const int32_t id : ids) out.push_back(id == tokenizer.bos_id() ? "<s>" : nlohmann::json(tokenizer.piece(id)).dump());
+  return out;
+}
+
 std::string describe_compute(const LoadedModel& lm) {
   if (!lm.quantized) return "float32";
   if (!lm.runtime) return "fake-quant simulation (float32)";
   std::string s = fmt::format("integer kernels ({}) on {} linear layers", kernels::isa_name(kernels::isa_active()),
                               lm.runtime->integer_layers);
+  if (lm.runtime->weight_only_layers > 0)
+    s += fmt::format(", weight-only kernels on {} (float activations)", lm.runtime->weight_only_layers);
+  if (lm.prefix) s += fmt::format("; continues after a {}-token float prefix", lm.prefix->length());
   if (!lm.runtime->float_layers.empty())
     s += fmt::format("; {} simulated in float (first: {})", lm.runtime->float_layers.size(), lm.runtime->float_layers.front());
   return s;

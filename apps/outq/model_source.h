@@ -21,6 +21,7 @@ struct LoadedModel {
   bool quantized = false;
   std::optional<LearnedRanges> learned;  ///< clips.json of a QAT model, when present
   std::optional<IntegerRuntimeReport> runtime;  ///< quantized models on the integer kernels
+  std::shared_ptr<const TokenPrefix> prefix;     ///< a quantized model's QFeP prefix, if it has one
 };
 
 /// Loads `dir` (float or quantized, detected by quant_config.json), its tokenizer, checking
@@ -32,6 +33,9 @@ LoadedModel load_model_dir(const std::string& dir, bool simulate = false);
 /// One line on how a loaded model computes: "float", "fake-quant simulation" or the integer
 /// runtime's layer counts and ISA.
 std::string describe_compute(const LoadedModel& lm);
+
+/// Each token as its quoted piece ("<s>", "\"the\"") for printing a prefix.
+std::vector<std::string> describe_tokens(const Tokenizer& tokenizer, const std::vector<int32_t>& ids);
 
 /// The prepared data directory: `data_dir` if given, else prepare/reuse the [data] config.
 std::string resolve_data_dir(const std::string& data_dir, OutqConfig& config);

@@ -26,21 +26,28 @@ int64_t sample_token(const torch::Tensor& logits_in, const SamplingOptions& o, a
 }
 
 std::vector<int32_t> generate(Llama& model, const std::vector<int32_t>& prompt, const SamplingOptions& o,
-                              const std::function<void(int32_t)>& on_token) {
+                              const std::function<void(int32_t)>& on_token, const TokenPrefix* prefix) {
   OUTQ_CHECK(!prompt.empty(), "generate: expected a non-empty prompt (at least BOS)");
   OUTQ_CHECK(o.temperature >= 0, "generate: temperature: expected >= 0, found ", o.temperature);
   OUTQ_CHECK(o.top_p > 0 && o.top_p <= 1, "generate: top_p: expected a value in (0, 1], found ", o.top_p);
   OUTQ_CHECK(o.top_k >= 0, "generate: top_k: expected >= 0, found ", o.top_k);
   const int64_t max_pos = model->config().max_position_embeddings;
-  OUTQ_CHECK(static_cast<int64_t>(prompt.size()) < max_pos, "generate: prompt of ", prompt.size(),
-             " tokens leaves no room: expected fewer than max_position_embeddings = ", max_pos);
+  // With a prefix, its cache takes the place of the prompt's BOS; positions continue after it.
+  const int64_t used = static_cast<int64_t>(prompt.size()) + (prefix ? prefix->length() - 1 : 0);
+  OUTQ_CHECK(used < max_pos, "generate: prompt of ", prompt.size(), " tokens", prefix ? " after the prefix" : "",
+             " leaves no room: expected fewer than max_position_embeddings = ", max_pos, " positions, found ", used);
   torch::NoGradGuard no_grad;
   model->eval();
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
-  KVCache cache;
-  std::vector<int64_t> ids(prompt.begin(), prompt.end());
+  KVCache cache = prefix ? prefix->for_batch(1) : KVCache{};
+  std::vector<int64_t> ids(prompt.begin() + (prefix ? 1 : 0), prompt.end());
   const torch::Device device = model->parameters().front().device();
-  auto logits = model->forward(torch::tensor(ids).unsqueeze(0).to(device), &cache);  // (1, P, V)
+  torch::Tensor logits;  // (1, P, V): the last row predicts the next token
+  if (ids.empty()) {
+    logits = prefix->last_logits.reshape({1, 1, -1});
+  } else {
+    logits = model->forward(torch::tensor(ids).unsqueeze(0).to(device), &cache);
+  }
   std::vector<int32_t> out;
   while (static_cast<int64_t>(out.size()) < o.max_new_tokens && cache.length < max_pos) {
     const int64_t next = sample_token(logits[0][logits.size(1) - 1], o, gen);

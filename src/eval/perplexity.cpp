@@ -10,7 +10,6 @@
 #include "outq/core/progress.h"
 
 namespace outq {
-
 double PerplexityResult::perplexity() const { return std::exp(mean_nll()); }
 
 nlohmann::json PerplexityResult::to_json() const {
@@ -23,11 +22,40 @@ nlohmann::json PerplexityResult::to_json() const {
   return j;
 }
 
+int64_t effective_window(const Llama& model, const PerplexityOptions& o) {
+  if (!o.prefix) return o.seq_len;
+  const int64_t room = model->config().max_position_embeddings - o.prefix->length() + 1;
+  OUTQ_CHECK(room >= 2, "evaluation: a prefix of ", o.prefix->length(), " tokens leaves no room in a context of ",
+             model->config().max_position_embeddings, " positions; expected a prefix of at most ",
+             model->config().max_position_embeddings - 1, " tokens");
+  return std::min(o.seq_len, room);
+}
+
+namespace {
+
+// Logits (B, len, V) of windows (B, len + 1) that start with BOS: from BOS, or after the prefix.
+torch::Tensor window_logits(Llama& model, const torch::Tensor& windows, int64_t len, const TokenPrefix* prefix) {
+  if (!prefix) return model->forward(windows.slice(1, 0, len));
+  const int64_t B = windows.size(0);
+  const auto first = prefix->last_logits.reshape({1, 1, -1}).expand({B, 1, prefix->last_logits.size(0)});
+  if (len == 1) return first.contiguous();
+  KVCache cache = prefix->for_batch(B);
+  return torch::cat({first, model->forward(windows.slice(1, 1, len), &cache)}, 1);
+}
+
+}  // namespace
+
 PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, uint64_t num_tokens,
-                                     const PerplexityOptions& o, Llama* reference) {
-  OUTQ_CHECK(o.seq_len >= 2 && o.seq_len <= model->config().max_position_embeddings,
+                                     const PerplexityOptions& o_in, Llama* reference) {
+  OUTQ_CHECK(o_in.seq_len >= 2 && o_in.seq_len <= model->config().max_position_embeddings,
              "evaluation seq_len: expected 2 .. max_position_embeddings = ", model->config().max_position_embeddings,
-             ", found ", o.seq_len);
+             ", found ", o_in.seq_len);
+  PerplexityOptions o = o_in;
+  o.seq_len = effective_window(model, o_in);
+  if (o.prefix) {
+    OUTQ_CHECK(o.prefix->last_logits.defined() && o.prefix->last_logits.size(0) == model->config().vocab_size,
+               "evaluation: the prefix's logits do not match the model's vocabulary of ", model->config().vocab_size);
+  }
   OUTQ_CHECK(o.batch_size >= 1, "evaluation batch size: expected >= 1, found ", o.batch_size);
   const uint64_t total = o.max_tokens > 0 ? std::min<uint64_t>(num_tokens, o.max_tokens) : num_tokens;
   OUTQ_CHECK(total > 0, "evaluation: expected tokens to score, found none");
@@ -61,13 +89,14 @@ PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, ui
       }
       auto windows = torch::from_blob(buffer.data(), {static_cast<int64_t>(count), static_cast<int64_t>(len + 1)},
                                       torch::kInt32).to(device, torch::kInt64);
-      auto logits = model->forward(windows.slice(1, 0, len));  // (B, len, V)
+      auto logits = window_logits(model, windows, static_cast<int64_t>(len), o.prefix);  // (B, len, V)
       auto nll = torch::nn::functional::cross_entropy(
           logits.reshape({-1, logits.size(-1)}), windows.slice(1, 1).reshape({-1}),
           torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
       r.nll_sum += nll.item<double>();
       if (reference) {
-        const auto ref_logits = (*reference)->forward(windows.slice(1, 0, len));
+        // The reference continues after the same prefix (its cache is the float model's).
+        const auto ref_logits = window_logits(*reference, windows, static_cast<int64_t>(len), o.prefix);
         const auto logp = torch::log_softmax(logits.to(torch::kFloat64), -1);
         const auto ref_logp = torch::log_softmax(ref_logits.to(torch::kFloat64), -1);
         r.kl_sum += (ref_logp.exp() * (ref_logp - logp)).sum().item<double>();

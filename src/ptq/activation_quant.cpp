@@ -130,12 +130,17 @@ torch::Tensor calibration_windows(const TokenShard& shard, const CalibrationOpti
   return torch::from_blob(buffer.data(), {o.windows, o.seq_len}, torch::kInt32).to(torch::kInt64);
 }
 
-void run_windows(Llama& model, const torch::Tensor& windows, int64_t batch_size, Progress* progress) {
+void run_windows(Llama& model, const torch::Tensor& windows, int64_t batch_size, Progress* progress,
+                 const TokenPrefix* prefix) {
   torch::NoGradGuard no_grad;
   const torch::Device device = model->parameters().front().device();
   for (int64_t b = 0; b < windows.size(0); b += batch_size) {
     const auto batch = windows.slice(0, b, std::min(b + batch_size, windows.size(0)));
-    model->forward(batch.to(device));
+    if (prefix) {
+      forward_after_prefix(model, batch.to(device), *prefix);
+    } else {
+      model->forward(batch.to(device));
+    }
     if (progress) progress->advance(batch.size(0));
   }
 }

@@ -29,14 +29,24 @@ class HessianCapture : public Observer {
   }
 };
 
-// Runs decoder layer `l` over hidden states X (n, T, C) in batches; returns its outputs.
-torch::Tensor run_layer(Llama& model, int l, const torch::Tensor& X, int64_t batch, const ObserverList& observers) {
+// Runs decoder layer `l` over hidden states X (n, T, C) in batches, after the prefix's cached keys
+// and values of that layer when there is a prefix; returns its outputs.
+torch::Tensor run_layer(Llama& model, int l, const torch::Tensor& X, int64_t batch, const ObserverList& observers,
+                        const TokenPrefix* prefix) {
   torch::NoGradGuard no_grad;
-  auto [cos, sin] = model->rope(0, X.size(1));
+  const int64_t start = prefix ? prefix->length() : 0;
+  auto [cos, sin] = model->rope(start, X.size(1));
   std::vector<torch::Tensor> outs;
   for (int64_t b = 0; b < X.size(0); b += batch) {
-    outs.push_back(model->layer(l).forward(X.slice(0, b, std::min(b + batch, X.size(0))), cos, sin, nullptr, nullptr,
-                                          observers));
+    const auto x = X.slice(0, b, std::min(b + batch, X.size(0)));
+    torch::Tensor k, v;
+    if (prefix) {
+      const auto& pk = prefix->cache.keys[static_cast<size_t>(l)];
+      const auto& pv = prefix->cache.values[static_cast<size_t>(l)];
+      k = pk.expand({x.size(0), pk.size(1), pk.size(2), pk.size(3)});
+      v = pv.expand({x.size(0), pv.size(1), pv.size(2), pv.size(3)});
+    }
+    outs.push_back(model->layer(l).forward(x, cos, sin, prefix ? &k : nullptr, prefix ? &v : nullptr, observers));
   }
   return torch::cat(outs, 0);
 }
@@ -48,7 +58,7 @@ void store(QuantizedLinear& rec, Llama& model, const QuantizedWeight& q) {
   rec.weight_qp = q.qp;
 }
 
-void gptq_all(Llama& model, const Recipe& recipe, std::vector<QuantizedLinear>& recs, const torch::Tensor& windows) {
+void gptq_all(Llama& model, const Recipe& recipe, std::vector<QuantizedLinear>& recs, const CalibrationData& data) {
   torch::NoGradGuard no_grad;
   std::map<std::string, QuantizedLinear*> by_name;
   for (auto& r : recs) by_name[r.module] = &r;
@@ -62,14 +72,16 @@ void gptq_all(Llama& model, const Recipe& recipe, std::vector<QuantizedLinear>& 
     steps.back().push_back(&slot);
   }
   Progress progress("gptq", static_cast<int64_t>(L * block_schema().linears().size()), "modules");
-  torch::Tensor X = model->model->embed_tokens->forward(windows);  // (n, T, C)
+  const TokenPrefix* prefix = data.prefix;
+  torch::Tensor X = model->model->embed_tokens->forward(prefix ? tokens_after_prefix(model, data.windows, *prefix)
+                                                               : data.windows);  // (n, T, C)
   for (int l = 0; l < L; ++l) {
     for (const auto& step : steps) {
       auto capture = std::make_shared<HessianCapture>();
       for (const ActivationSlot* slot : step) capture->by_module[block_module(l, slot->linears.front())];
       ObserverList observers;
       observers.attach(capture);
-      run_layer(model, l, X, batch, observers);
+      run_layer(model, l, X, batch, observers, prefix);
       for (const ActivationSlot* slot : step) {
         const torch::Tensor H = capture->by_module.at(block_module(l, slot->linears.front())).hessian();
         for (const auto& name : slot->linears) {
@@ -81,7 +93,7 @@ void gptq_all(Llama& model, const Recipe& recipe, std::vector<QuantizedLinear>& 
         }
       }
     }
-    X = run_layer(model, l, X, batch, ObserverList{});
+    X = run_layer(model, l, X, batch, ObserverList{}, prefix);
   }
   progress.finish();
 }
@@ -151,22 +163,35 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
   OUTQ_CHECK(!needs_data || calib != nullptr, recipe.source_path, ": this recipe needs calibration data (GPTQ, static "
              "activation ranges or a calibrating method); expected a calibration shard (--calib or the prepared data's "
              "train split)");
-  torch::Tensor windows;
+  // Calibration windows, and after them the held-out windows a selecting method evaluates on (the
+  // first windows are the same with or without them).
+  CalibrationData data, holdout;
+  data.batch_size = holdout.batch_size = recipe.calibration.batch_size;
+  data.bos_id = holdout.bos_id = bos_id;
+  int64_t held_out = 0;
+  for (const auto& m : methods) held_out = std::max(held_out, m->holdout_windows());
   if (needs_data) {
     CalibrationOptions co = recipe.calibration;
     co.seq_len = std::min<int64_t>(co.seq_len, model->config().max_position_embeddings);
-    windows = calibration_windows(*calib, co, bos_id);
+    co.windows += held_out;
+    const torch::Tensor all = calibration_windows(*calib, co, bos_id);
+    data.windows = all.slice(0, 0, recipe.calibration.windows);
+    holdout.windows = all.slice(0, recipe.calibration.windows);
   }
   model->observers().clear();
-  // Each method calibrates on the float model as the methods before it left it, then transforms it;
-  // then every method may change the per-linear plan.
+  // Each method calibrates on the float model as the methods before it left it (after the prefix
+  // an earlier method set), then transforms it; then every method may change the per-linear plan.
   for (const auto& m : methods) {
-    if (m->needs_calibration()) m->calibrate(model, windows, recipe.calibration.batch_size);
+    if (m->needs_calibration()) m->calibrate(model, data);
     m->transform(model);
+    if (const TokenPrefix* p = m->prefix()) {
+      out.prefix = std::make_shared<TokenPrefix>(*p);
+      data.prefix = holdout.prefix = out.prefix.get();
+    }
   }
   for (const auto& m : methods) m->plan(out.linears);
   if (recipe.algorithm == WeightAlgorithm::kGptq) {
-    gptq_all(model, recipe, out.linears, windows);
+    gptq_all(model, recipe, out.linears, data);
   } else {
     for (auto& rec : out.linears)
       if (rec.weight_spec.enabled()) store(rec, model, rtn_quantize(model->linear_weight(rec.module), rec.weight_spec));
@@ -182,8 +207,8 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
   }
   if (any_static) {
     model->observers().attach(calibrator);
-    Progress progress("calibration", windows.size(0), "windows");
-    run_windows(model, windows, recipe.calibration.batch_size, &progress);
+    Progress progress("calibration", data.windows.size(0), "windows");
+    run_windows(model, data.windows, data.batch_size, &progress, data.prefix);
     progress.finish();
     model->observers().clear();
     for (auto& rec : out.linears) {
@@ -192,6 +217,8 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
       }
     }
   }
+  for (const auto& m : methods)
+    if (m->holdout_windows() > 0) m->select(model, out, holdout);
   for (const auto& m : methods) out.methods.push_back(m->record());
   out.activations = attach_activation_quantizer(model, out.linears);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

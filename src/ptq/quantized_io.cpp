@@ -55,7 +55,7 @@ std::string method_tensor_name(const std::string& method, const std::string& key
 
 // The "methods" section of a version-2 quant_config.json, each replayed on the loaded model in order.
 std::vector<AppliedMethod> load_methods(const nlohmann::json& qc, const std::string& qc_path, const SafetensorsFile& file,
-                                        Llama& model) {
+                                        Llama& model, std::shared_ptr<const TokenPrefix>* prefix) {
   std::vector<AppliedMethod> out;
   if (!qc.contains("methods")) return out;
   const nlohmann::json& list = qc.at("methods");
@@ -79,6 +79,7 @@ std::vector<AppliedMethod> load_methods(const nlohmann::json& qc, const std::str
       saved.tensors[key.get<std::string>()] = tensor_from_view(file.get(method_tensor_name(entry.name, key.get<std::string>())));
     }
     method->replay(model, saved);
+    if (const TokenPrefix* p = method->prefix()) *prefix = std::make_shared<TokenPrefix>(*p);
     out.push_back(std::move(saved));
   }
   return out;
@@ -148,6 +149,7 @@ void quantized_save(Llama& model, const QuantizedModel& q, const std::string& di
                                          {"label", q.recipe.label()}, {"methods", methods}, {"modules", modules}};
   write_file_atomic(out / "quant_config.json", config.dump(2) + "\n");
   write_file_atomic(out / "recipe.toml", q.recipe.source_text);
+  for (const auto& m : q.methods) make_method(MethodEntry{m.name, m.settings, q.recipe.source_path})->report(m, out.string());
   write_file_atomic(out / "config.json", model->config().to_hf_json().dump(2) + "\n");
   if (!tokenizer_path.empty()) write_file_atomic(out / "tokenizer.model", read_file(tokenizer_path, "tokenizer model"));
   stage.commit();
@@ -200,13 +202,15 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
                            qc.at("modules").contains(name.substr(0, name.size() - 7));
     if (!is_linear) p.value().copy_(tensor_from_view(file.get(name)).to(torch::kFloat32));
   }
-  std::vector<AppliedMethod> methods = load_methods(qc, qc_path, file, model);
+  std::shared_ptr<const TokenPrefix> prefix;
+  std::vector<AppliedMethod> methods = load_methods(qc, qc_path, file, model, &prefix);
   auto aq = attach_activation_quantizer(model, linears);
   if (info) {
     info->methods = std::move(methods);
     info->recipe = recipe_parse(read_file(fs::path(dir) / "recipe.toml", "recipe"), (fs::path(dir) / "recipe.toml").string());
     info->linears = std::move(linears);
     info->activations = aq;
+    info->prefix = prefix;
   }
   return model;
 }

@@ -91,7 +91,7 @@ TEST(SmoothQuant, FactorsAndFoldMatchADoubleReference) {
   }
 
   auto method = make_method(smoothquant_entry(fmt::format("{{\"alpha\": {}}}", alpha)));
-  method->calibrate(model, windows, 4);
+  method->calibrate(model, CalibrationData{windows, 4, 1, nullptr});
   method->transform(model);
   const AppliedMethod rec = method->record();
   const auto factors = rec.tensors.at("layers.0.qkv.factors").to(torch::kFloat64);
@@ -124,7 +124,7 @@ TEST(SmoothQuant, LeavesTheFloatModelsLogitsUnchanged) {
     torch::NoGradGuard no_grad;
     const auto before = model->forward(windows);
     auto method = make_method(smoothquant_entry(R"({"alpha": 0.8, "slot_alpha": {"gate_up": 0.4}})"));
-    method->calibrate(model, windows, 2);
+    method->calibrate(model, CalibrationData{windows, 2, 1, nullptr});
     method->transform(model);
     const auto after = model->forward(windows);
     const double tol = dtype == torch::kFloat64 ? 1e-12 : 1e-5;

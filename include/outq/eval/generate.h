@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "outq/model/llama.h"
+#include "outq/model/token_prefix.h"
 
 namespace outq {
 
@@ -25,8 +26,9 @@ int64_t sample_token(const torch::Tensor& logits, const SamplingOptions& options
 
 /// Generates after `prompt` (token ids, BOS included by the caller); `on_token` is called with
 /// every new token as soon as it is chosen. Stops at EOS, max_new_tokens, or the model's
-/// max_position_embeddings. Returns the new tokens.
+/// max_position_embeddings. Returns the new tokens. With a `prefix` (QFeP), its cached keys and
+/// values replace the prompt's BOS and the prompt continues after it; the prefix is never emitted.
 std::vector<int32_t> generate(Llama& model, const std::vector<int32_t>& prompt, const SamplingOptions& options,
-                              const std::function<void(int32_t)>& on_token = {});
+                              const std::function<void(int32_t)>& on_token = {}, const TokenPrefix* prefix = nullptr);
 
 }  // namespace outq

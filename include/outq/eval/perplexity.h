@@ -1,6 +1,9 @@
 // Perplexity over a token sequence with non-overlapping windows: each window scores W = seq_len
 // consecutive tokens, with input [BOS, t0 .. t(W-2)] and targets [t0 .. t(W-1)], so every token
-// is predicted exactly once and every window starts from BOS (as training windows do).
+// is predicted exactly once and every window starts from BOS (as training windows do). With a
+// token prefix (QFeP) the prefix's cached keys and values take BOS's place: input [t0 .. t(W-2)]
+// after the cache, t0 scored from the logits the float model gave at the prefix's last position,
+// and W shortened to max_position_embeddings - P + 1 when the prefix would not fit otherwise.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +13,7 @@
 
 #include "outq/data/token_shard.h"
 #include "outq/model/llama.h"
+#include "outq/model/token_prefix.h"
 
 namespace outq {
 
@@ -19,7 +23,11 @@ struct PerplexityOptions {
   int64_t batch_size = 8;
   int32_t bos_id = 1;
   bool show_progress = true;
+  const TokenPrefix* prefix = nullptr;  ///< continue every window after this prefix (QFeP)
 };
+
+/// The window length evaluate_perplexity uses: seq_len, shortened so that the prefix fits.
+int64_t effective_window(const Llama& model, const PerplexityOptions& options);
 
 struct PerplexityResult {
   double nll_sum = 0;   ///< summed negative log-likelihood (nats)

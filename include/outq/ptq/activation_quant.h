@@ -11,6 +11,7 @@
 
 #include "outq/data/token_shard.h"
 #include "outq/model/llama.h"
+#include "outq/model/token_prefix.h"
 #include "outq/quant/quantized_model.h"
 #include "outq/quant/quantizer.h"
 #include "outq/quant/recipe.h"
@@ -64,7 +65,9 @@ QParams qparams_from_learned(const LearnedRange& range, const QuantSpec& spec);
 /// `options.windows` windows of BOS + (seq_len - 1) tokens from seeded random positions: (n, seq_len).
 torch::Tensor calibration_windows(const TokenShard& shard, const CalibrationOptions& options, int32_t bos_id);
 
-/// Runs the model over the windows in batches, without gradients (observers see every batch).
-void run_windows(Llama& model, const torch::Tensor& windows, int64_t batch_size, Progress* progress = nullptr);
+/// Runs the model over the BOS-first windows in batches, without gradients (observers see every
+/// batch); after `prefix` in place of BOS when given (observers then never see the prefix).
+void run_windows(Llama& model, const torch::Tensor& windows, int64_t batch_size, Progress* progress = nullptr,
+                 const TokenPrefix* prefix = nullptr);
 
 }  // namespace outq

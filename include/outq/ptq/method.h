@@ -7,9 +7,14 @@
 //   transform   change the float model (weights, norms); each method documents whether the float
 //               function is preserved (preserves_float_function)
 //   plan        change the per-linear plan (specs) before the weights are quantized
+//   select      after weights and static ranges: choose among alternatives by evaluating the
+//               quantized model on held-out calibration windows (QFeM's threshold search)
 //   record      the state saved with the quantized model (JSON + tensors), and whether the
 //               integer runtime can run the result
+//   report      files written into the quantized directory (tables, plots)
 //   replay      on load, redo what the saved weights do not carry
+// A method may also hand later steps a token prefix (QFeP): every later calibration, the
+// selection and evaluation continue after its KV cache instead of starting at BOS.
 // Adding a method: one file in src/ptq/methods/, one line in methods/registry.cpp, a recipe, docs
 // and tests (docs/design.md, "Adding an outlier method").
 #pragma once
@@ -22,10 +27,20 @@
 #include <vector>
 
 #include "outq/model/llama.h"
+#include "outq/model/token_prefix.h"
 #include "outq/quant/quantized_model.h"
 #include "outq/quant/recipe.h"
 
 namespace outq {
+
+/// Calibration windows (n, T) with BOS first, run in batches of `batch_size`, after `prefix` when
+/// a method earlier in the recipe set one (the prefix then replaces the BOS column).
+struct CalibrationData {
+  torch::Tensor windows;
+  int64_t batch_size = 8;
+  int32_t bos_id = 1;  ///< < 0: the tokenizer has no BOS token
+  const TokenPrefix* prefix = nullptr;
+};
 
 class QuantMethod {
  public:
@@ -41,14 +56,21 @@ class QuantMethod {
   virtual void check(const Recipe& recipe, const std::vector<std::string>& modules,
                      const std::vector<const QuantMethod*>& earlier) const;
   virtual bool needs_calibration() const { return false; }
-  /// Calibration windows (n, T) with BOS first, run in batches of `batch_size`.
-  virtual void calibrate(Llama& model, const torch::Tensor& windows, int64_t batch_size);
+  virtual void calibrate(Llama& model, const CalibrationData& data);
   virtual void transform(Llama& model);
   virtual void plan(std::vector<QuantizedLinear>& linears) const;
+  /// Held-out calibration windows select() needs (0: select() is not used).
+  virtual int64_t holdout_windows() const { return 0; }
+  /// `model` has quantized weights and no activation quantizer; `out` the plan and static ranges.
+  virtual void select(Llama& model, QuantizedModel& out, const CalibrationData& holdout);
+  /// The prefix later steps continue after (null: none).
+  virtual const TokenPrefix* prefix() const { return nullptr; }
   /// What is saved with the quantized model; the base fills name and settings.
   virtual AppliedMethod record() const;
+  /// Writes the method's report files for `saved` into `dir` (default: none).
+  virtual void report(const AppliedMethod& saved, const std::string& dir) const;
   /// `saved` as read back from a quantized directory; `model` holds the saved weights.
-  virtual void replay(Llama& model, const AppliedMethod& saved) const;
+  virtual void replay(Llama& model, const AppliedMethod& saved);
 
  private:
   MethodEntry entry_;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "outq/model/llama.h"
+#include "outq/model/token_prefix.h"
 #include "outq/quant/quantizer.h"
 #include "outq/quant/recipe.h"
 
@@ -59,6 +60,8 @@ struct QuantizedModel {
   std::vector<QuantizedLinear> linears;
   std::vector<AppliedMethod> methods;                 ///< in the order applied
   std::shared_ptr<ActivationQuantizer> activations;  ///< attached to the model
+  /// The quantization-free prefix evaluation and generation continue after (QFeP); null if none.
+  std::shared_ptr<const TokenPrefix> prefix;
   double seconds = 0;
 };
 

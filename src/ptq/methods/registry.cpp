@@ -22,6 +22,10 @@ const std::vector<Registration>& registry() {
   static const std::vector<Registration> methods = {
       {"smoothquant", "migrate activation outliers into the weights at norm->linear junctions (Xiao et al. 2022)",
        make_smoothquant},
+      {"qfem", "keep float activations at the linears whose input carries activation spikes (Yang et al. 2024)",
+       make_qfem},
+      {"qfep", "continue after a float prefix whose KV cache absorbs the activation spikes (Yang et al. 2024)",
+       make_qfep},
   };
   return methods;
 }
@@ -29,10 +33,12 @@ const std::vector<Registration>& registry() {
 }  // namespace
 
 void QuantMethod::check(const Recipe&, const std::vector<std::string>&, const std::vector<const QuantMethod*>&) const {}
-void QuantMethod::calibrate(Llama&, const torch::Tensor&, int64_t) {}
+void QuantMethod::calibrate(Llama&, const CalibrationData&) {}
 void QuantMethod::transform(Llama&) {}
 void QuantMethod::plan(std::vector<QuantizedLinear>&) const {}
-void QuantMethod::replay(Llama&, const AppliedMethod&) const {}
+void QuantMethod::select(Llama&, QuantizedModel&, const CalibrationData&) {}
+void QuantMethod::report(const AppliedMethod&, const std::string&) const {}
+void QuantMethod::replay(Llama&, const AppliedMethod&) {}
 
 AppliedMethod QuantMethod::record() const {
   AppliedMethod m;

@@ -103,13 +103,13 @@ class SmoothQuant : public QuantMethod {
     }
   }
 
-  void calibrate(Llama& model, const torch::Tensor& windows, int64_t batch_size) override {
+  void calibrate(Llama& model, const CalibrationData& data) override {
     std::vector<int> slots;
     for (const auto& [s, a] : slots_) slots.push_back(s);
     auto observer = std::make_shared<ChannelAbsMax>(model, slots);
     model->observers().attach(observer);
-    Progress progress("smoothquant calibration", windows.size(0), "windows");
-    run_windows(model, windows, batch_size, &progress);
+    Progress progress("smoothquant calibration", data.windows.size(0), "windows");
+    run_windows(model, data.windows, data.batch_size, &progress, data.prefix);
     progress.finish();
     model->observers().detach(observer.get());
     absmax_.clear();
@@ -119,7 +119,7 @@ class SmoothQuant : public QuantMethod {
         const ObservationPoint& p = model->point(block_module(l, slot.linears.front()) + ".input");
         absmax_.push_back(observer->at(p.index, p.name));
       }
-    windows_ = windows.size(0);
+    windows_ = data.windows.size(0);
   }
 
   void transform(Llama& model) override {
@@ -159,7 +159,7 @@ class SmoothQuant : public QuantMethod {
 
   // The factors are folded into the saved norm and linear weights: nothing to redo, but the record
   // must be whole (one factor vector of the hidden width per block and slot).
-  void replay(Llama& model, const AppliedMethod& saved) const override {
+  void replay(Llama& model, const AppliedMethod& saved) override {
     const int64_t C = model->config().hidden_size;
     for (int l = 0; l < model->config().num_hidden_layers; ++l)
       for (const auto& [s, a] : slots_) {
