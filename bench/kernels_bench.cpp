@@ -3,6 +3,7 @@
 //               last-level cache (1 and 2 threads)
 //   Gemm/*      outq W8A8 / W4A8 / W4A4 on each ISA, with ("Linear": float in, float out,
 //               the per-token activation quantizer included) and without activation quantization
+//   WeightOnly/* outq W8A16 / W4A16: float activations, int8 / int4 weights dequantized in the product
 //   Sgemm       OpenBLAS fp32 on the same shape;  OnednnInt8: oneDNN u8 x s8 -> f32 matmul
 // Rates are counters: GOPS (2 M N K per second) and, for M = 1, weight GB/s.
 // Usage: build/bench/kernels_bench --benchmark_filter=... (OMP_NUM_THREADS sets the team).
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "outq/kernels/gemm.h"
+#include "outq/kernels/weight_only.h"
 #include "peak_probes.h"
 
 namespace {
@@ -131,6 +133,31 @@ void gemm_shapes(benchmark::internal::Benchmark* b) {
   b->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 BENCHMARK(Gemm)->Apply(gemm_shapes);
+
+// Args: M, N, K, weight bits, ISA. The GEMV's weight GB/s counts the packed bytes read.
+void WeightOnly(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const Isa isa = static_cast<Isa>(state.range(4));
+  if (!isa_supported(isa)) return state.SkipWithError("ISA not supported here");
+  Operands o = make_operands(m, n, k, static_cast<int>(state.range(3)), 8);
+  for (auto _ : state) {
+    gemm_weight_only({o.x.data(), m, k, &o.w, nullptr, o.y.data(), n}, isa);
+    benchmark::ClobberMemory();
+  }
+  set_rate(state, 2.0 * m * n * k, m == 1 ? static_cast<double>(o.w.bytes()) : 0);
+  state.SetLabel(isa_name(isa));
+}
+
+void weight_only_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "N", "K", "wbits", "isa"});
+  for (int isa : {1, 2})  // avx2, avx512_vnni (amx_int8 runs the AVX-512 path)
+    for (int wb : {8, 4}) {
+      b->Args({1, 4096, 4096, wb, isa});
+      b->Args({2048, 2048, 2048, wb, isa});
+    }
+  b->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(WeightOnly)->Apply(weight_only_shapes);
 
 void Sgemm(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);

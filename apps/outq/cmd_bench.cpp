@@ -81,13 +81,29 @@ nlohmann::json bench_runtime(OutqConfig& config, const std::vector<KernelFormat>
       const IntegerRuntimeReport report = attach_integer_runtime(model, info);
       OUTQ_CHECK(report.float_layers.empty(), "--quantized ", dir, ": a layer cannot run on the kernels: ",
                  report.float_layers.empty() ? "" : report.float_layers.front());
-      const ModelSpeed s = measure_model_speed(model, g_prefill, g_decode, g_min_time);
+      if (info.prefix)
+        OUTQ_CHECK(info.prefix->length() + 1 + g_decode <= mc.max_position_embeddings, "--decode: ", dir, " continues after a ",
+                   info.prefix->length(), "-token prefix; expected prefix + 1 + decode <= max_position_embeddings (",
+                   mc.max_position_embeddings, "), found ", info.prefix->length(), " + 1 + ", g_decode);
+      const ModelSpeed s = measure_model_speed(model, g_prefill, g_decode, g_min_time, info.prefix.get());
       const std::string name = info.recipe.name + (g_rounds > 1 ? fmt::format(" (round {})", round + 1) : "");
       rows.push_back({{"format", info.recipe.label()}, {"recipe", info.recipe.name}, {"methods", info.recipe.methods_label()},
                       {"dir", dir}, {"round", round + 1}, {"prefill_tokens_per_s", s.prefill},
-                      {"decode_tokens_per_s", s.decode}, {"packed_weight_bytes", report.packed_bytes}});
+                      {"decode_tokens_per_s", s.decode}, {"packed_weight_bytes", report.packed_bytes},
+                      {"weight_only_layers", report.weight_only_layers}});
       table->add_row({name, fmt::format("{:.0f}", s.prefill), fmt::format("{:.1f}", s.decode),
                       fmt::format("{:.2f}x", s.prefill / f.prefill), fmt::format("{:.2f}x", s.decode / f.decode)});
+      if (info.prefix) {
+        // The prefix's cost is that of a context longer by its length: the same model decoding
+        // from a cache of as many ordinary tokens, without the prefix.
+        const int64_t P = info.prefix->length();
+        const ModelSpeed n = measure_model_speed(model, g_prefill, g_decode, g_min_time, nullptr, P + 1);
+        rows.back()["prefix_tokens"] = P;
+        rows.back()["decode_tokens_per_s_without_prefix_same_context"] = n.decode;
+        table->add_row({name + " without prefix, " + std::to_string(P + 1) + "-token context", fmt::format("{:.0f}", n.prefill),
+                        fmt::format("{:.1f}", n.decode), fmt::format("{:.2f}x", n.prefill / f.prefill),
+                        fmt::format("{:.2f}x", n.decode / f.decode)});
+      }
     }
   for (const auto& fm : g_quantized.empty() ? formats : std::vector<KernelFormat>{}) {
     Llama model = make_float();

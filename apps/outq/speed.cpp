@@ -97,21 +97,25 @@ nlohmann::json bench_kernels(const std::vector<KernelShape>& shapes, const std::
   return rows;
 }
 
-ModelSpeed measure_model_speed(Llama& model, int64_t prefill, int64_t decode, double min_time) {
+ModelSpeed measure_model_speed(Llama& model, int64_t prefill, int64_t decode, double min_time,
+                               const TokenPrefix* prefix, int64_t start) {
   torch::NoGradGuard no_grad;
-  const auto prompt = torch::randint(0, model->config().vocab_size, {1, prefill}, torch::kInt64);
+  const int64_t vocab = model->config().vocab_size;
+  const auto prompt = torch::randint(0, vocab, {1, prefill}, torch::kInt64);
   const double t_prefill = time_median([&] { (void)model->forward(prompt); }, min_time);
+  KVCache start_cache = prefix ? prefix->for_batch(1) : KVCache{};
+  const auto start_logits = model->forward(torch::randint(0, vocab, {1, start}, torch::kInt64), &start_cache);
   const double t_decode = time_median(
       [&] {
-        KVCache cache;
-        auto logits = model->forward(prompt.narrow(1, 0, 1), &cache);
+        KVCache cache = start_cache.clone();  // extending it leaves start_cache as it was
+        auto logits = start_logits;
         for (int64_t i = 0; i < decode; ++i) {
           const auto next = logits.select(1, -1).argmax(-1).reshape({1, 1});
           logits = model->forward(next, &cache);
         }
       },
       min_time);
-  return {static_cast<double>(prefill) / t_prefill, static_cast<double>(decode + 1) / t_decode};
+  return {static_cast<double>(prefill) / t_prefill, static_cast<double>(decode) / t_decode};
 }
 
 }  // namespace outq::app

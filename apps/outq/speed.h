@@ -10,6 +10,7 @@
 
 #include "outq/core/table.h"
 #include "outq/model/llama.h"
+#include "outq/model/token_prefix.h"
 
 namespace outq::app {
 
@@ -35,7 +36,9 @@ nlohmann::json bench_kernels(const std::vector<KernelShape>& shapes, const std::
 struct ModelSpeed {
   double prefill, decode;  ///< tokens per second
 };
-/// Prefill of `prefill` random tokens, and greedy decode of `decode` tokens after one prompt token.
-ModelSpeed measure_model_speed(Llama& model, int64_t prefill, int64_t decode, double min_time);
+/// Prefill of `prefill` random tokens, and greedy decode of `decode` tokens after a cache of
+/// `prefix` (if any) and `start` prompt tokens (built before the timing).
+ModelSpeed measure_model_speed(Llama& model, int64_t prefill, int64_t decode, double min_time,
+                               const TokenPrefix* prefix = nullptr, int64_t start = 1);
 
 }  // namespace outq::app
