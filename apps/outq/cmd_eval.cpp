@@ -154,6 +154,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
     std::vector<std::string> cells = {row.name, row.weights, row.activations, format_count(row.r.tokens),
                                       fmt::format("{:.3f}", row.r.perplexity())};
     if (!g_sweep.empty()) cells.push_back(fmt::format("{:+.2f}%", 100.0 * (row.r.perplexity() / float_ppl - 1.0)));
+    if (row.r.window != o.seq_len) cells[0] += fmt::format(" (after a prefix: {}-token windows)", row.r.window);
     if (kl) {
       cells.push_back(row.r.has_reference ? fmt::format("{:.5f}", row.r.kl_mean()) : "-");
       cells.push_back(row.r.has_reference ? fmt::format("{:.2f}%", 100.0 * row.r.top1_agreement()) : "-");

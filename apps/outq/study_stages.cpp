@@ -58,7 +58,7 @@ PerplexityOptions eval_options(const LoadedModel& lm, int64_t max_tokens) {
 }
 
 json eval_json(const PerplexityResult& r) {
-  json j = {{"perplexity", r.perplexity()}, {"tokens", r.tokens}, {"seconds", r.seconds}};
+  json j = {{"perplexity", r.perplexity()}, {"tokens", r.tokens}, {"window", r.window}, {"seconds", r.seconds}};
   if (r.has_reference) j.update({{"kl", r.kl_mean()}, {"top1", r.top1_agreement()}});
   return j;
 }
@@ -70,6 +70,26 @@ QuantizedModel quantize_for_study(LoadedModel& lm, const Recipe& recipe, const s
   if (recipe_needs_calibration_data(recipe))
     calib = open_calibration_shard("", data_dir, config, *lm.tokenizer, (fs::path(model_dir) / "tokenizer.model").string());
   return quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id(), lm.learned ? &*lm.learned : nullptr);
+}
+
+// What the spike methods found, for the report: QFeM's exclusion and largest spike ratio, QFeP's prefix.
+json method_findings(const QuantizedModel& q, const Tokenizer& tokenizer) {
+  json out = json::object();
+  for (const auto& m : q.methods) {
+    if (m.name == "qfem") {
+      json top = nullptr;
+      for (const auto& s : m.state.at("spikes"))
+        if (top.is_null() || s.at("ratio").get<double>() > top.at("ratio").get<double>()) top = s;
+      out["qfem"] = {{"excluded", m.state.at("excluded")}, {"threshold", m.state.value("threshold", json(nullptr))},
+                     {"top_module", top.is_null() ? json(nullptr) : top.at("module")},
+                     {"top_ratio", top.is_null() ? json(nullptr) : top.at("ratio")}};
+    } else if (m.name == "qfep" && q.prefix) {
+      out["qfep"] = {{"prefix", describe_tokens(tokenizer, q.prefix->tokens)}, {"ids", q.prefix->tokens},
+                     {"top_module", m.state.value("top_module", json(nullptr))},
+                     {"top_ratio", m.state.value("top_ratio", json(nullptr))}};
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -174,8 +194,12 @@ json study_eval(const std::string& model_dir, const Recipe* recipe, const std::s
                 {"a_bits", recipe->activations.enabled() ? recipe->activations.bits : 16},
                 {"a_granularity", granularity_name(recipe->activations.granularity)},
                 {"a_dynamic", recipe->activations.dynamic}});
-    LoadedModel reference = load_model_dir(model_dir);  // the same model unquantized, for KL / top-1
-    out.update(eval_json(evaluate_perplexity(lm.model, shard, eval_options(lm, max_tokens), &reference.model)));
+    if (!q.methods.empty()) out["methods"] = method_findings(q, *lm.tokenizer);
+    // The same model unquantized, for KL / top-1; after a QFeP prefix both continue after it.
+    LoadedModel reference = load_model_dir(model_dir);
+    PerplexityOptions o = eval_options(lm, max_tokens);
+    o.prefix = q.prefix.get();
+    out.update(eval_json(evaluate_perplexity(lm.model, shard, o, &reference.model)));
   } else {
     out.update({{"weights", "off"}, {"activations", "off"}, {"label", "W16A16"}, {"w_bits", 16}, {"a_bits", 16}});
     out.update(eval_json(evaluate_perplexity(lm.model, shard, eval_options(lm, max_tokens))));
@@ -193,12 +217,14 @@ json study_runtime(const std::string& model_dir, const Recipe& recipe, const std
   const IntegerRuntimeReport report = attach_integer_runtime(lm.model, q);
   OUTQ_CHECK(report.float_layers.empty(), "study.runtime_recipes: ", recipe.name, " cannot run on the integer kernels: ",
              report.float_layers.empty() ? "" : report.float_layers.front());
-  const PerplexityResult integer = evaluate_perplexity(lm.model, shard, eval_options(lm, max_tokens));
-  const ModelSpeed s = measure_model_speed(lm.model, sc.runtime_prefill, sc.runtime_decode, 0.3);
+  PerplexityOptions o = eval_options(lm, max_tokens);
+  o.prefix = q.prefix.get();
+  const PerplexityResult integer = evaluate_perplexity(lm.model, shard, o);
+  const ModelSpeed s = measure_model_speed(lm.model, sc.runtime_prefill, sc.runtime_decode, 0.3, q.prefix.get());
   return {{"perplexity", integer.perplexity()}, {"tokens", integer.tokens},
           {"prefill_tokens_per_s", s.prefill}, {"decode_tokens_per_s", s.decode}, {"float_prefill_tokens_per_s", f.prefill},
           {"float_decode_tokens_per_s", f.decode}, {"integer_layers", report.integer_layers},
-          {"packed_bytes", report.packed_bytes}, {"isa", kernels::isa_name(kernels::isa_active())}};
+          {"weight_only_layers", report.weight_only_layers}, {"packed_bytes", report.packed_bytes}, {"isa", kernels::isa_name(kernels::isa_active())}};
 }
 
 json study_kernels(const OutqConfig& config) {

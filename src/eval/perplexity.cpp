@@ -14,7 +14,7 @@ double PerplexityResult::perplexity() const { return std::exp(mean_nll()); }
 
 nlohmann::json PerplexityResult::to_json() const {
   nlohmann::json j = {{"perplexity", perplexity()}, {"mean_nll", mean_nll()}, {"tokens", tokens},
-                      {"windows", windows},         {"seconds", seconds}};
+                      {"windows", windows},         {"window", window}, {"seconds", seconds}};
   if (has_reference) {
     j["kl_mean"] = kl_mean();
     j["top1_agreement"] = top1_agreement();
@@ -116,6 +116,7 @@ PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, ui
   if (progress) progress->finish();
   if (was_training) model->train();
   r.has_reference = reference != nullptr;
+  r.window = o.seq_len;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

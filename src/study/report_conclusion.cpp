@@ -112,6 +112,44 @@ std::vector<std::string> study_conclusions(const json& r) {
                                 std::string(id) == "qat" ? "QAT" : "float baseline", pairs));
   }
 
+  // Activation spikes: what QFeM and QFeP found, and each spike method next to its base recipe
+  // (recipes named <base>-qfem, <base>-qfep, <base>-qfem-qfep, <base>-sq-qfem-qfep).
+  for (const char* id : {"baseline", "qat"}) {
+    std::string found, pairs;
+    for (const auto& e : r.at("evals")) {
+      if (e.value("model", "") != id || !e.contains("perplexity")) continue;
+      if (e.contains("methods") && e.at("methods").contains("qfem") && found.find("spike ratio") == std::string::npos &&
+          !e.at("methods").at("qfem").at("top_ratio").is_null()) {
+        const json& f = e.at("methods").at("qfem");
+        found += fmt::format("largest spike ratio {:.1f} at {} ({}); ", f.at("top_ratio").get<double>(),
+                             f.at("top_module").get<std::string>(),
+                             f.at("excluded").empty() ? "QFeM's search kept every input quantized"
+                                                      : fmt::format("QFeM kept {} linears in float", f.at("excluded").size()));
+      }
+      if (e.contains("methods") && e.at("methods").contains("qfep") && found.find("prefix") == std::string::npos) {
+        std::string text;
+        for (const auto& p : e.at("methods").at("qfep").at("prefix")) text += (text.empty() ? "" : " ") + p.get<std::string>();
+        found += fmt::format("QFeP prefix {}; ", text);
+      }
+      const std::string name = e.value("recipe", "");
+      for (const char* suffix : {"-qfem-qfep", "-qfem", "-qfep"}) {
+        const std::string sfx = suffix;
+        if (name.size() <= sfx.size() || name.compare(name.size() - sfx.size(), sfx.size(), sfx) != 0) continue;
+        const std::string base_name = name.substr(0, name.size() - sfx.size());
+        for (const auto& base : r.at("evals"))
+          if (base.value("model", "") == id && base.value("recipe", "") == base_name && base.contains("perplexity"))
+            pairs += fmt::format("{}{} {:.2f} -> {} {:.2f}", pairs.empty() ? "" : ", ", base_name,
+                                 base.at("perplexity").get<double>(), sfx.substr(1), e.at("perplexity").get<double>());
+        break;
+      }
+    }
+    if (found.empty() && pairs.empty()) continue;
+    if (found.size() >= 2) found.resize(found.size() - 2);
+    out.push_back(fmt::format("Activation spikes on the {} model: {}{}{}.", std::string(id) == "qat" ? "QAT" : "float baseline",
+                              found, !found.empty() && !pairs.empty() ? ". With the spike methods (perplexity): " : "",
+                              pairs));
+  }
+
   // Speed next to accuracy: the fastest W4A4 runtime row.
   const json* fast = nullptr;
   for (const auto& x : r.at("runtime"))

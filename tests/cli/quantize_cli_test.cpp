@@ -78,6 +78,42 @@ TEST_F(QuantizeCli, QuantizedDirectoryEqualsOnTheFlySimulation) {
   EXPECT_EQ(qc["methods"][0]["tensors"].size(), 4u);  // 2 blocks x (qkv, gate_up)
 }
 
+// QFeM + QFeP: the directory holds the threshold curve (CSV, PNG) and the prefix's cache; evaluating
+// it (simulated) equals the recipe on the fly, both continuing after the prefix with 62-token
+// windows; the integer runtime runs it; generation and bench continue after the prefix.
+TEST_F(QuantizeCli, SpikeMethodsRoundTripThroughTheCli) {
+  const std::string recipe = kRecipes + "w8a8-tensor-rtn-qfem-qfep.toml", out = *dir_ / "q-spikes";
+  const auto q = outq("quantize --model " + model() + " --recipe " + recipe + " --out " + out + " --json");
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  const auto qj = nlohmann::json::parse(q.out);
+  ASSERT_EQ(qj["prefix"]["ids"].size(), 3u) << q.out;
+  EXPECT_EQ(qj["prefix"]["pieces"][0], "<s>");
+  for (const char* f : {"qfem_threshold.csv", "qfem_threshold.png"}) EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  const auto qc = nlohmann::json::parse(test::read_text(out + "/quant_config.json"));
+  ASSERT_EQ(qc["methods"].size(), 2u);
+  EXPECT_EQ(qc["methods"][0]["name"], "qfep");
+  EXPECT_EQ(qc["methods"][1]["name"], "qfem");
+  EXPECT_EQ(qc["methods"][1]["state"]["spikes"].size(), 8u);  // 2 blocks x 4 slots
+  const auto from_dir = outq("eval --model " + out + " --split val --json --simulate");
+  const auto on_the_fly = outq("eval --model " + model() + " --recipe " + recipe + " --split val --json");
+  ASSERT_EQ(from_dir.exit_code, 0) << from_dir.err;
+  ASSERT_EQ(on_the_fly.exit_code, 0) << on_the_fly.err;
+  EXPECT_NEAR(ppl(from_dir), ppl(on_the_fly), 1e-9 * ppl(on_the_fly));
+  EXPECT_EQ(nlohmann::json::parse(from_dir.out)["window"], 62);
+  const auto integer = outq("eval --model " + out + " --split val --json");
+  ASSERT_EQ(integer.exit_code, 0) << integer.err;
+  EXPECT_NE(integer.out.find("continues after a 3-token float prefix"), std::string::npos) << integer.out;
+  EXPECT_NEAR(ppl(integer), ppl(on_the_fly), 1e-3 * ppl(on_the_fly));
+  const auto gen = outq("generate --model " + out + " --prompt hello --max-new-tokens 5 --temperature 0 --json");
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  EXPECT_LE(nlohmann::json::parse(gen.out)["tokens"].get<int>(), 5);
+  const auto bench = outq("bench --no-kernels --model " + model() + " --prefill 8 --decode 4 --min-time 0.01 --json --quantized " + out);
+  ASSERT_EQ(bench.exit_code, 0) << bench.err;
+  const auto row = nlohmann::json::parse(bench.out).at("runtime").at("rows").at(1);
+  EXPECT_EQ(row.at("prefix_tokens"), 3);
+  EXPECT_GT(row.at("decode_tokens_per_s_without_prefix_same_context").get<double>(), 0);
+}
+
 // Bad outlier-method settings: one line on stderr, exit 1, no output directory.
 TEST_F(QuantizeCli, BadMethodSettings) {
   const std::string base = "[weights]\nbits = 8\nsymmetric = true\n[activations]\nbits = 8\n";
@@ -88,6 +124,10 @@ TEST_F(QuantizeCli, BadMethodSettings) {
       {"methods = [\"smoothquant\"]\n" + base + "[smoothquant]\nalpha = 1.2\n", "expected alpha in [0, 1], found 1.2"},
       {"methods = [\"smoothquant\"]\n" + base + "[smoothquant]\nslots = [\"down\"]\n", "slot \"down\" (mlp.down_proj) has no norm"},
       {base + "[smoothquant]\nalpha = 0.5\n", "needs the method in `methods`"},
+      {"methods = [\"qfem\"]\n" + base + "[qfem]\ntolerance = 2\n", "expected a relative tolerance in [0, 1], found 2"},
+      {"methods = [\"qfem\"]\n" + base + "[qfem]\nmodules = [\"model.layers.9.mlp.down_proj\"]\n", "matches no linear module"},
+      {"methods = [\"smoothquant\", \"qfep\"]\n" + base, "expected qfep listed first"},
+      {"methods = [\"qfep\"]\n" + base + "[qfep]\ncandidates = 0\n", "expected a whole number in 1..64, found 0"},
   };
   int i = 0;
   for (const auto& [text, message] : cases) {

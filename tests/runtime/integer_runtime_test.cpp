@@ -13,6 +13,7 @@
 #include "outq/ptq/quantize_model.h"
 #include "outq/runtime/integer_runtime.h"
 
+#include "test_util.h"
 #include "tiny_model.h"
 
 namespace outq {
@@ -59,6 +60,40 @@ TEST(IntegerRuntime, LogitsMatchTheSimulation) {
     EXPECT_LE((diff > 1e-4 * scale).sum().item<int64_t>(), diff.numel() / 50) << name;
     EXPECT_GT((simulated - small_model()->forward(tokens)).abs().max().item<double>(), 1e-3 * scale)
         << name << ": quantization must change the logits for the comparison to mean anything";
+  }
+}
+
+// Linears with quantized weights and float activations (W4A16 / W8A16, QFeM's modules) run on the
+// weight-only kernels: float sums of the dequantized product in another order than LibTorch's, so
+// the logits agree to float32 summation error (1e-4 of the largest logit through 2 layers).
+TEST(IntegerRuntime, WeightOnlyLayersMatchTheSimulation) {
+  test::TempDir dir;
+  test::write_random_shard(dir / "calib.bin", 4000, 53, 3);
+  const TokenShard calib(dir / "calib.bin");
+  const Recipe qfem_down = recipe_parse(
+      "name = \"t\"\nmethods = [\"qfem\"]\n[weights]\nbits = 8\ngranularity = \"channel\"\n[activations]\nbits = 8\n"
+      "granularity = \"token\"\ndynamic = true\n[calibration]\nwindows = 4\nseq_len = 32\n[qfem]\nmodules = [\"*.mlp.down_proj\"]\n",
+      "t.toml");
+  const std::vector<std::tuple<std::string, Recipe, int>> cases = {
+      {"w4a16 channel", recipe("bits = 4\ngranularity = \"channel\"", "bits = 16"), 14},
+      {"w8a16 sym group 32", recipe("bits = 8\nsymmetric = true\ngranularity = \"group\"\ngroup_size = 32", "bits = 16"), 14},
+      {"w8a8 token + qfem down_proj", qfem_down, 2},
+  };
+  const auto tokens = torch::randint(0, 53, {2, 19}, at::detail::createCPUGenerator(2), torch::kInt64);
+  for (const auto& [name, r, weight_only] : cases) {
+    Llama model = small_model();
+    const QuantizedModel q = quantize_model(model, r, &calib, 1);
+    torch::NoGradGuard no_grad;
+    const auto simulated = model->forward(tokens);
+    const IntegerRuntimeReport report = attach_integer_runtime(model, q);
+    EXPECT_EQ(report.weight_only_layers, weight_only) << name;
+    EXPECT_EQ(report.integer_layers + report.weight_only_layers, static_cast<int>(model->linear_modules().size())) << name;
+    EXPECT_TRUE(report.float_layers.empty()) << name;
+    const auto kernels = model->forward(tokens);
+    const double scale = simulated.abs().max().item<double>();
+    if (weight_only == 14) EXPECT_LE((kernels - simulated).abs().max().item<double>(), 1e-4 * scale) << name;
+    else EXPECT_LE((kernels - simulated).abs().max().item<double>(), 2e-3 * scale) << name;  // integer layers too
+    EXPECT_GT((simulated - small_model()->forward(tokens)).abs().max().item<double>(), 1e-3 * scale) << name;
   }
 }
 

@@ -36,6 +36,7 @@ struct PerplexityResult {
   bool has_reference = false;
   int64_t tokens = 0;   ///< tokens scored
   int64_t windows = 0;
+  int64_t window = 0;   ///< tokens per window (seq_len, or shorter so that a prefix fits)
   double seconds = 0;
   double mean_nll() const { return tokens ? nll_sum / static_cast<double>(tokens) : 0.0; }
   double perplexity() const;
