@@ -15,7 +15,7 @@ outq=build/apps/outq/outq
 [ -x "$outq" ] || { echo "build outq first: bash scripts/build.sh" >&2; exit 1; }
 export OUTQ_PROGRESS="${OUTQ_PROGRESS:-off}"
 mkdir -p "$out/recipes"
-paths=()
+paths=(recipes/w16a16-qfep.toml)  # the float model after the QFeP prefix: the QFeP rows' reference
 for base in w8a8-dtensor-rtn w8a8-tensor-rtn w4a8-tensor-gptq w4a4-tensor-gptq; do
   paths+=("recipes/$base.toml")
   for ms in "smoothquant" "qfem" "qfep" "qfem qfep" "smoothquant qfem qfep"; do

@@ -74,6 +74,11 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   // The SmoothQuant rows are compared with the same recipes without it, per model.
   EXPECT_NE(md.find("SmoothQuant on the float baseline model (perplexity without -> with): w8a8-tensor-rtn "),
             std::string::npos);
+  // The spike methods' findings and rows next to their base recipe.
+  EXPECT_NE(md.find("Activation spikes on the float baseline model: largest spike ratio "), std::string::npos);
+  EXPECT_NE(md.find("QFeP prefix <s> "), std::string::npos);
+  EXPECT_NE(md.find("w4a4-tensor-gptq "), std::string::npos);
+  EXPECT_NE(md.find(" -> qfem "), std::string::npos);
   const auto r = nlohmann::json::parse(slurp(out() / "report.json"));
   const auto& recipes = r.at("study").at("recipes");
   ASSERT_EQ(r.at("models").size(), 2u);
@@ -103,9 +108,9 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   }
   // The integer runtime ran every runtime recipe that applies (learned ones on the QAT model only),
   // and its perplexity is the simulation's up to the epilogue's float rounding.
-  // Default runtime recipes: three plain ones (one with SmoothQuant) on both models, the learned one
-  // on the QAT model.
-  EXPECT_EQ(r.at("runtime").size(), 7u);
+  // Default runtime recipes: four plain ones (one with SmoothQuant, one with QFeM) on both models,
+  // the learned one on the QAT model.
+  EXPECT_EQ(r.at("runtime").size(), 9u);
   for (const auto& x : r.at("runtime")) {
     EXPECT_NEAR(x.at("perplexity").get<double>(), x.at("simulated_perplexity").get<double>(),
                 1e-3 * x.at("simulated_perplexity").get<double>());
