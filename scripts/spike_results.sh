@@ -3,8 +3,9 @@
 # each plain, + SmoothQuant, + QFeM, + QFeP, + QFeM + QFeP and + all three (perplexity, KL and top-1
 # agreement against the float model on the test split); the spike ratio of every input, the QFeM
 # exclusion and threshold curve (W8A8 and W4A4 static) and the QFeP prefix from quantized
-# directories. Writes OUT/table.json, OUT/q-*/ (quant_config.json, qfem_threshold.png) and
-# OUT/spikes.md.
+# directories; the float model after the prefix (recipes/w16a16-qfep.toml) as the QFeP rows'
+# reference. Writes OUT/table.json, OUT/float-qfep.json, OUT/q-*/ (quant_config.json,
+# qfem_threshold.png) and OUT/spikes.md.
 # Usage: scripts/spike_results.sh MODEL_DIR OUT_DIR   (THREADS=2, MAX_TOKENS=32768 test tokens)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ outq=build/apps/outq/outq
 [ -x "$outq" ] || { echo "build outq first: bash scripts/build.sh" >&2; exit 1; }
 export OUTQ_PROGRESS="${OUTQ_PROGRESS:-off}"
 mkdir -p "$out/recipes"
-paths=(recipes/w16a16-qfep.toml)  # the float model after the QFeP prefix: the QFeP rows' reference
+paths=()
 for base in w8a8-dtensor-rtn w8a8-tensor-rtn w4a8-tensor-gptq w4a4-tensor-gptq; do
   paths+=("recipes/$base.toml")
   for ms in "smoothquant" "qfem" "qfep" "qfem qfep" "smoothquant qfem qfep"; do
@@ -32,6 +33,12 @@ else
     > "$out/table.json.tmp"
   mv "$out/table.json.tmp" "$out/table.json"
 fi
+# The float model after the QFeP prefix (nothing quantized): the reference for the QFeP rows.
+if [ ! -s "$out/float-qfep.json" ]; then
+  "$outq" eval --model "$model" --split test --max-tokens "$max_tokens" --threads "$threads" --json \
+    --recipe recipes/w16a16-qfep.toml > "$out/float-qfep.json.tmp"
+  mv "$out/float-qfep.json.tmp" "$out/float-qfep.json"
+fi
 for r in w8a8-tensor-rtn-qfem w4a4-tensor-gptq-qfem w8a8-tensor-rtn-qfep; do
   [ -s "$out/q-$r/quant_config.json" ] && continue
   "$outq" quantize --model "$model" --recipe "$out/recipes/$r.toml" --out "$out/q-$r" --threads "$threads" --json \
@@ -41,6 +48,7 @@ python3 - "$out" "$model" <<'PY'
 import json, math, sys
 out, model = sys.argv[1], sys.argv[2]
 rows = json.load(open(f"{out}/table.json"))
+rows.insert(1, json.load(open(f"{out}/float-qfep.json")))  # float after the prefix (one row: an object)
 def cfg(r): return json.load(open(f"{out}/q-{r}/quant_config.json"))
 def method(r, name): return next(m for m in cfg(r)["methods"] if m["name"] == name)
 lines = [f"Model `{model}`, test split, {rows[0]['tokens']} tokens; KL and top-1 against the float model "
