@@ -108,9 +108,9 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   }
   // The integer runtime ran every runtime recipe that applies (learned ones on the QAT model only),
   // and its perplexity is the simulation's up to the epilogue's float rounding.
-  // Default runtime recipes: four plain ones (one with SmoothQuant, one with QFeM) on both models,
-  // the learned one on the QAT model.
-  EXPECT_EQ(r.at("runtime").size(), 9u);
+  // Default runtime recipes: three plain ones (one with SmoothQuant) on both models, the learned one
+  // on the QAT model.
+  EXPECT_EQ(r.at("runtime").size(), 7u);
   for (const auto& x : r.at("runtime")) {
     EXPECT_NEAR(x.at("perplexity").get<double>(), x.at("simulated_perplexity").get<double>(),
                 1e-3 * x.at("simulated_perplexity").get<double>());
