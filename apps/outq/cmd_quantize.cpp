@@ -25,7 +25,10 @@ int g_threads = 2;
 
 void add_options(CLI::App& app) {
   app.add_option("--model", g_model, "float model directory")->required();
-  app.add_option("--recipe", g_recipe, "recipe TOML file (see recipes/)")->required();
+  std::string methods;
+  for (const auto& [name, what] : method_catalog()) methods += fmt::format("\n  {}: {}", name, what);
+  app.add_option("--recipe", g_recipe, "recipe TOML file (see recipes/); outlier methods for its `methods = [...]`:" + methods)
+      ->required();
   app.add_option("--out", g_out, "output directory for the quantized model")->required();
   app.add_option("--calib", g_calib, "calibration token shard (default: the prepared data's train split)");
   app.add_option("--data-dir", g_data_dir, "a prepared data directory (default: prepare/reuse the [data] config)");
