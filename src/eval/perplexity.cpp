@@ -55,6 +55,17 @@ PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, ui
   if (o.prefix) {
     OUTQ_CHECK(o.prefix->last_logits.defined() && o.prefix->last_logits.size(0) == model->config().vocab_size,
                "evaluation: the prefix's logits do not match the model's vocabulary of ", model->config().vocab_size);
+    if (reference) {
+      // The reference continues after the same cache, so it must have the shape the cache was made for.
+      const ModelConfig& a = model->config();
+      const ModelConfig& b = (*reference)->config();
+      OUTQ_CHECK(a.num_hidden_layers == b.num_hidden_layers && a.num_key_value_heads == b.num_key_value_heads &&
+                     a.head_dim() == b.head_dim(),
+                 "KL reference model: expected the evaluated model's layers, key/value heads and head size (",
+                 a.num_hidden_layers, ", ", a.num_key_value_heads, ", ", a.head_dim(),
+                 ") to continue after its prefix's cache, found ", b.num_hidden_layers, ", ", b.num_key_value_heads, ", ",
+                 b.head_dim());
+    }
   }
   OUTQ_CHECK(o.batch_size >= 1, "evaluation batch size: expected >= 1, found ", o.batch_size);
   const uint64_t total = o.max_tokens > 0 ? std::min<uint64_t>(num_tokens, o.max_tokens) : num_tokens;

@@ -202,6 +202,19 @@ TEST(TokenPrefix, ContinuingAfterThePrefixEqualsTheFullSequence) {
   double nll = 0;
   for (int64_t i = 0; i < 19; ++i) nll -= logp[2 + i][tokens[i]].item<double>();
   EXPECT_NEAR(ppl, std::exp(nll / 19), 1e-4 * ppl);
+  // A KL reference continues after the same cache, so it must have the shape the cache was made for.
+  test::TinyShape other = kShape;
+  other.layers = 1;
+  Llama shallow = test::tiny_model(6, other);
+  PerplexityOptions po;
+  po.seq_len = 19;
+  po.bos_id = kBos;
+  po.show_progress = false;
+  po.prefix = &prefix;
+  expect_error([&] {
+    evaluate_perplexity(model, [&](uint64_t s, uint64_t n, int32_t* out) { std::copy_n(tokens.begin() + static_cast<long>(s), n, out); },
+                        tokens.size(), po, &shallow);
+  }, "to continue after its prefix's cache, found 1, 2, 16");
   // A prefix that fills the context is refused with what was expected.
   std::vector<int32_t> too_long(kShape.positions, 9);
   too_long[0] = kBos;
