@@ -22,6 +22,7 @@ namespace {
 
 std::string g_model, g_recipe, g_calib, g_out, g_data_dir;
 int g_threads = 2;
+bool g_overwrite = false;
 
 void add_options(CLI::App& app) {
   app.add_option("--model", g_model, "float model directory")->required();
@@ -33,10 +34,13 @@ void add_options(CLI::App& app) {
   app.add_option("--calib", g_calib, "calibration token shard (default: the prepared data's train split)");
   app.add_option("--data-dir", g_data_dir, "a prepared data directory (default: prepare/reuse the [data] config)");
   app.add_option("--threads", g_threads, "LibTorch threads")->capture_default_str();
+  app.add_flag("--overwrite", g_overwrite,
+               "replace --out even when it is not an earlier quantized model directory (it is never the input)");
 }
 
 int run(const CommonOptions& common, OutqConfig& config) {
   torch::set_num_threads(g_threads);
+  check_output_dir("--out", g_out, {g_model, g_calib, g_recipe, g_data_dir}, "quant_config.json", g_overwrite);
   const Recipe recipe = recipe_load(g_recipe);
   LoadedModel lm = load_model_dir(g_model);
   OUTQ_CHECK(!lm.quantized, g_model, ": expected a float model directory, found a quantized one (quant_config.json)");

@@ -36,6 +36,29 @@ LoadedModel load_model_dir(const std::string& dir, bool simulate) {
   return out;
 }
 
+void check_output_dir(const std::string& option, const std::string& out, const std::vector<std::string>& inputs,
+                      const std::string& marker, bool overwrite) {
+  OUTQ_CHECK(!out.empty(), option, ": expected a directory path, found an empty one");
+  const fs::path o = fs::weakly_canonical(fs::absolute(out));
+  auto within = [](const fs::path& inner, const fs::path& outer) {  // inner == outer or below it
+    const fs::path rel = inner.lexically_relative(outer);
+    return !rel.empty() && *rel.begin() != "..";
+  };
+  for (const auto& in : inputs) {
+    if (in.empty()) continue;
+    const fs::path i = fs::weakly_canonical(fs::absolute(in));
+    OUTQ_CHECK(!within(i, o) && !within(o, i), option, " ", out, ": would replace or write into the input ", in,
+               "; expected a separate output directory");
+  }
+  std::error_code ec;
+  if (!fs::exists(o, ec)) return;
+  OUTQ_CHECK(fs::is_directory(o, ec) || overwrite, option, " ", out,
+             ": is an existing file; expected a new directory path (or --overwrite to replace it)");
+  OUTQ_CHECK(fs::exists(o / marker, ec) || overwrite || fs::is_empty(o, ec), option, " ", out,
+             ": exists and is not an earlier output of this command (no ", marker,
+             "); expected a new directory path, or --overwrite to replace it and everything in it");
+}
+
 std::vector<std::string> describe_tokens(const Tokenizer& tokenizer, const std::vector<int32_t>& ids) {
   std::vector<std::string> out;
   for (const int32_t id : ids) out.push_back(id == tokenizer.bos_id() ? "<s>" : nlohmann::json(tokenizer.piece(id)).dump());

@@ -37,6 +37,13 @@ std::string describe_compute(const LoadedModel& lm);
 /// Each token as its quoted piece ("<s>", "\"the\"") for printing a prefix.
 std::vector<std::string> describe_tokens(const Tokenizer& tokenizer, const std::vector<int32_t>& ids);
 
+/// Refuses an output directory `out` (one line, before any work) that would destroy something not
+/// made by this command: `out` equal to, inside, or holding one of `inputs`; or an existing file or
+/// directory without `marker` (the file every output of the command has, e.g. quant_config.json),
+/// unless `overwrite`. A previous output of the same command is replaced (atomically) as before.
+void check_output_dir(const std::string& option, const std::string& out, const std::vector<std::string>& inputs,
+                      const std::string& marker, bool overwrite);
+
 /// The prepared data directory: `data_dir` if given, else prepare/reuse the [data] config.
 std::string resolve_data_dir(const std::string& data_dir, OutqConfig& config);
 

@@ -114,6 +114,41 @@ TEST_F(QuantizeCli, SpikeMethodsRoundTripThroughTheCli) {
   EXPECT_GT(row.at("decode_tokens_per_s_without_prefix_same_context").get<double>(), 0);
 }
 
+// --out never destroys what quantize did not make: the input model, a directory holding it, a
+// file, a directory with other contents (unless --overwrite). An earlier quantized output is
+// replaced. Each refusal is one line, exit 1, and leaves everything as it was.
+TEST_F(QuantizeCli, OutputDirectoryNeverDestroysOtherData) {
+  const std::string recipe = " --recipe " + kRecipes + "w8a8-token-rtn.toml";
+  const std::string notes = *dir_ / "notes", file = *dir_ / "notes.txt";
+  test::write_text(notes + "/keep.txt", "user data");
+  test::write_text(file, "user file");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {model(), "would replace or write into the input"},
+      {*dir_ / "run", "would replace or write into the input"},
+      {model() + "/q", "would replace or write into the input"},
+      {notes, "is not an earlier output of this command (no quant_config.json)"},
+      {file, "is an existing file"},
+  };
+  for (const auto& [out, message] : cases) {
+    const auto r = outq("quantize --model " + model() + recipe + " --out " + out);
+    EXPECT_EQ(r.exit_code, 1) << out;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  EXPECT_EQ(test::read_text(notes + "/keep.txt"), "user data");
+  EXPECT_EQ(test::read_text(file), "user file");
+  EXPECT_TRUE(fs::exists(model() + "/model.safetensors"));
+  EXPECT_FALSE(fs::exists(model() + "/q"));
+  // An earlier quantized output is replaced; --overwrite replaces other directories.
+  const std::string q = *dir_ / "q-again";
+  ASSERT_EQ(outq("quantize --model " + model() + recipe + " --out " + q).exit_code, 0);
+  ASSERT_EQ(outq("quantize --model " + model() + recipe + " --out " + q).exit_code, 0);
+  const auto r = outq("quantize --model " + model() + recipe + " --out " + notes + " --overwrite");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(notes + "/quant_config.json"));
+  EXPECT_FALSE(fs::exists(notes + "/keep.txt"));
+}
+
 // Bad outlier-method settings: one line on stderr, exit 1, no output directory.
 TEST_F(QuantizeCli, BadMethodSettings) {
   const std::string base = "[weights]\nbits = 8\nsymmetric = true\n[activations]\nbits = 8\n";
