@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -127,10 +128,36 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+namespace {
+
+// Leftovers of a process killed while it built or replaced `final_dir` (`<name>.staging.<pid>`,
+// `<name>.old.<pid>` whose pid is no longer running) are removed; a live process's are kept.
+void remove_stale_stages(const fs::path& final_dir) {
+  std::error_code ec;
+  const fs::path parent = final_dir.parent_path().empty() ? fs::path(".") : final_dir.parent_path();
+  const std::string name = final_dir.filename().string();
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string f = e.path().filename().string();
+    for (const std::string kind : {".staging.", ".old."}) {
+      const std::string head = name + kind;
+      if (f.size() <= head.size() || f.compare(0, head.size(), head) != 0) continue;
+      const std::string pid_text = f.substr(head.size());
+      if (pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) continue;
+      const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+      if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+      std::error_code rm;
+      fs::remove_all(e.path(), rm);
+    }
+  }
+}
+
+}  // namespace
+
 StagedDirectory::StagedDirectory(fs::path final_dir) : final_(std::move(final_dir)) {
   if (final_.filename().empty()) final_ = final_.parent_path();  // trailing slash
   stage_ = final_;
   stage_ += fmt::format(".staging.{}", ::getpid());
+  remove_stale_stages(final_);
   std::error_code ec;
   fs::remove_all(stage_, ec);
   fs::create_directories(stage_, ec);

@@ -1,5 +1,7 @@
 // Atomic writes, reads, memory maps and staged directories: complete-or-absent outputs.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -88,6 +90,28 @@ TEST(StagedDirectory, UncommittedStageIsRemoved) {
     write_file_atomic(stage.path() / "half", "y");
   }
   EXPECT_EQ(entries_in(dir.path()), 0u);
+}
+
+TEST(StagedDirectory, LeftoversOfKilledProcessesAreRemovedOthersKept) {
+  test::TempDir dir;
+  // A pid that surely ran and ended: a child that has exited and been reaped.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);
+  const fs::path target = dir.path() / "out";
+  const std::string dead = std::to_string(child), live = std::to_string(::getppid());
+  for (const std::string& name : {"out.staging." + dead, "out.old." + dead, "out.staging." + live, "other.staging." + dead})
+    test::write_text((dir.path() / name / "f").string(), "x");
+  {
+    StagedDirectory stage(target);
+    stage.commit();
+  }
+  EXPECT_FALSE(fs::exists(dir.path() / ("out.staging." + dead)));
+  EXPECT_FALSE(fs::exists(dir.path() / ("out.old." + dead)));
+  EXPECT_TRUE(fs::exists(dir.path() / ("out.staging." + live)));  // a running process's stage
+  EXPECT_TRUE(fs::exists(dir.path() / ("other.staging." + dead)));  // another output's
+  EXPECT_TRUE(fs::exists(target));
 }
 
 }  // namespace

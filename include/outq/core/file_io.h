@@ -60,7 +60,8 @@ class MappedFile {
 
 /// Builds a directory in a staging location next to `final_dir` and moves it into place on
 /// commit(), replacing any previous one; an uncommitted stage is removed. So an output directory
-/// is either complete or absent.
+/// is either complete or absent. Stages and replaced copies left next to `final_dir` by a process
+/// that was killed (their pid no longer runs) are removed when the next stage starts.
 class StagedDirectory {
  public:
   explicit StagedDirectory(std::filesystem::path final_dir);
