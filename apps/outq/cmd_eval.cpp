@@ -81,9 +81,8 @@ int run(const CommonOptions& common, OutqConfig& config) {
   auto evaluate = [&](Llama& model, Llama* reference, const TokenPrefix* prefix) {
     PerplexityOptions po = o;
     po.prefix = prefix;
-    if (prefix && effective_window(model, po) < o.seq_len)
-      log_info("{} continues after a {}-token prefix: windows of {} tokens", g_model, prefix->length(),
-               effective_window(model, po));
+    if (const int64_t window = effective_window(model, po); window < o.seq_len)
+      log_info("{} continues after a {}-token prefix: windows of {} tokens", g_model, prefix->length(), window);
     if (shard) return evaluate_perplexity(model, *shard, po, reference);
     return evaluate_perplexity(
         model, [&](uint64_t s, uint64_t n, int32_t* out) { std::copy_n(text_tokens.begin() + s, n, out); },

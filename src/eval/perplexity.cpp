@@ -10,6 +10,7 @@
 #include "outq/core/progress.h"
 
 namespace outq {
+
 double PerplexityResult::perplexity() const { return std::exp(mean_nll()); }
 
 nlohmann::json PerplexityResult::to_json() const {

@@ -26,6 +26,15 @@ inline void group_quads(const PackedWeights& w, int64_t g, int64_t* q0, int64_t*
   *q1 = g + 1 == w.groups() ? w.k_padded / 4 : (g + 1) * w.group_size / 4;
 }
 
+/// Weight code w' (unsigned) of channel `lane` of column block `b` at input column `k`, read from
+/// the packed layout: the scalar definition the reference paths use.
+inline int32_t packed_weight_code(const PackedWeights& w, int64_t b, int64_t lane, int64_t k) {
+  const uint8_t* block = w.data.data() + b * w.block_bytes();
+  if (w.bits == 8) return block[(k / 4) * 64 + lane * 4 + k % 4];
+  const uint8_t byte = block[(k / 8) * 64 + lane * 4 + k % 4];
+  return k % 8 < 4 ? byte & 0x0F : byte >> 4;
+}
+
 /// Writes a 16-wide row segment of y (only the columns that exist).
 inline void store_row(const float* tile, float* y, int64_t n0, int64_t n) {
   const int64_t count = std::min<int64_t>(PackedWeights::kBlock, n - n0);

@@ -18,7 +18,6 @@ void weight_only_blocks_ref(const WeightOnlyArguments& args, const float* xsum, 
   const PackedWeights& w = *args.w;
   const int64_t groups = w.groups();
   for (int64_t b = b0; b < b1; ++b) {
-    const uint8_t* block = w.data.data() + b * w.block_bytes();
     for (int64_t lane = 0; lane < PackedWeights::kBlock; ++lane) {
       const int64_t c = b * PackedWeights::kBlock + lane;
       if (c >= w.n) break;
@@ -28,7 +27,7 @@ void weight_only_blocks_ref(const WeightOnlyArguments& args, const float* xsum, 
         for (int64_t g = 0; g < groups; ++g) {
           const int64_t k0 = g * w.group_size, k1 = std::min(w.k, k0 + w.group_size);
           float d = 0;
-          for (int64_t k = k0; k < k1; ++k) d = std::fma(x[k], static_cast<float>(packed_code(block, w.bits, lane, k)), d);
+          for (int64_t k = k0; k < k1; ++k) d = std::fma(x[k], static_cast<float>(packed_weight_code(w, b, lane, k)), d);
           const float t = std::fma(-static_cast<float>(w.zero[w.at(c, g)]), xsum[r * groups + g], d);
           out = std::fma(w.scale[w.at(c, g)], t, out);
         }

@@ -15,6 +15,11 @@ LinearRole linear_role(const ObservationPoint& p) {
   return p.slot < 0 ? LinearRole::kNone : block_schema().slots[static_cast<size_t>(p.slot)].role;
 }
 
+bool is_slot_input(const ObservationPoint& p) {
+  if (p.kind != PointKind::kLinearInput || p.slot < 0) return false;
+  return p.module == block_module(p.layer, block_schema().slots[static_cast<size_t>(p.slot)].linears.front());
+}
+
 void ObserverList::detach(const Observer* observer) {
   observers_.erase(std::remove_if(observers_.begin(), observers_.end(),
                                   [&](const auto& o) { return o.get() == observer; }),

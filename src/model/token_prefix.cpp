@@ -1,6 +1,8 @@
 // The float model's KV cache of a fixed token prefix, and forward passes that continue after it.
 #include "outq/model/token_prefix.h"
 
+#include <utility>
+
 #include "outq/core/error.h"
 
 namespace outq {
@@ -23,20 +25,18 @@ TokenPrefix compute_token_prefix(Llama& model, const std::vector<int32_t>& token
   for (const int32_t t : tokens)
     OUTQ_CHECK(t >= 0 && t < vocab, "token prefix: token id ", t, " is outside the vocabulary [0, ", vocab, ")");
   torch::NoGradGuard no_grad;
-  ObserverList saved = model->observers();  // the float function: no quantizer, no statistics
-  model->observers().clear();
+  // The float function: no quantizer, no statistics; the observers come back however this ends.
+  struct Detached {
+    ObserverList& list;
+    ObserverList saved;
+    ~Detached() { list = std::move(saved); }
+  } detached{model->observers(), std::exchange(model->observers(), ObserverList{})};
   TokenPrefix p;
   p.tokens = tokens;
   std::vector<int64_t> ids(tokens.begin(), tokens.end());
   const torch::Device device = model->parameters().front().device();
-  try {
-    const auto logits = model->forward(torch::tensor(ids).unsqueeze(0).to(device), &p.cache);
-    p.last_logits = logits[0][-1].clone();
-  } catch (...) {
-    model->observers() = saved;
-    throw;
-  }
-  model->observers() = saved;
+  const auto logits = model->forward(torch::tensor(ids).unsqueeze(0).to(device), &p.cache);
+  p.last_logits = logits[0][-1].clone();
   return p;
 }
 

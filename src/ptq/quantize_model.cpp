@@ -39,14 +39,10 @@ torch::Tensor run_layer(Llama& model, int l, const torch::Tensor& X, int64_t bat
   std::vector<torch::Tensor> outs;
   for (int64_t b = 0; b < X.size(0); b += batch) {
     const auto x = X.slice(0, b, std::min(b + batch, X.size(0)));
-    torch::Tensor k, v;
-    if (prefix) {
-      const auto& pk = prefix->cache.keys[static_cast<size_t>(l)];
-      const auto& pv = prefix->cache.values[static_cast<size_t>(l)];
-      k = pk.expand({x.size(0), pk.size(1), pk.size(2), pk.size(3)});
-      v = pv.expand({x.size(0), pv.size(1), pv.size(2), pv.size(3)});
-    }
-    outs.push_back(model->layer(l).forward(x, cos, sin, prefix ? &k : nullptr, prefix ? &v : nullptr, observers));
+    KVCache cache = prefix ? prefix->for_batch(x.size(0)) : KVCache{};  // views, extended per batch
+    const auto i = static_cast<size_t>(l);
+    outs.push_back(model->layer(l).forward(x, cos, sin, prefix ? &cache.keys[i] : nullptr,
+                                          prefix ? &cache.values[i] : nullptr, observers));
   }
   return torch::cat(outs, 0);
 }

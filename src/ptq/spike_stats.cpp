@@ -19,11 +19,8 @@ namespace {
 class TokenAbsMax : public Observer {
  public:
   explicit TokenAbsMax(const Llama& model) {
-    for (const auto& p : model->points()) {
-      if (p.kind != PointKind::kLinearInput) continue;
-      const auto& slot = block_schema().slots[static_cast<size_t>(p.slot)];
-      if (p.module == block_module(p.layer, slot.linears.front())) rows_[p.index];
-    }
+    for (const auto& p : model->points())
+      if (is_slot_input(p)) rows_[p.index];
   }
   torch::Tensor observe(const ObservationPoint& point, const torch::Tensor& x) override {
     auto it = rows_.find(point.index);
@@ -96,9 +93,8 @@ SpikeStats measure_spikes(Llama& model, const CalibrationData& data, const std::
   out.sequences = data.windows.size(0);
   out.tokens = data.prefix ? tokens_after_prefix(model, data.windows, *data.prefix) : data.windows;
   for (const auto& p : model->points()) {
-    if (p.kind != PointKind::kLinearInput) continue;
+    if (!is_slot_input(p)) continue;
     const auto& slot = block_schema().slots[static_cast<size_t>(p.slot)];
-    if (p.module != block_module(p.layer, slot.linears.front())) continue;
     SlotSpikes s;
     s.module = p.module;
     for (const auto& lin : slot.linears) s.modules.push_back(block_module(p.layer, lin));

@@ -116,17 +116,20 @@ std::vector<std::string> study_conclusions(const json& r) {
   // (recipes named <base>-qfem, <base>-qfep, <base>-qfem-qfep, <base>-sq-qfem-qfep).
   for (const char* id : {"baseline", "qat"}) {
     std::string found, pairs;
+    bool have_ratio = false, have_prefix = false;  // each finding stated once per model
     for (const auto& e : r.at("evals")) {
       if (e.value("model", "") != id || !e.contains("perplexity")) continue;
-      if (e.contains("methods") && e.at("methods").contains("qfem") && found.find("spike ratio") == std::string::npos &&
+      if (!have_ratio && e.contains("methods") && e.at("methods").contains("qfem") &&
           !e.at("methods").at("qfem").at("top_ratio").is_null()) {
+        have_ratio = true;
         const json& f = e.at("methods").at("qfem");
         found += fmt::format("largest spike ratio {:.1f} at {} ({}); ", f.at("top_ratio").get<double>(),
                              f.at("top_module").get<std::string>(),
                              f.at("excluded").empty() ? "QFeM's search kept every input quantized"
                                                       : fmt::format("QFeM kept {} linears in float", f.at("excluded").size()));
       }
-      if (e.contains("methods") && e.at("methods").contains("qfep") && found.find("prefix") == std::string::npos) {
+      if (!have_prefix && e.contains("methods") && e.at("methods").contains("qfep")) {
+        have_prefix = true;
         std::string text;
         for (const auto& p : e.at("methods").at("qfep").at("prefix")) text += (text.empty() ? "" : " ") + p.get<std::string>();
         found += fmt::format("QFeP prefix {}; ", text);

@@ -31,6 +31,9 @@ struct ObservationPoint {
 
 /// Role of the linear module a point belongs to (kNone for residual points).
 LinearRole linear_role(const ObservationPoint& point);
+/// Whether `point` is the input of its slot's first linear: one point per shared input (q/k/v
+/// read one, gate/up another), where per-input statistics are gathered.
+bool is_slot_input(const ObservationPoint& point);
 
 class Observer {
  public:

@@ -93,6 +93,8 @@ class MethodSettings {
   MethodSettings(const MethodEntry& entry, std::vector<std::string> valid);
   bool has(const std::string& key) const { return entry_.settings.contains(key); }
   double number(const std::string& key, double fallback) const;
+  /// A whole number in [lo, hi] (counts: windows, candidates).
+  int64_t whole_number(const std::string& key, int64_t fallback, int64_t lo, int64_t hi) const;
   std::vector<std::string> strings(const std::string& key, const std::vector<std::string>& fallback) const;
   /// A table of numbers ({ qkv = 0.8 }) as (key, value) pairs; empty when absent.
   std::vector<std::pair<std::string, double>> numbers_by_key(const std::string& key) const;

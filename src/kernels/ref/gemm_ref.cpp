@@ -6,17 +6,6 @@
 #include "../gemm_internal.h"
 
 namespace outq::kernels::detail {
-namespace {
-
-// Weight code w' of channel c (within block b) at input column kk, from the packed layout.
-int32_t weight_code(const PackedWeights& w, int64_t b, int c, int64_t kk) {
-  const uint8_t* block = w.data.data() + b * w.block_bytes();
-  if (w.bits == 8) return block[(kk / 4) * 64 + c * 4 + kk % 4];
-  const uint8_t byte = block[(kk / 8) * 64 + c * 4 + kk % 4];
-  return kk % 8 < 4 ? byte & 0x0F : byte >> 4;
-}
-
-}  // namespace
 
 void gemm_blocks_ref(const GemmArguments& args, int64_t b0, int64_t b1) {
   const QuantizedActivations& a = *args.a;
@@ -32,7 +21,7 @@ void gemm_blocks_ref(const GemmArguments& args, int64_t b0, int64_t b1) {
           int64_t q0, q1;
           group_quads(w, g, &q0, &q1);
           int32_t dot = 0;
-          for (int64_t kk = 4 * q0; kk < 4 * q1; ++kk) dot += a.codes[m * a.k_padded + kk] * weight_code(w, b, c, kk);
+          for (int64_t kk = 4 * q0; kk < 4 * q1; ++kk) dot += a.codes[m * a.k_padded + kk] * packed_weight_code(w, b, c, kk);
           const int64_t wi = w.at(n, g);
           const int32_t corr = dot - w.zero[wi] * a.group_sum[m * groups + g];
           const float t = std::fma(-a.zero[m], static_cast<float>(w.sum[wi]), static_cast<float>(corr));

@@ -60,10 +60,7 @@ class Qfem : public QuantMethod {
     tolerance_ = settings.number("tolerance", 0.01);
     OUTQ_CHECK(tolerance_ >= 0 && tolerance_ <= 1, settings.where("tolerance"), ": expected a relative tolerance in [0, 1], found ",
                tolerance_);
-    const double windows = settings.number("search_windows", 16);
-    OUTQ_CHECK(windows >= 1 && windows <= 4096 && windows == std::floor(windows), settings.where("search_windows"),
-               ": expected a whole number of windows in 1..4096, found ", windows);
-    search_windows_ = static_cast<int64_t>(windows);
+    search_windows_ = settings.whole_number("search_windows", 16, 1, 4096);
   }
 
   bool preserves_float_function() const override { return true; }

@@ -34,20 +34,13 @@ struct Candidate {
   double ratio = 0;  ///< a(first occurrence) / a(repeat) with its best context
 };
 
-int64_t whole(const MethodSettings& s, const std::string& key, double fallback, int64_t lo, int64_t hi) {
-  const double v = s.number(key, fallback);
-  OUTQ_CHECK(v == std::floor(v) && v >= static_cast<double>(lo) && v <= static_cast<double>(hi), s.where(key),
-             ": expected a whole number in ", lo, "..", hi, ", found ", v);
-  return static_cast<int64_t>(v);
-}
-
 class Qfep : public QuantMethod {
  public:
   explicit Qfep(const MethodEntry& entry) : QuantMethod(entry) {
     const MethodSettings settings(entry, {"candidates", "context_pool", "per_sequence", "tokens"});
-    candidates_ = whole(settings, "candidates", 3, 1, 64);
-    context_pool_ = whole(settings, "context_pool", 200, 1, 100000);
-    per_sequence_ = whole(settings, "per_sequence", 3, 1, 64);
+    candidates_ = settings.whole_number("candidates", 3, 1, 64);
+    context_pool_ = settings.whole_number("context_pool", 200, 1, 100000);
+    per_sequence_ = settings.whole_number("per_sequence", 3, 1, 64);
     if (settings.has("tokens")) {
       const auto& v = entry.settings.at("tokens");
       OUTQ_CHECK(v.is_array() && !v.empty(), settings.where("tokens"), ": expected a list of token ids (BOS first), found ",

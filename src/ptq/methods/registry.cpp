@@ -93,6 +93,13 @@ double MethodSettings::number(const std::string& key, double fallback) const {
   return x;
 }
 
+int64_t MethodSettings::whole_number(const std::string& key, int64_t fallback, int64_t lo, int64_t hi) const {
+  const double v = number(key, static_cast<double>(fallback));
+  OUTQ_CHECK(v == std::floor(v) && v >= static_cast<double>(lo) && v <= static_cast<double>(hi), where(key),
+             ": expected a whole number in ", lo, "..", hi, ", found ", v);
+  return static_cast<int64_t>(v);
+}
+
 std::vector<std::string> MethodSettings::strings(const std::string& key, const std::vector<std::string>& fallback) const {
   if (!has(key)) return fallback;
   const auto& v = entry_.settings.at(key);

@@ -29,11 +29,8 @@ constexpr double kFloor = 1e-5;  // lower bound of the weight maxima and of s (a
 class ChannelAbsMax : public Observer {
  public:
   ChannelAbsMax(const Llama& model, const std::vector<int>& slots) {
-    for (const auto& p : model->points()) {
-      if (p.kind != PointKind::kLinearInput || std::find(slots.begin(), slots.end(), p.slot) == slots.end()) continue;
-      const auto& slot = block_schema().slots[static_cast<size_t>(p.slot)];
-      if (p.module == block_module(p.layer, slot.linears.front())) watched_[p.index] = torch::Tensor();
-    }
+    for (const auto& p : model->points())
+      if (is_slot_input(p) && std::find(slots.begin(), slots.end(), p.slot) != slots.end()) watched_[p.index] = torch::Tensor();
   }
   torch::Tensor observe(const ObservationPoint& point, const torch::Tensor& x) override {
     auto it = watched_.find(point.index);
