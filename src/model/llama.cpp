@@ -161,7 +161,8 @@ MLPImpl::MLPImpl(const ModelConfig& c) {
 
 torch::Tensor MLPImpl::forward(const torch::Tensor& x, const ObserverList& observers) {
   const auto gate_up = shared_input_linears(x, {gate_proj.get(), up_proj.get()}, observers);
-  return down_proj->forward(F::silu(gate_up[0]) * gate_up[1], observers);
+  const torch::Tensor h = F::silu(gate_up[0]) * gate_up[1];
+  return down_proj->forward(down_input_hadamard ? down_input_hadamard->forward(h) : h, observers);
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
@@ -303,6 +304,23 @@ ObservedLinear LlamaImpl::linear(const std::string& module) {
 
 torch::Tensor LlamaImpl::lm_head_weight() const {
   return lm_head ? lm_head->weight : model->embed_tokens->weight;
+}
+
+void LlamaImpl::untie_lm_head() {
+  if (lm_head) return;
+  torch::NoGradGuard no_grad;
+  const auto& e = model->embed_tokens->weight;
+  lm_head = register_module("lm_head", ObservedLinear(config_.hidden_size, config_.vocab_size));
+  lm_head->to(e.device(), e.scalar_type());
+  lm_head->weight.copy_(e);
+  config_.tie_word_embeddings = false;
+}
+
+void LlamaImpl::set_down_input_hadamard(const std::shared_ptr<const OnlineHadamard>& transform) {
+  OUTQ_CHECK(!transform || transform->size() == config_.intermediate_size, "model: a Hadamard transform of length ",
+             transform ? transform->size() : 0, " on the down-projection input; expected intermediate_size = ",
+             config_.intermediate_size);
+  for (int l = 0; l < config_.num_hidden_layers; ++l) layer(l).mlp->down_input_hadamard = transform;
 }
 
 torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {

@@ -1,5 +1,6 @@
 // LLaMA-style decoder in LibTorch: token embedding, pre-norm RMSNorm blocks with rotary
-// multi-head attention (optionally grouped-query) and a SwiGLU MLP, final norm, LM head (tied or
+// multi-head attention (optionally grouped-query) and a SwiGLU MLP (optionally with an online
+// Hadamard transform on the down-projection input, set by rotation), final norm, LM head (tied or
 // not), no biases. Parameter names are Hugging Face's ("model.layers.0.self_attn.q_proj.weight"),
 // so named_parameters() is the checkpoint's tensor list. Shapes: B batch, T new tokens, S cached
 // + new tokens, C hidden, H query heads, K key/value heads, D head dim, V vocabulary.
@@ -12,6 +13,7 @@
 
 #include "outq/model/model_config.h"
 #include "outq/model/observe.h"
+#include "outq/model/online_hadamard.h"
 
 namespace outq {
 
@@ -81,6 +83,8 @@ class MLPImpl : public torch::nn::Module {
   explicit MLPImpl(const ModelConfig& c);
   torch::Tensor forward(const torch::Tensor& x, const ObserverList& observers);
   ObservedLinear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  /// Applied to the down-projection input before it is observed (rotation's online R4); null: none.
+  std::shared_ptr<const OnlineHadamard> down_input_hadamard;
 };
 TORCH_MODULE(MLP);
 
@@ -136,6 +140,10 @@ class LlamaImpl : public torch::nn::Module {
 
   /// The LM head weight (V, C): the embedding when tied.
   torch::Tensor lm_head_weight() const;
+  /// Gives a tied model its own LM head (a copy of the embedding); the config says untied after.
+  void untie_lm_head();
+  /// Sets (or clears, with null) the online Hadamard on every block's down-projection input.
+  void set_down_input_hadamard(const std::shared_ptr<const OnlineHadamard>& transform);
   /// RoPE cos/sin rows for positions [start, start + T): each (T, D).
   std::pair<torch::Tensor, torch::Tensor> rope(int64_t start, int64_t T) const;
   /// Decoder block l.

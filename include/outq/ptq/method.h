@@ -96,6 +96,8 @@ class MethodSettings {
   /// A whole number in [lo, hi] (counts: windows, candidates).
   int64_t whole_number(const std::string& key, int64_t fallback, int64_t lo, int64_t hi) const;
   std::vector<std::string> strings(const std::string& key, const std::vector<std::string>& fallback) const;
+  std::string string(const std::string& key, const std::string& fallback) const;
+  bool boolean(const std::string& key, bool fallback) const;
   /// A table of numbers ({ qkv = 0.8 }) as (key, value) pairs; empty when absent.
   std::vector<std::pair<std::string, double>> numbers_by_key(const std::string& key) const;
   /// "recipe.toml:7: smoothquant.alpha" for error messages.

@@ -10,5 +10,6 @@ namespace outq {
 std::unique_ptr<QuantMethod> make_smoothquant(const MethodEntry& entry);
 std::unique_ptr<QuantMethod> make_qfem(const MethodEntry& entry);
 std::unique_ptr<QuantMethod> make_qfep(const MethodEntry& entry);
+std::unique_ptr<QuantMethod> make_rotate(const MethodEntry& entry);
 
 }  // namespace outq

@@ -24,6 +24,8 @@ const std::vector<Registration>& registry() {
        make_smoothquant},
       {"qfem", "keep float activations at the linears whose input carries activation spikes (Yang et al. 2024)",
        make_qfem},
+      {"rotate", "fuse the norms and rotate the residual stream, the heads and the down-projection input (QuaRot, SpinQuant)",
+       make_rotate},
       {"qfep", "continue after a float prefix whose KV cache absorbs the activation spikes (Yang et al. 2024)",
        make_qfep},
   };
@@ -112,6 +114,20 @@ std::vector<std::string> MethodSettings::strings(const std::string& key, const s
   else
     fail_mismatch(where(key), key, "a list of strings", v.dump());
   return out;
+}
+
+std::string MethodSettings::string(const std::string& key, const std::string& fallback) const {
+  if (!has(key)) return fallback;
+  const auto& v = entry_.settings.at(key);
+  if (!v.is_string()) fail_mismatch(where(key), key, "a string", v.dump());
+  return v.get<std::string>();
+}
+
+bool MethodSettings::boolean(const std::string& key, bool fallback) const {
+  if (!has(key)) return fallback;
+  const auto& v = entry_.settings.at(key);
+  if (!v.is_boolean()) fail_mismatch(where(key), key, "true or false", v.dump());
+  return v.get<bool>();
 }
 
 std::vector<std::pair<std::string, double>> MethodSettings::numbers_by_key(const std::string& key) const {
