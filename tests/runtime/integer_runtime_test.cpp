@@ -40,6 +40,10 @@ TEST(IntegerRuntime, LogitsMatchTheSimulation) {
       {"w4a8 group 32 / sym token",
        recipe("bits = 4\ngranularity = \"group\"\ngroup_size = 32", "bits = 8\nsymmetric = true\ngranularity = \"token\"\ndynamic = true")},
       {"w3a4 channel / token", recipe("bits = 3\ngranularity = \"channel\"", "bits = 4\ngranularity = \"token\"\ndynamic = true")},
+      // Rotation: the down-projection input goes through the online Hadamard (R4) before the kernel.
+      {"rotate + w4a4 channel / token",
+       recipe_parse("name = \"t\"\nmethods = [\"rotate\"]\n[weights]\nbits = 4\ngranularity = \"channel\"\n[activations]\n"
+                    "bits = 4\ngranularity = \"token\"\ndynamic = true\n", "t.toml")},
   };
   // A fixed draw: LibTorch seeds its default generator nondeterministically per process, and a
   // draw decides how many near-ties the two summation orders resolve differently.
@@ -50,6 +54,7 @@ TEST(IntegerRuntime, LogitsMatchTheSimulation) {
     const QuantizedModel q = quantize_model(model, r, nullptr, 1, &ranges);
     torch::NoGradGuard no_grad;
     const auto simulated = model->forward(tokens);
+    EXPECT_EQ(model->layer(0).mlp->down_input_hadamard != nullptr, !q.methods.empty()) << name;
     const IntegerRuntimeReport report = attach_integer_runtime(model, q);
     EXPECT_EQ(report.integer_layers, static_cast<int>(model->linear_modules().size())) << name;
     EXPECT_TRUE(report.float_layers.empty()) << name;
