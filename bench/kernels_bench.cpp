@@ -5,6 +5,8 @@
 //               the per-token activation quantizer included) and without activation quantization
 //   WeightOnly/* outq W8A16 / W4A16: float activations, int8 / int4 weights dequantized in the product
 //   Sgemm       OpenBLAS fp32 on the same shape;  OnednnInt8: oneDNN u8 x s8 -> f32 matmul
+//   Hadamard/*  rotation's online R4 (the fast Hadamard transform of the down-projection input), next
+//               to DownProj/*, the W4A4 per-token linear it precedes (quantizer + GEMM), same M and K
 // Rates are counters: GOPS (2 M N K per second) and, for M = 1, weight GB/s.
 // Usage: build/bench/kernels_bench --benchmark_filter=... (OMP_NUM_THREADS sets the team).
 #include <benchmark/benchmark.h>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "outq/kernels/gemm.h"
+#include "outq/kernels/hadamard.h"
 #include "outq/kernels/weight_only.h"
 #include "peak_probes.h"
 
@@ -158,6 +161,48 @@ void weight_only_shapes(benchmark::internal::Benchmark* b) {
   b->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 BENCHMARK(WeightOnly)->Apply(weight_only_shapes);
+
+// Down-projection shapes (K = intermediate, N = hidden): the study model, configs/gpu-100m.toml and
+// a Mistral-7B / LLaMA-3-8B-sized block (14336 = 28 x 512: a Paley II factor).
+constexpr int64_t kDownShapes[][2] = {{1024, 256}, {2048, 768}, {14336, 4096}};
+
+// Args: M, K, ISA. Counts 1 op per element per butterfly stage plus the k x k mix.
+void Hadamard(benchmark::State& state) {
+  const int64_t m = state.range(0), k = state.range(1);
+  const Isa isa = static_cast<Isa>(state.range(2));
+  if (!isa_supported(isa)) return state.SkipWithError("ISA not supported here");
+  const HadamardPlan plan = hadamard_plan(k);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(m * k);
+  for (auto& v : x) v = normal(rng);
+  for (auto _ : state) {
+    hadamard_transform(plan, x.data(), m, k, isa);
+    benchmark::ClobberMemory();
+  }
+  int64_t stages = 0;
+  for (int64_t h = 1; h < plan.m; h *= 2) ++stages;
+  set_rate(state, static_cast<double>(m) * k * (stages + plan.k));
+  state.SetLabel(std::string(isa_name(isa)) + " k=" + std::to_string(plan.k));
+}
+
+void hadamard_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "K", "isa"});
+  for (int isa : {1, 2})
+    for (const auto& s : kDownShapes)
+      for (int64_t m : {1, 128}) b->Args({m, s[0], isa});
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+BENCHMARK(Hadamard)->Apply(hadamard_shapes);
+
+void down_proj_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "N", "K", "wbits", "abits", "isa", "linear"});
+  for (int isa : {1, 2})
+    for (const auto& s : kDownShapes)
+      for (int64_t m : {1, 128}) b->Args({m, s[1], s[0], 4, 4, isa, 1});
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+BENCHMARK(Gemm)->Name("DownProj")->Apply(down_proj_shapes);
 
 void Sgemm(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);

@@ -112,6 +112,39 @@ std::vector<std::string> study_conclusions(const json& r) {
                                 std::string(id) == "qat" ? "QAT" : "float baseline", pairs));
   }
 
+  // Rotation next to the same recipe without it (recipes named <base>-rot), per model; then the
+  // compass question: the best rotated static per-tensor W4A4 on the baseline against the QAT model.
+  const json* best_rot = nullptr;
+  for (const char* id : {"baseline", "qat"}) {
+    std::string pairs;
+    for (const auto& e : r.at("evals")) {
+      const std::string name = e.value("recipe", "");
+      if (e.value("model", "") != id || !e.contains("perplexity") || name.size() < 5 ||
+          name.compare(name.size() - 4, 4, "-rot") != 0)
+        continue;
+      for (const auto& base : r.at("evals"))
+        if (base.value("model", "") == id && base.value("recipe", "") == name.substr(0, name.size() - 4) &&
+            base.contains("perplexity"))
+          pairs += fmt::format("{}{} {:.2f} -> {:.2f}", pairs.empty() ? "" : ", ", base.at("recipe").get<std::string>(),
+                               base.at("perplexity").get<double>(), e.at("perplexity").get<double>());
+      if (std::string(id) == "baseline" && e.value("a_granularity", "") == "tensor" && e.value("a_bits", 0) == 4 &&
+          e.value("w_bits", 0) == 4 &&
+          (best_rot == nullptr || e.at("perplexity").get<double>() < best_rot->at("perplexity").get<double>()))
+        best_rot = &e;
+    }
+    if (!pairs.empty())
+      out.push_back(fmt::format("Rotation on the {} model (perplexity without -> with): {}.",
+                                std::string(id) == "qat" ? "QAT" : "float baseline", pairs));
+  }
+  if (best_rot != nullptr) {
+    const double p = best_rot->at("perplexity").get<double>();
+    out.push_back(fmt::format(
+        "The best post-training static per-tensor W4A4 on the float baseline, {} at {:.2f} ({} its float value: {}), "
+        "against the QAT + kurtosis model's {:.2f} at the same training budget: {}.",
+        best_rot->at("recipe").get<std::string>(), p, above(p / h.baseline_float), verdict(p / h.baseline_float), h.qat_w4a4,
+        p < h.qat_w4a4 ? "rotation without training wins" : "training with the cure still wins"));
+  }
+
   // Activation spikes: what QFeM and QFeP found, and each spike method next to its base recipe
   // (recipes named <base>-qfem, <base>-qfep, <base>-qfem-qfep, <base>-sq-qfem-qfep).
   for (const char* id : {"baseline", "qat"}) {
