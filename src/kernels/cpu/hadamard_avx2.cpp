@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../hadamard_internal.h"
+#include "fwht_passes.h"
 
 namespace outq::kernels::detail {
 namespace {
@@ -21,21 +22,29 @@ __m256 stage_in_register(__m256 x) {
   return _mm256_blend_ps(_mm256_add_ps(x, p), _mm256_sub_ps(p, x), mask);
 }
 
-void fwht_avx2(float* x, int64_t m) {
+struct Avx2 {
+  using reg = __m256;
+  static constexpr int64_t kWidth = 8;
+  static reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
+  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
+  static reg sign(int8_t s) { return _mm256_set1_ps(s < 0 ? -0.0f : 0.0f); }  // the sign bit to flip
+  static reg flip(reg a, reg sign) { return _mm256_xor_ps(a, sign); }
+  static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+};
+
+// The butterflies of x[0, m) (m >= the register width); with scale_out, the scaling too.
+void fwht_avx2(float* x, int64_t m, bool scale_out, __m256 scale) {
+  const bool in_register_only = m == 8;
   for (int64_t i = 0; i < m; i += 8) {
     __m256 v = _mm256_loadu_ps(x + i);
     v = stage_in_register<1>(v);
     v = stage_in_register<2>(v);
     v = stage_in_register<4>(v);
-    _mm256_storeu_ps(x + i, v);
+    _mm256_storeu_ps(x + i, scale_out && in_register_only ? _mm256_mul_ps(v, scale) : v);
   }
-  for (int64_t h = 8; h < m; h *= 2)
-    for (int64_t i = 0; i < m; i += 2 * h)
-      for (int64_t j = i; j < i + h; j += 8) {
-        const __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + h);
-        _mm256_storeu_ps(x + j, _mm256_add_ps(a, b));
-        _mm256_storeu_ps(x + j + h, _mm256_sub_ps(a, b));
-      }
+  if (!in_register_only) butterflies_from_width<Avx2>(x, m, scale_out, scale);
 }
 
 }  // namespace
@@ -43,28 +52,16 @@ void fwht_avx2(float* x, int64_t m) {
 void hadamard_rows_avx2(const HadamardPlan& p, float* x, int64_t r0, int64_t r1, int64_t ld) {
   if (p.m < 8) return hadamard_rows_ref(p, x, r0, r1, ld);
   thread_local std::vector<float> z;
-  z.resize(static_cast<size_t>(p.n));
-  const __m256 scale = _mm256_set1_ps(p.scale), sign = _mm256_set1_ps(-0.0f);
+  z.resize(static_cast<size_t>(p.k * 4 * Avx2::kWidth));
+  const __m256 scale = _mm256_set1_ps(p.scale);
   for (int64_t r = r0; r < r1; ++r) {
     float* row = x + r * ld;
-    for (int64_t a = 0; a < p.k; ++a) fwht_avx2(row + a * p.m, p.m);
-    if (p.k == 1) {
-      for (int64_t i = 0; i < p.n; i += 8) _mm256_storeu_ps(row + i, _mm256_mul_ps(_mm256_loadu_ps(row + i), scale));
+    if (p.k == 1) {  // the scaling fused into the last pass
+      fwht_avx2(row, p.m, true, scale);
       continue;
     }
-    std::copy(row, row + p.n, z.begin());
-    for (int64_t a = 0; a < p.k; ++a) {
-      const int8_t* s = p.small.data() + a * p.k;
-      for (int64_t b = 0; b < p.m; b += 8) {
-        __m256 acc = _mm256_loadu_ps(z.data() + b);
-        if (s[0] < 0) acc = _mm256_xor_ps(acc, sign);
-        for (int64_t c = 1; c < p.k; ++c) {
-          const __m256 v = _mm256_loadu_ps(z.data() + c * p.m + b);
-          acc = s[c] > 0 ? _mm256_add_ps(acc, v) : _mm256_sub_ps(acc, v);
-        }
-        _mm256_storeu_ps(row + a * p.m + b, _mm256_mul_ps(acc, scale));
-      }
-    }
+    for (int64_t a = 0; a < p.k; ++a) fwht_avx2(row + a * p.m, p.m, false, scale);
+    small_mix<Avx2>(p, row, z.data(), scale);
   }
 }
 

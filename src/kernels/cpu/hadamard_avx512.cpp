@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../hadamard_internal.h"
+#include "fwht_passes.h"
 
 namespace outq::kernels::detail {
 namespace {
@@ -21,22 +22,30 @@ __m512 stage_in_register(__m512 x) {
   return _mm512_mask_sub_ps(_mm512_add_ps(x, p), upper, p, x);
 }
 
-void fwht_avx512(float* x, int64_t m) {
+struct Avx512 {
+  using reg = __m512;
+  static constexpr int64_t kWidth = 16;
+  static reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
+  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
+  static reg sign(int8_t s) { return _mm512_set1_ps(s < 0 ? -0.0f : 0.0f); }  // the sign bit to flip
+  static reg flip(reg a, reg sign) { return _mm512_xor_ps(a, sign); }
+  static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+};
+
+// The butterflies of x[0, m) (m >= the register width); with scale_out, the scaling too.
+void fwht_avx512(float* x, int64_t m, bool scale_out, __m512 scale) {
+  const bool in_register_only = m == 16;
   for (int64_t i = 0; i < m; i += 16) {
     __m512 v = _mm512_loadu_ps(x + i);
     v = stage_in_register<1>(v);
     v = stage_in_register<2>(v);
     v = stage_in_register<4>(v);
     v = stage_in_register<8>(v);
-    _mm512_storeu_ps(x + i, v);
+    _mm512_storeu_ps(x + i, scale_out && in_register_only ? _mm512_mul_ps(v, scale) : v);
   }
-  for (int64_t h = 16; h < m; h *= 2)
-    for (int64_t i = 0; i < m; i += 2 * h)
-      for (int64_t j = i; j < i + h; j += 16) {
-        const __m512 a = _mm512_loadu_ps(x + j), b = _mm512_loadu_ps(x + j + h);
-        _mm512_storeu_ps(x + j, _mm512_add_ps(a, b));
-        _mm512_storeu_ps(x + j + h, _mm512_sub_ps(a, b));
-      }
+  if (!in_register_only) butterflies_from_width<Avx512>(x, m, scale_out, scale);
 }
 
 }  // namespace
@@ -44,28 +53,16 @@ void fwht_avx512(float* x, int64_t m) {
 void hadamard_rows_avx512(const HadamardPlan& p, float* x, int64_t r0, int64_t r1, int64_t ld) {
   if (p.m < 16) return hadamard_rows_avx2(p, x, r0, r1, ld);
   thread_local std::vector<float> z;
-  z.resize(static_cast<size_t>(p.n));
+  z.resize(static_cast<size_t>(p.k * 4 * Avx512::kWidth));
   const __m512 scale = _mm512_set1_ps(p.scale);
   for (int64_t r = r0; r < r1; ++r) {
     float* row = x + r * ld;
-    for (int64_t a = 0; a < p.k; ++a) fwht_avx512(row + a * p.m, p.m);
-    if (p.k == 1) {
-      for (int64_t i = 0; i < p.n; i += 16) _mm512_storeu_ps(row + i, _mm512_mul_ps(_mm512_loadu_ps(row + i), scale));
+    if (p.k == 1) {  // the scaling fused into the last pass
+      fwht_avx512(row, p.m, true, scale);
       continue;
     }
-    std::copy(row, row + p.n, z.begin());
-    for (int64_t a = 0; a < p.k; ++a) {
-      const int8_t* s = p.small.data() + a * p.k;
-      for (int64_t b = 0; b < p.m; b += 16) {
-        __m512 acc = _mm512_loadu_ps(z.data() + b);
-        if (s[0] < 0) acc = _mm512_xor_ps(acc, _mm512_set1_ps(-0.0f));  // a sign flip, as the reference's -z
-        for (int64_t c = 1; c < p.k; ++c) {
-          const __m512 v = _mm512_loadu_ps(z.data() + c * p.m + b);
-          acc = s[c] > 0 ? _mm512_add_ps(acc, v) : _mm512_sub_ps(acc, v);
-        }
-        _mm512_storeu_ps(row + a * p.m + b, _mm512_mul_ps(acc, scale));
-      }
-    }
+    for (int64_t a = 0; a < p.k; ++a) fwht_avx512(row + a * p.m, p.m, false, scale);
+    small_mix<Avx512>(p, row, z.data(), scale);
   }
 }
 
