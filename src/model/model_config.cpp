@@ -38,6 +38,12 @@ int64_t ModelConfig::parameter_count() const {
 }
 
 nlohmann::json ModelConfig::to_hf_json() const {
+  nlohmann::json j = hf_fields();
+  if (!norms_fused_by.empty()) j["outq_norms_fused_by"] = norms_fused_by;
+  return j;
+}
+
+nlohmann::json ModelConfig::hf_fields() const {
   return {{"architectures", {"LlamaForCausalLM"}},
           {"model_type", "llama"},
           {"hidden_act", "silu"},
@@ -88,6 +94,11 @@ ModelConfig ModelConfig::from_hf_json(const nlohmann::json& j, const std::string
   if (j.contains("tie_word_embeddings")) {
     if (!j["tie_word_embeddings"].is_boolean()) fail_mismatch(where, "tie_word_embeddings", "a boolean", j["tie_word_embeddings"].dump());
     c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
+  }
+  if (j.contains("outq_norms_fused_by")) {
+    if (!j["outq_norms_fused_by"].is_string())
+      fail_mismatch(where, "outq_norms_fused_by", "a string (the method that fused the norms)", j["outq_norms_fused_by"].dump());
+    c.norms_fused_by = j["outq_norms_fused_by"].get<std::string>();
   }
   if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
     fail_mismatch(where, "hidden_act", "\"silu\" (SwiGLU)", j["hidden_act"].dump());

@@ -50,7 +50,8 @@ test::TempDir* QuantizeCli::dir_ = nullptr;
 std::string QuantizeCli::setup_error_;
 
 TEST_F(QuantizeCli, QuantizedDirectoryEqualsOnTheFlySimulation) {
-  for (const char* recipe : {"w8a8-tensor-rtn", "w4a4-token-gptq", "w4a8-token-rtn", "w4a4-tensor-gptq-sq", "w8a8-token-rtn-sq"}) {
+  for (const char* recipe : {"w8a8-tensor-rtn", "w4a4-token-gptq", "w4a8-token-rtn", "w4a4-tensor-gptq-sq", "w8a8-token-rtn-sq",
+                             "w4a4-tensor-gptq-rot"}) {
     const std::string out = *dir_ / (std::string("q-") + recipe);
     const auto q = outq("quantize --model " + model() + " --recipe " + kRecipes + recipe + ".toml --out " + out);
     ASSERT_EQ(q.exit_code, 0) << q.err;
@@ -76,6 +77,12 @@ TEST_F(QuantizeCli, QuantizedDirectoryEqualsOnTheFlySimulation) {
   EXPECT_EQ(qc["version"], 2);
   EXPECT_EQ(qc["methods"][0]["name"], "smoothquant");
   EXPECT_EQ(qc["methods"][0]["tensors"].size(), 4u);  // 2 blocks x (qkv, gate_up)
+  // A rotated directory records the rotation, and its config says the norms are fused.
+  const auto rot = nlohmann::json::parse(test::read_text(*dir_ / "q-w4a4-tensor-gptq-rot/quant_config.json"));
+  EXPECT_EQ(rot["methods"][0]["name"], "rotate");
+  EXPECT_EQ(rot["methods"][0]["state"]["r4"], true);
+  const auto cfg = nlohmann::json::parse(test::read_text(*dir_ / "q-w4a4-tensor-gptq-rot/config.json"));
+  EXPECT_EQ(cfg["outq_norms_fused_by"], "rotate");
 }
 
 // QFeM + QFeP: the directory holds the threshold curve (CSV, PNG) and the prefix's cache; evaluating
@@ -163,6 +170,8 @@ TEST_F(QuantizeCli, BadMethodSettings) {
       {"methods = [\"qfem\"]\n" + base + "[qfem]\nmodules = [\"model.layers.9.mlp.down_proj\"]\n", "matches no linear module"},
       {"methods = [\"smoothquant\", \"qfep\"]\n" + base, "expected qfep listed first"},
       {"methods = [\"qfep\"]\n" + base + "[qfep]\ncandidates = 0\n", "expected a whole number in 1..64, found 0"},
+      {"methods = [\"smoothquant\", \"rotate\"]\n" + base, "expected rotate first"},
+      {"methods = [\"rotate\"]\n" + base + "[rotate]\nr1 = \"givens\"\n", "rotate.r1: expected \"hadamard\", \"orthogonal\" or \"none\""},
   };
   int i = 0;
   for (const auto& [text, message] : cases) {

@@ -161,6 +161,21 @@ TEST(Rotation, QuantizedDirectoryRoundTripSetsR4Again) {
   EXPECT_GT((model->forward(x) - loaded->forward(x)).abs().max().item<double>(), 1e-2);
 }
 
+// A rotated model says so in its config (config.json "outq_norms_fused_by"), so that it is never
+// rotated again: not in memory, and not after its weights and config.json are saved and reloaded.
+TEST(Rotation, RotatedModelIsNotRotatedTwice) {
+  Llama model = model_with_norms(6, kShapes[0].shape);
+  make_method(rotate_entry())->transform(model);
+  EXPECT_EQ(model->config().norms_fused_by, "rotate");
+  const std::string again = test::error_of([&] { make_method(rotate_entry())->transform(model); });
+  EXPECT_NE(again.find("rotate: this model's norm weights were already fused into its linears by rotate"), std::string::npos)
+      << again;
+  const ModelConfig reread = ModelConfig::from_hf_json(model->config().to_hf_json(), "config.json");
+  EXPECT_EQ(reread.norms_fused_by, "rotate");
+  EXPECT_FALSE(reread.tie_word_embeddings);
+  EXPECT_EQ(ModelConfig::from_hf_json(test::tiny_config(kShapes[0].shape).to_hf_json(), "c").norms_fused_by, "");
+}
+
 TEST(Rotation, RecipeErrors) {
   const auto shape = kShapes[0].shape;
   auto quantize = [&](const std::string& methods, const std::string& extra, const test::TinyShape& s) {

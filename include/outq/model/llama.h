@@ -142,6 +142,8 @@ class LlamaImpl : public torch::nn::Module {
   torch::Tensor lm_head_weight() const;
   /// Gives a tied model its own LM head (a copy of the embedding); the config says untied after.
   void untie_lm_head();
+  /// Records in the config that `method` fused the norm weights into the linears.
+  void mark_norms_fused(const std::string& method) { config_.norms_fused_by = method; }
   /// Sets (or clears, with null) the online Hadamard on every block's down-projection input.
   void set_down_input_hadamard(const std::shared_ptr<const OnlineHadamard>& transform);
   /// RoPE cos/sin rows for positions [start, start + T): each (T, D).

@@ -22,6 +22,10 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   bool tie_word_embeddings = false;
   double initializer_range = 0.02;
+  /// The method that fused the norm weights into the linears ("rotate"), "" if none. Not a [model]
+  /// key: set by that method, kept in config.json as "outq_norms_fused_by" so that a model whose
+  /// norms were fused is never fused and rotated again.
+  std::string norms_fused_by;
 
   template <class V>
   void visit(V& v) {
@@ -49,6 +53,9 @@ struct ModelConfig {
   /// Reads a config.json; `where` names the file in errors. Unknown HF fields are ignored, the
   /// fields above are required.
   static ModelConfig from_hf_json(const nlohmann::json& j, const std::string& where);
+
+ private:
+  nlohmann::json hf_fields() const;
 };
 
 }  // namespace outq

@@ -57,6 +57,9 @@ class Rotate : public QuantMethod {
 
   void transform(Llama& model) override {
     torch::NoGradGuard no_grad;
+    OUTQ_CHECK(model->config().norms_fused_by.empty(), "rotate: this model's norm weights were already fused into its "
+               "linears by ", model->config().norms_fused_by, " (config.json: outq_norms_fused_by); rotating it again "
+               "would stack a second rotation on a rotated model; expected the unrotated float model");
     tied_ = model->config().tie_word_embeddings;
     model->untie_lm_head();
     const ModelConfig& c = model->config();
@@ -77,6 +80,7 @@ class Rotate : public QuantMethod {
       hadamard_k_ = r4->plan().k;
     }
     w.commit();
+    model->mark_norms_fused("rotate");
     model->set_down_input_hadamard(r4);
     if (tied_) log_info("rotate: the LM head was tied to the embedding; the rotated model has its own (untied)");
   }
@@ -94,8 +98,9 @@ class Rotate : public QuantMethod {
     const ModelConfig& c = model->config();
     OUTQ_CHECK(saved.state.value("norms_fused", false), "rotate record: expected norms_fused = true, found ",
                saved.state.dump());
-    OUTQ_CHECK(!c.tie_word_embeddings, "rotate record: the model's config.json says tie_word_embeddings = true; a "
-               "rotated model has an untied LM head (the directory was edited or mixed)");
+    OUTQ_CHECK(!c.tie_word_embeddings && c.norms_fused_by == "rotate", "rotate record: the model's config.json says "
+               "tie_word_embeddings = ", c.tie_word_embeddings, ", outq_norms_fused_by = \"", c.norms_fused_by, "\"; a rotated "
+               "model has an untied LM head and \"rotate\" there (the directory was edited or mixed)");
     // (Only the final norm: a later method may put factors into the block norms, as SmoothQuant does.)
     OUTQ_CHECK(model->model->norm->weight.eq(1.0).all().item<bool>(), "rotate record: model.norm.weight is not all ones, "
                "but the record says the norm weights were fused into the linears (the directory was edited or mixed)");
