@@ -165,7 +165,7 @@ torch::Tensor MLPImpl::forward(const torch::Tensor& x, const ObserverList& obser
   return down_proj->forward(down_input_hadamard ? down_input_hadamard->forward(h) : h, observers);
 }
 
-DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) : post_norm_(c.post_norm()) {
   self_attn = register_module("self_attn", Attention(c));
   mlp = register_module("mlp", MLP(c));
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
@@ -196,6 +196,14 @@ void DecoderLayerImpl::set_residual_points(const ObservationPoint* after_attn, c
 torch::Tensor DecoderLayerImpl::forward(torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin,
                                         torch::Tensor* cache_k, torch::Tensor* cache_v,
                                         const ObserverList& observers) {
+  if (post_norm_) {  // norm after each residual sum: input_layernorm after attention, the other after the MLP
+    x = x + self_attn->forward(x, cos, sin, cache_k, cache_v, observers);
+    if (!observers.empty()) x = observers(*after_attn_, x);
+    x = input_layernorm->forward(x);
+    x = x + mlp->forward(x, observers);
+    if (!observers.empty()) x = observers(*after_mlp_, x);
+    return post_attention_layernorm->forward(x);
+  }
   x = x + self_attn->forward(input_layernorm->forward(x), cos, sin, cache_k, cache_v, observers);
   if (!observers.empty()) x = observers(*after_attn_, x);
   x = x + mlp->forward(post_attention_layernorm->forward(x), observers);

@@ -28,6 +28,8 @@ void ModelConfig::validate() const {
   OUTQ_CHECK(rms_norm_eps > 0, "model.rms_norm_eps: expected > 0, found ", rms_norm_eps);
   OUTQ_CHECK(rope_theta > 1, "model.rope_theta: expected > 1, found ", rope_theta);
   OUTQ_CHECK(initializer_range > 0, "model.initializer_range: expected > 0, found ", initializer_range);
+  OUTQ_CHECK(norm_placement == "pre" || norm_placement == "post", "model.norm_placement: expected \"pre\" or \"post\", "
+             "found \"", norm_placement, "\"");
 }
 
 int64_t ModelConfig::parameter_count() const {
@@ -39,7 +41,8 @@ int64_t ModelConfig::parameter_count() const {
 
 nlohmann::json ModelConfig::to_hf_json() const {
   nlohmann::json j = hf_fields();
-  if (!norms_fused_by.empty()) j["outq_norms_fused_by"] = norms_fused_by;
+  if (post_norm()) j["outq_norm_placement"] = norm_placement;  // (Hugging Face's LLaMA is pre-norm only)
+  if (!rotated_by.empty()) j["outq_rotated_by"] = rotated_by;
   return j;
 }
 
@@ -95,11 +98,13 @@ ModelConfig ModelConfig::from_hf_json(const nlohmann::json& j, const std::string
     if (!j["tie_word_embeddings"].is_boolean()) fail_mismatch(where, "tie_word_embeddings", "a boolean", j["tie_word_embeddings"].dump());
     c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
   }
-  if (j.contains("outq_norms_fused_by")) {
-    if (!j["outq_norms_fused_by"].is_string())
-      fail_mismatch(where, "outq_norms_fused_by", "a string (the method that fused the norms)", j["outq_norms_fused_by"].dump());
-    c.norms_fused_by = j["outq_norms_fused_by"].get<std::string>();
-  }
+  auto get_string = [&](const char* key, std::string& out, const char* expected) {
+    if (!j.contains(key)) return;
+    if (!j[key].is_string()) fail_mismatch(where, key, expected, j[key].dump());
+    out = j[key].get<std::string>();
+  };
+  get_string("outq_norm_placement", c.norm_placement, "\"pre\" or \"post\"");
+  get_string("outq_rotated_by", c.rotated_by, "a string (the method that rotated the weights)");
   if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
     fail_mismatch(where, "hidden_act", "\"silu\" (SwiGLU)", j["hidden_act"].dump());
   }

@@ -82,7 +82,7 @@ TEST_F(QuantizeCli, QuantizedDirectoryEqualsOnTheFlySimulation) {
   EXPECT_EQ(rot["methods"][0]["name"], "rotate");
   EXPECT_EQ(rot["methods"][0]["state"]["r4"], true);
   const auto cfg = nlohmann::json::parse(test::read_text(*dir_ / "q-w4a4-tensor-gptq-rot/config.json"));
-  EXPECT_EQ(cfg["outq_norms_fused_by"], "rotate");
+  EXPECT_EQ(cfg["outq_rotated_by"], "rotate");
 }
 
 // QFeM + QFeP: the directory holds the threshold curve (CSV, PNG) and the prefix's cache; evaluating

@@ -152,8 +152,12 @@ TEST_F(StudyCli, RerunIsCachedAndIdentical) {
 TEST_F(StudyCli, RemovedStageIsRedoneAloneWithTheSameNumbers) {
   const auto before = nlohmann::json::parse(slurp(out() / "report.json"));
   int removed = 0;
-  for (const auto& e : fs::directory_iterator(out() / "stages"))
-    if (e.path().filename().string().rfind("eval-qat-w4a4-tensor-rtn-", 0) == 0) removed += fs::remove(e.path() / "done.json");
+  const std::string stage = "eval-qat-w4a4-tensor-rtn-";  // then the hash (not "rot-<hash>")
+  for (const auto& e : fs::directory_iterator(out() / "stages")) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(stage, 0) == 0 && name.find('-', stage.size()) == std::string::npos)
+      removed += fs::remove(e.path() / "done.json");
+  }
   ASSERT_EQ(removed, 1);
   const auto again = study("");
   ASSERT_EQ(again.exit_code, 0) << again.err;

@@ -66,9 +66,10 @@ Mat reference_logits(Llama& m, const std::vector<int64_t>& tokens) {
     auto layer = m->model->layers[l]->as<DecoderLayerImpl>();
     const Mat wq = to_mat(layer->self_attn->q_proj->weight), wk = to_mat(layer->self_attn->k_proj->weight),
               wv = to_mat(layer->self_attn->v_proj->weight), wo = to_mat(layer->self_attn->o_proj->weight);
+    const bool post = c.norm_placement == "post";  // post-norm: each norm after its residual sum
     std::vector<std::vector<double>> q(T), k(T), v(T);
     for (size_t t = 0; t < T; ++t) {
-      const auto h = rmsnorm(x[t], layer->input_layernorm->weight, c.rms_norm_eps);
+      const auto h = post ? x[t] : rmsnorm(x[t], layer->input_layernorm->weight, c.rms_norm_eps);
       q[t] = matvec(wq, h), k[t] = matvec(wk, h), v[t] = matvec(wv, h);
       for (int hh = 0; hh < H; ++hh) rope(q[t], hh * D, D, t, c.rope_theta);
       for (int kk = 0; kk < K; ++kk) rope(k[t], kk * D, D, t, c.rope_theta);
@@ -93,15 +94,18 @@ Mat reference_logits(Llama& m, const std::vector<int64_t>& tokens) {
       const auto o = matvec(wo, attn);
       for (size_t i = 0; i < o.size(); ++i) x[t][i] += o[i];
     }
+    if (post)
+      for (size_t t = 0; t < T; ++t) x[t] = rmsnorm(x[t], layer->input_layernorm->weight, c.rms_norm_eps);
     const Mat wg = to_mat(layer->mlp->gate_proj->weight), wu = to_mat(layer->mlp->up_proj->weight),
               wd = to_mat(layer->mlp->down_proj->weight);
     for (size_t t = 0; t < T; ++t) {
-      const auto h = rmsnorm(x[t], layer->post_attention_layernorm->weight, c.rms_norm_eps);
+      const auto h = post ? x[t] : rmsnorm(x[t], layer->post_attention_layernorm->weight, c.rms_norm_eps);
       auto g = matvec(wg, h);
       const auto u = matvec(wu, h);
       for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
       const auto dn = matvec(wd, g);
       for (size_t i = 0; i < dn.size(); ++i) x[t][i] += dn[i];
+      if (post) x[t] = rmsnorm(x[t], layer->post_attention_layernorm->weight, c.rms_norm_eps);
     }
   }
   const Mat head = to_mat(m->lm_head_weight());
@@ -110,8 +114,10 @@ Mat reference_logits(Llama& m, const std::vector<int64_t>& tokens) {
   return logits;
 }
 
-ModelConfig awkward_config(bool tied, int kv_heads) {
-  return test::tiny_config({24, 37, 4, kv_heads, 53, 19, 2, 0.3, tied});  // head dim 6
+ModelConfig awkward_config(bool tied, int kv_heads, const std::string& placement = "pre") {
+  ModelConfig c = test::tiny_config({24, 37, 4, kv_heads, 53, 19, 2, 0.3, tied});  // head dim 6
+  c.norm_placement = placement;
+  return c;
 }
 
 void randomize_norms(Llama& m) {
@@ -126,11 +132,11 @@ class Identity : public Observer {
   torch::Tensor observe(const ObservationPoint&, const torch::Tensor& x) override { return x; }
 };
 
-class LlamaReference : public ::testing::TestWithParam<std::tuple<bool, int>> {};
+class LlamaReference : public ::testing::TestWithParam<std::tuple<bool, int, std::string>> {};
 
 TEST_P(LlamaReference, LogitsMatchExplicitLoops) {
-  const auto [tied, kv] = GetParam();
-  Llama m(awkward_config(tied, kv));
+  const auto [tied, kv, placement] = GetParam();
+  Llama m(awkward_config(tied, kv, placement));
   m->reset_parameters(11);
   randomize_norms(m);
   torch::NoGradGuard g;
@@ -158,8 +164,32 @@ TEST_P(LlamaReference, LogitsMatchExplicitLoops) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TiedAndGrouped, LlamaReference,
-                         ::testing::Values(std::make_tuple(false, 4), std::make_tuple(true, 2),
-                                           std::make_tuple(false, 1)));
+                         ::testing::Values(std::make_tuple(false, 4, "pre"), std::make_tuple(true, 2, "pre"),
+                                           std::make_tuple(false, 1, "pre"), std::make_tuple(false, 2, "post"),
+                                           std::make_tuple(true, 4, "post")));
+
+// The two placements are different functions of the same weights, and the placement survives
+// config.json (as outq_norm_placement; Hugging Face's LLaMA is pre-norm only).
+TEST(LlamaPostNorm, DiffersFromPreNormAndRoundTripsThroughConfigJson) {
+  Llama pre(awkward_config(false, 2)), post(awkward_config(false, 2, "post"));
+  pre->reset_parameters(3);
+  post->reset_parameters(3);
+  torch::NoGradGuard g;
+  const auto tokens = torch::tensor(std::vector<int64_t>{1, 2, 3, 4, 5, 6}).unsqueeze(0);
+  EXPECT_GT((pre->forward(tokens) - post->forward(tokens)).abs().max().item<double>(), 1e-2);
+  const ModelConfig back = ModelConfig::from_hf_json(post->config().to_hf_json(), "config.json");
+  EXPECT_EQ(back.norm_placement, "post");
+  EXPECT_FALSE(pre->config().to_hf_json().contains("outq_norm_placement"));
+  ModelConfig bad = awkward_config(false, 2);
+  bad.norm_placement = "middle";
+  try {
+    bad.validate();
+    ADD_FAILURE() << "norm_placement = middle accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.norm_placement: expected \"pre\" or \"post\", found \"middle\""),
+              std::string::npos) << e.what();
+  }
+}
 
 TEST(LlamaKVCache, IncrementalDecodeEqualsFullForward) {
   Llama m(awkward_config(false, 2));

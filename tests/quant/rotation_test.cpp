@@ -21,8 +21,11 @@ namespace outq {
 namespace {
 
 // A tiny model with norm weights 1 +- 0.5 (so that fusing them is not trivial).
-Llama model_with_norms(uint64_t seed, const test::TinyShape& s) {
-  Llama m = test::tiny_model(seed, s);
+Llama model_with_norms(uint64_t seed, const test::TinyShape& s, const std::string& placement = "pre") {
+  ModelConfig c = test::tiny_config(s);
+  c.norm_placement = placement;
+  Llama m(c);
+  m->reset_parameters(seed);
   torch::NoGradGuard no_grad;
   auto gen = at::detail::createCPUGenerator(seed + 50);
   for (auto& p : m->named_parameters())
@@ -102,6 +105,40 @@ TEST(Rotation, EachRotationAlonePreservesTheFunction) {
   }
 }
 
+// Post-norm: the norms are the residual stream, so they stay; R2 and R4 preserve the function there
+// too (same tolerances), and R1 is refused with the reason.
+TEST(Rotation, PostNormModelsGetR2AndR4) {
+  for (const auto& [name, shape] : kShapes) {
+    const auto x = tokens(shape.vocab, 8);
+    const std::string settings = R"({"r1": "none", "seed": 2})";
+    torch::NoGradGuard no_grad;
+    Llama ref64 = model_with_norms(9, shape, "post"), rot64 = model_with_norms(9, shape, "post");
+    ref64->to(torch::kFloat64);
+    rot64->to(torch::kFloat64);
+    make_method(rotate_entry(settings))->transform(rot64);
+    const auto want64 = ref64->forward(x);
+    EXPECT_LE((rot64->forward(x) - want64).abs().max().item<double>(), 1e-10 * want64.abs().max().item<double>()) << name;
+    Llama ref = model_with_norms(9, shape, "post"), rot = model_with_norms(9, shape, "post");
+    make_method(rotate_entry(settings))->transform(rot);
+    const auto want = ref->forward(x);
+    EXPECT_LE((rot->forward(x) - want).abs().max().item<double>(), 1e-5 * want.abs().max().item<double>()) << name;
+    EXPECT_EQ(rot->config().tie_word_embeddings, shape.tied) << name;  // nothing fused, so nothing untied
+    EXPECT_TRUE(torch::equal(rot->layer(0).input_layernorm->weight, ref->layer(0).input_layernorm->weight)) << name;
+    EXPECT_GT((rot->layer(0).mlp->down_proj->weight - ref->layer(0).mlp->down_proj->weight).abs().max().item<double>(), 1e-3);
+  }
+  Llama post = model_with_norms(9, kShapes[0].shape, "post");
+  const std::string e = test::error_of([&] { make_method(rotate_entry())->transform(post); });
+  EXPECT_NE(e.find("rotate: r1 = \"hadamard\" on a post-norm model (model.norm_placement = \"post\")"), std::string::npos) << e;
+  // SmoothQuant would fold its factors into norms that are the residual stream: refused too.
+  MethodEntry sq;
+  sq.name = "smoothquant";
+  sq.origin = "r.toml";
+  CalibrationData data;
+  data.windows = tokens(kShapes[0].shape.vocab, 9);
+  const std::string e2 = test::error_of([&] { make_method(sq)->calibrate(post, data); });
+  EXPECT_NE(e2.find("smoothquant: a post-norm model"), std::string::npos) << e2;
+}
+
 // The cure's point: an outlier channel planted in the norm weights (x25) makes the q/k/v input's
 // max |x| many times its mean |x|; after R1 the channel is spread over all of them.
 TEST(Rotation, SpreadsAPlantedOutlierChannel) {
@@ -161,19 +198,19 @@ TEST(Rotation, QuantizedDirectoryRoundTripSetsR4Again) {
   EXPECT_GT((model->forward(x) - loaded->forward(x)).abs().max().item<double>(), 1e-2);
 }
 
-// A rotated model says so in its config (config.json "outq_norms_fused_by"), so that it is never
+// A rotated model says so in its config (config.json "outq_rotated_by"), so that it is never
 // rotated again: not in memory, and not after its weights and config.json are saved and reloaded.
 TEST(Rotation, RotatedModelIsNotRotatedTwice) {
   Llama model = model_with_norms(6, kShapes[0].shape);
   make_method(rotate_entry())->transform(model);
-  EXPECT_EQ(model->config().norms_fused_by, "rotate");
+  EXPECT_EQ(model->config().rotated_by, "rotate");
   const std::string again = test::error_of([&] { make_method(rotate_entry())->transform(model); });
-  EXPECT_NE(again.find("rotate: this model's norm weights were already fused into its linears by rotate"), std::string::npos)
+  EXPECT_NE(again.find("rotate: this model was already rotated by rotate"), std::string::npos)
       << again;
   const ModelConfig reread = ModelConfig::from_hf_json(model->config().to_hf_json(), "config.json");
-  EXPECT_EQ(reread.norms_fused_by, "rotate");
+  EXPECT_EQ(reread.rotated_by, "rotate");
   EXPECT_FALSE(reread.tie_word_embeddings);
-  EXPECT_EQ(ModelConfig::from_hf_json(test::tiny_config(kShapes[0].shape).to_hf_json(), "c").norms_fused_by, "");
+  EXPECT_EQ(ModelConfig::from_hf_json(test::tiny_config(kShapes[0].shape).to_hf_json(), "c").rotated_by, "");
 }
 
 TEST(Rotation, RecipeErrors) {

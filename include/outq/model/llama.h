@@ -1,4 +1,5 @@
-// LLaMA-style decoder in LibTorch: token embedding, pre-norm RMSNorm blocks with rotary
+// LLaMA-style decoder in LibTorch: token embedding, pre-norm (or post-norm, model.norm_placement)
+// RMSNorm blocks with rotary
 // multi-head attention (optionally grouped-query) and a SwiGLU MLP (optionally with an online
 // Hadamard transform on the down-projection input, set by rotation), final norm, LM head (tied or
 // not), no biases. Parameter names are Hugging Face's ("model.layers.0.self_attn.q_proj.weight"),
@@ -105,6 +106,7 @@ class DecoderLayerImpl : public torch::nn::Module {
  private:
   const ObservationPoint* after_attn_ = nullptr;
   const ObservationPoint* after_mlp_ = nullptr;
+  bool post_norm_ = false;
 };
 TORCH_MODULE(DecoderLayer);
 
@@ -142,8 +144,8 @@ class LlamaImpl : public torch::nn::Module {
   torch::Tensor lm_head_weight() const;
   /// Gives a tied model its own LM head (a copy of the embedding); the config says untied after.
   void untie_lm_head();
-  /// Records in the config that `method` fused the norm weights into the linears.
-  void mark_norms_fused(const std::string& method) { config_.norms_fused_by = method; }
+  /// Records in the config that `method` rotated the weights.
+  void mark_rotated(const std::string& method) { config_.rotated_by = method; }
   /// Sets (or clears, with null) the online Hadamard on every block's down-projection input.
   void set_down_input_hadamard(const std::shared_ptr<const OnlineHadamard>& transform);
   /// RoPE cos/sin rows for positions [start, start + T): each (T, D).

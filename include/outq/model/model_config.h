@@ -22,10 +22,11 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   bool tie_word_embeddings = false;
   double initializer_range = 0.02;
-  /// The method that fused the norm weights into the linears ("rotate"), "" if none. Not a [model]
-  /// key: set by that method, kept in config.json as "outq_norms_fused_by" so that a model whose
-  /// norms were fused is never fused and rotated again.
-  std::string norms_fused_by;
+  std::string norm_placement = "pre";
+  /// The method that rotated the weights ("rotate"), "" if none. Not a [model] key: set by that
+  /// method, kept in config.json as "outq_rotated_by" so that a rotated model (its norms fused, its
+  /// down projection expecting the online transform) is never rotated again.
+  std::string rotated_by;
 
   template <class V>
   void visit(V& v) {
@@ -40,11 +41,14 @@ struct ModelConfig {
     v("rope_theta", rope_theta, "RoPE base frequency");
     v("tie_word_embeddings", tie_word_embeddings, "share the LM head with the token embedding");
     v("initializer_range", initializer_range, "std of the normal weight initialisation");
+    v("norm_placement", norm_placement,
+      "\"pre\" (LLaMA: RMSNorm before attention and MLP) or \"post\" (after each residual sum, as BERT)");
   }
   /// Impossible shapes (heads not dividing hidden size, odd head dim, ...) -> outq::Error.
   void validate() const;
 
   int head_dim() const { return hidden_size / num_attention_heads; }
+  bool post_norm() const { return norm_placement == "post"; }
   /// Number of parameters (embeddings and head included).
   int64_t parameter_count() const;
 

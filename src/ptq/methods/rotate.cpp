@@ -8,7 +8,8 @@
 //   r2 = "hadamard"     per head (one matrix per layer), same choices
 //   r4 = true           online Hadamard on the down-projection input
 //   seed = 0            R1 uses seed, layer l's R2 seed + 1 + l
-// Listed first: every other method observes or edits the rotated model.
+// Listed first: every other method observes or edits the rotated model. On a post-norm model the
+// norms stay (they are the residual stream) and only R2 and R4 apply (r1 must be "none").
 #include <fmt/format.h>
 
 #include "methods.h"
@@ -57,14 +58,24 @@ class Rotate : public QuantMethod {
 
   void transform(Llama& model) override {
     torch::NoGradGuard no_grad;
-    OUTQ_CHECK(model->config().norms_fused_by.empty(), "rotate: this model's norm weights were already fused into its "
-               "linears by ", model->config().norms_fused_by, " (config.json: outq_norms_fused_by); rotating it again "
-               "would stack a second rotation on a rotated model; expected the unrotated float model");
-    tied_ = model->config().tie_word_embeddings;
-    model->untie_lm_head();
+    OUTQ_CHECK(model->config().rotated_by.empty(), "rotate: this model was already rotated by ", model->config().rotated_by,
+               " (config.json: outq_rotated_by; its norms fused, its down projection expecting the online transform); "
+               "rotating it again would fold the transforms twice; expected the unrotated float model");
+    // Post-norm: each norm's output is the residual stream itself, so its weight cannot move into
+    // the linears, and a non-uniform weight does not commute with a rotation of that stream.
+    const bool post = model->config().post_norm();
+    OUTQ_CHECK(!post || r1_ == RotationKind::kNone, "rotate: r1 = \"", rotation_kind_name(r1_), "\" on a post-norm model "
+               "(model.norm_placement = \"post\"): the norm after each residual sum scales the residual stream itself by "
+               "its weight, which does not commute with a rotation of that stream; expected r1 = \"none\" there (R2 and R4 "
+               "still apply)");
+    fused_ = !post;
+    if (fused_) {
+      tied_ = model->config().tie_word_embeddings;
+      model->untie_lm_head();
+    }
     const ModelConfig& c = model->config();
     WeightEdit w(model);
-    fuse_norms(w, c);
+    if (fused_) fuse_norms(w, c);
     if (r1_ != RotationKind::kNone)
       rotate_residual(w, c, random_rotation(r1_, c.hidden_size, seed_, "rotate: R1 on the residual stream (hidden_size)"));
     if (r2_ != RotationKind::kNone) {
@@ -80,7 +91,7 @@ class Rotate : public QuantMethod {
       hadamard_k_ = r4->plan().k;
     }
     w.commit();
-    model->mark_norms_fused("rotate");
+    model->mark_rotated("rotate");
     model->set_down_input_hadamard(r4);
     if (tied_) log_info("rotate: the LM head was tied to the embedding; the rotated model has its own (untied)");
   }
@@ -88,7 +99,7 @@ class Rotate : public QuantMethod {
   AppliedMethod record() const override {
     AppliedMethod m = QuantMethod::record();
     m.state = {{"r1", rotation_kind_name(r1_)}, {"r2", rotation_kind_name(r2_)}, {"r4", r4_}, {"seed", seed_},
-               {"norms_fused", true}, {"untied_head", tied_}, {"r4_hadamard_k", hadamard_k_}};
+               {"norms_fused", fused_}, {"untied_head", tied_}, {"r4_hadamard_k", hadamard_k_}};
     return m;
   }
 
@@ -96,14 +107,17 @@ class Rotate : public QuantMethod {
   // after checking that the weights are the fused ones the record describes.
   void replay(Llama& model, const AppliedMethod& saved) override {
     const ModelConfig& c = model->config();
-    OUTQ_CHECK(saved.state.value("norms_fused", false), "rotate record: expected norms_fused = true, found ",
-               saved.state.dump());
-    OUTQ_CHECK(!c.tie_word_embeddings && c.norms_fused_by == "rotate", "rotate record: the model's config.json says "
-               "tie_word_embeddings = ", c.tie_word_embeddings, ", outq_norms_fused_by = \"", c.norms_fused_by, "\"; a rotated "
-               "model has an untied LM head and \"rotate\" there (the directory was edited or mixed)");
-    // (Only the final norm: a later method may put factors into the block norms, as SmoothQuant does.)
-    OUTQ_CHECK(model->model->norm->weight.eq(1.0).all().item<bool>(), "rotate record: model.norm.weight is not all ones, "
-               "but the record says the norm weights were fused into the linears (the directory was edited or mixed)");
+    OUTQ_CHECK(c.rotated_by == "rotate", "rotate record: the model's config.json says outq_rotated_by = \"", c.rotated_by,
+               "\"; expected \"rotate\" for a rotated model (the directory was edited or mixed)");
+    const nlohmann::json fused = saved.state.value("norms_fused", nlohmann::json());
+    OUTQ_CHECK(fused.is_boolean() && fused.get<bool>() == !c.post_norm(), "rotate record: expected norms_fused = ",
+               !c.post_norm(), " for a ", c.norm_placement, "-norm model, found ", fused.dump());
+    if (fused.get<bool>()) {
+      // (Only the final norm: a later method may put factors into the block norms, as SmoothQuant does.)
+      OUTQ_CHECK(!c.tie_word_embeddings && model->model->norm->weight.eq(1.0).all().item<bool>(), "rotate record: the "
+                 "norms were fused into the linears, but the LM head is tied or model.norm.weight is not all ones (the "
+                 "directory was edited or mixed)");
+    }
     model->set_down_input_hadamard(
         r4_ ? std::make_shared<OnlineHadamard>(c.intermediate_size, "rotate record: R4 (intermediate_size)") : nullptr);
   }
@@ -113,6 +127,7 @@ class Rotate : public QuantMethod {
   bool r4_ = true;
   uint64_t seed_ = 0;
   bool tied_ = false;
+  bool fused_ = true;
   int64_t hadamard_k_ = 0;
 };
 

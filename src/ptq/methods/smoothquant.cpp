@@ -101,6 +101,9 @@ class SmoothQuant : public QuantMethod {
   }
 
   void calibrate(Llama& model, const CalibrationData& data) override {
+    OUTQ_CHECK(!model->config().post_norm(), "smoothquant: a post-norm model (model.norm_placement = \"post\"): its norms "
+               "produce the residual stream itself, so factors folded into them would change the function; expected a "
+               "pre-norm model");
     std::vector<int> slots;
     for (const auto& [s, a] : slots_) slots.push_back(s);
     auto observer = std::make_shared<ChannelAbsMax>(model, slots);
