@@ -94,6 +94,11 @@ class Rotate : public QuantMethod {
     model->mark_rotated("rotate");
     model->set_down_input_hadamard(r4);
     if (tied_) log_info("rotate: the LM head was tied to the embedding; the rotated model has its own (untied)");
+    log_info("rotate: {}; R1 {}; R2 {}; R4 {}", fused_ ? "norm weights fused into the linears" : "post-norm: norms kept",
+             r1_ == RotationKind::kNone ? "none" : fmt::format("{} on the residual stream ({})", rotation_kind_name(r1_), c.hidden_size),
+             r2_ == RotationKind::kNone ? "none" : fmt::format("{} per head ({}, one per layer)", rotation_kind_name(r2_), c.head_dim()),
+             r4 ? fmt::format("online Hadamard on the down-projection input ({} = {} x {})", r4->size(), r4->plan().k, r4->plan().m)
+                : std::string("none"));
   }
 
   AppliedMethod record() const override {
