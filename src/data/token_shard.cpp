@@ -48,11 +48,16 @@ TokenShard::TokenShard(const std::string& path) : file_(path) {
   if (info_.dtype != "u16" && info_.dtype != "u32") fail_mismatch(path, "dtype", "\"u16\" or \"u32\"", info_.dtype);
   if (info_.vocab_size <= 0) fail_mismatch(path, "vocab_size", "a positive integer", std::to_string(info_.vocab_size));
   width_ = info_.dtype == "u16" ? 2 : 4;
-  const uint64_t expected = h.payload_offset + info_.num_tokens * width_;
-  if (file_.size() != expected) {
-    fail_mismatch(path, "size", fmt::format("{} bytes for {} tokens", expected, info_.num_tokens),
-                  fmt::format("{} bytes ({})", file_.size(),
-                              file_.size() < expected ? "truncated" : "trailing data"));
+  // num_tokens comes from the file: compare it with what the file holds by division, never by a
+  // product that a huge header value would overflow (a "valid" size check, then reads past the end).
+  const uint64_t payload = file_.size() > h.payload_offset ? file_.size() - h.payload_offset : 0;
+  if (info_.num_tokens > payload / width_ || payload != info_.num_tokens * width_) {
+    const bool short_file = info_.num_tokens > payload / width_;
+    fail_mismatch(path, "size",
+                  short_file && info_.num_tokens > (uint64_t{1} << 40)
+                      ? fmt::format("a payload of num_tokens = {} {} tokens", info_.num_tokens, info_.dtype)
+                      : fmt::format("{} bytes for {} tokens", h.payload_offset + info_.num_tokens * width_, info_.num_tokens),
+                  fmt::format("{} bytes ({})", file_.size(), short_file ? "truncated, or a corrupt header" : "trailing data"));
   }
   tokens_ = file_.data() + h.payload_offset;
   for (uint64_t i = 0; i < info_.num_tokens; ++i) {

@@ -1,10 +1,11 @@
-// Token shards: round trip in both widths, and truncated, foreign, out-of-vocabulary and
-// wrong-tokenizer files rejected with messages naming the problem.
+// Token shards: round trip in both widths, and truncated, foreign, out-of-vocabulary,
+// wrong-tokenizer and huge-token-count files rejected with messages naming the problem.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <random>
 
+#include "outq/core/binary_format.h"
 #include "outq/core/error.h"
 #include "outq/data/token_shard.h"
 #include "test_util.h"
@@ -71,6 +72,21 @@ TEST(TokenShard, TruncatedFileIsRejected) {
   EXPECT_NE(e.find("truncated"), std::string::npos) << e;
   std::filesystem::resize_file(dir / "s.bin", 30);
   EXPECT_NE(error_of(dir / "s.bin").find("header length"), std::string::npos);
+}
+
+// A header claiming 2^63 (or 2^62 + 1) tokens: num_tokens * 2 wraps around 2^64 to a small number,
+// so a size check by multiplication passes and the reader runs past the mapping.
+TEST(TokenShard, HugeTokenCountInTheHeaderIsRejected) {
+  test::TempDir dir;
+  for (const uint64_t n : {uint64_t{1} << 63, (uint64_t{1} << 63) + 2, (uint64_t{1} << 62) + 1}) {
+    const nlohmann::json meta = {{"split", "train"}, {"dtype", "u16"}, {"num_tokens", n}, {"num_documents", 1},
+                                 {"vocab_size", 300}, {"tokenizer_checksum", "0123456789abcdef"}};
+    const std::string payload_bytes((n * 2) % (uint64_t{1} << 20), '\0');  // what the wrapped product "expects"
+    test::write_text(dir / "h.bin", binary_header_encode(std::string(kShardMagic, 8), kShardVersion, meta) + payload_bytes);
+    const std::string e = error_of(dir / "h.bin");
+    EXPECT_NE(e.find("size: expected a payload of num_tokens = " + std::to_string(n) + " u16 tokens"), std::string::npos) << e;
+    EXPECT_NE(e.find("truncated, or a corrupt header"), std::string::npos) << e;
+  }
 }
 
 TEST(TokenShard, ForeignFileIsRejected) {
