@@ -170,19 +170,40 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
   const SafetensorsFile file((fs::path(dir) / "model.safetensors").string());
   torch::NoGradGuard no_grad;
   std::vector<QuantizedLinear> linears;
+  OUTQ_CHECK(qc.contains("modules") && qc["modules"].is_object(), qc_path, ": modules: expected an object with the "
+             "specs of every linear module, found ", qc.contains("modules") ? qc["modules"].type_name() : "none");
   for (const auto& [module, m] : qc.at("modules").items()) {
+    OUTQ_CHECK(m.is_object() && m.contains("weights") && m.contains("activations"), qc_path, ": modules.", module,
+               ": expected \"weights\" and \"activations\" specs, found ", m.dump());
     QuantizedLinear rec;
     rec.module = module;
+    // The specs are checked like a recipe's (a hand-edited file gets the same errors), and then
+    // against the tensors: the directory's metadata is not trusted.
     rec.weight_spec = spec_from_json(m.at("weights"), qc_path + ": " + module + ".weights");
     rec.activation_spec = spec_from_json(m.at("activations"), qc_path + ": " + module + ".activations");
+    rec.weight_spec.validate(qc_path + ": " + module + ".weights", true);
+    rec.activation_spec.validate(qc_path + ": " + module + ".activations", false);
     torch::Tensor weight = model->linear_weight(module);
     if (file.contains(module + ".qweight")) {
-      rec.codes = unpack_codes(tensor_from_view(file.get(module + ".qweight")), rec.weight_spec, weight.size(1));
-      if (rec.codes.sizes() != weight.sizes()) {
-        fail_mismatch(file.path(), module + ".qweight", fmt::format("codes of shape {}", weight.sizes()),
-                      fmt::format("shape {}", rec.codes.sizes()));
+      OUTQ_CHECK(rec.weight_spec.enabled(), qc_path, ": ", module, ".weights: bits = 16 (not quantized), but ",
+                 file.path(), " holds integer codes for it (", module, ".qweight); the directory's files disagree");
+      const torch::Tensor packed = tensor_from_view(file.get(module + ".qweight"));
+      const int64_t in = weight.size(1), cols = rec.weight_spec.bits <= 4 ? (in + 1) / 2 : in;
+      if (packed.scalar_type() != torch::kUInt8 || packed.dim() != 2 || packed.size(0) != weight.size(0) || packed.size(1) != cols) {
+        fail_mismatch(file.path(), module + ".qweight",
+                      fmt::format("U8 of shape [{}, {}] ({}-bit codes for {} input columns, as {} says)", weight.size(0), cols,
+                                  rec.weight_spec.bits, in, qc_path),
+                      fmt::format("{} of shape {}", std::string(c10::toString(packed.scalar_type())), packed.sizes()));
       }
+      rec.codes = unpack_codes(packed, rec.weight_spec, in);
+      const auto lo = rec.codes.min().item<int64_t>(), hi = rec.codes.max().item<int64_t>();
+      OUTQ_CHECK(lo >= rec.weight_spec.qmin() && hi <= rec.weight_spec.qmax(), file.path(), ": ", module,
+                 ".qweight: expected codes in [", rec.weight_spec.qmin(), ", ", rec.weight_spec.qmax(), "] (",
+                 rec.weight_spec.bits, "-bit ", rec.weight_spec.symmetric ? "symmetric" : "asymmetric", ", as ", qc_path,
+                 " says), found codes in [", lo, ", ", hi, "]");
       const auto scales = tensor_from_view(file.get(module + ".scales")), zeros = tensor_from_view(file.get(module + ".zeros"));
+      OUTQ_CHECK(torch::isfinite(scales).all().item<bool>() && (scales > 0).all().item<bool>(), file.path(), ": ", module,
+                 ".scales: expected finite positive scales, found non-finite or non-positive values");
       rec.weight_qp = {scales.unsqueeze(-1), zeros.unsqueeze(-1)};
       weight.copy_(dequantize(rec.codes, rec.weight_qp, rec.weight_spec));
     } else {

@@ -1,0 +1,76 @@
+// A quantized directory's quant_config.json is checked against its tensors, not trusted: a W8 model
+// relabelled 4-bit, 4-bit codes relabelled 2-bit, impossible bit widths and granularities, missing
+// keys and a quantized flag on a float module are one-line errors naming the file and the field.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include "outq/core/error.h"
+#include "outq/ptq/quantize_model.h"
+#include "outq/ptq/quantized_io.h"
+#include "test_util.h"
+#include "tiny_model.h"
+
+namespace outq {
+namespace {
+
+using json = nlohmann::json;
+
+// Saves `weights` bits per-channel with dynamic per-token 8-bit activations into dir/name.
+std::string save(const test::TempDir& dir, const std::string& name, int weights) {
+  Llama model = test::tiny_model(3);
+  const Recipe r = recipe_parse(fmt::format("name = \"{}\"\n[weights]\nbits = {}\ngranularity = \"channel\"\n"
+                                            "[activations]\nbits = 8\ngranularity = \"token\"\ndynamic = true\n",
+                                            name, weights),
+                                "r.toml");
+  const QuantizedModel q = quantize_model(model, r, nullptr, 1);
+  quantized_save(model, q, dir / name, "");
+  return dir / name;
+}
+
+// The error of loading `path` after `edit` changed its quant_config.json ("" if it loads).
+std::string load_edited(const std::string& path, const std::function<void(json&)>& edit) {
+  const std::string qc_path = path + "/quant_config.json", original = test::read_text(qc_path);
+  json qc = json::parse(original);
+  edit(qc);
+  test::write_text(qc_path, qc.dump(2));
+  const std::string e = test::error_of([&] { quantized_load(path, nullptr); });
+  test::write_text(qc_path, original);
+  return e;
+}
+
+const char* kModule = "model.layers.0.mlp.down_proj";
+
+TEST(QuantizedDirectory, MetadataIsCheckedAgainstTheTensors) {
+  test::TempDir dir;
+  const std::string w8 = save(dir, "w8", 8), w4 = save(dir, "w4", 4);
+  EXPECT_EQ(load_edited(w8, [](json&) {}), "");
+  EXPECT_EQ(load_edited(w4, [](json&) {}), "");
+  struct Case {
+    std::string dir, what;
+    std::function<void(json&)> edit;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {w8, "W8 relabelled 4-bit", [](json& qc) { qc["modules"][kModule]["weights"]["bits"] = 4; },
+       fmt::format("{}.qweight: expected U8 of shape [24, 20] (4-bit codes for 40 input columns", kModule)},
+      {w4, "4-bit codes relabelled 2-bit", [](json& qc) { qc["modules"][kModule]["weights"]["bits"] = 2; },
+       fmt::format("{}.qweight: expected codes in [0, 3] (2-bit asymmetric", kModule)},
+      {w8, "bits = 0", [](json& qc) { qc["modules"][kModule]["weights"]["bits"] = 0; }, "bits: expected 2..8, or 16"},
+      {w8, "per-channel activations", [](json& qc) { qc["modules"][kModule]["activations"]["granularity"] = "channel"; },
+       "granularity: expected tensor, token or peg for activations"},
+      {w8, "float relabel of a quantized module", [](json& qc) { qc["modules"][kModule]["weights"]["bits"] = 16; },
+       "bits = 16 (not quantized), but"},
+      {w8, "no modules", [](json& qc) { qc.erase("modules"); }, "quant_config.json: modules: expected an object"},
+      {w8, "module without activations", [](json& qc) { qc["modules"][kModule].erase("activations"); },
+       fmt::format("quant_config.json: modules.{}: expected \"weights\" and \"activations\" specs", kModule)},
+  };
+  for (const auto& c : cases) {
+    const std::string e = load_edited(c.dir, c.edit);
+    EXPECT_NE(e.find(c.message), std::string::npos) << c.what << ": " << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << c.what;
+  }
+}
+
+}  // namespace
+}  // namespace outq
