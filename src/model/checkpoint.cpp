@@ -86,6 +86,7 @@ void model_load_weights(Llama& model, const SafetensorsFile& file) {
       fail_mismatch(file.path(), p.key(), "dtype F32, F16 or BF16", dtype_name(view.dtype));
     }
     p.value().copy_(tensor_from_view(view).to(p.value().device(), torch::kFloat32));
+    expect_finite(p.value(), file.path(), p.key());  // (after the cast: an F16 value can overflow to inf)
   }
 }
 

@@ -43,4 +43,13 @@ torch::Tensor tensor_from_view(const TensorView& view) {
   return torch::from_blob(const_cast<uint8_t*>(view.data), view.shape, options).clone();
 }
 
+void expect_finite(const torch::Tensor& t, const std::string& file, const std::string& name) {
+  const torch::Tensor bad = ~torch::isfinite(t);
+  const int64_t n = bad.sum().item<int64_t>();
+  if (n == 0) return;
+  const int64_t nan = torch::isnan(t).sum().item<int64_t>();
+  throw Error(detail::concat(file, ": ", name, ": expected finite values, found ", n, " of ", t.numel(), " non-finite (",
+                             nan, " NaN, ", n - nan, " infinite); the model is damaged"));
+}
+
 }  // namespace outq

@@ -212,6 +212,8 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
     if (file.contains(module + ".input_scale")) {
       rec.activation_qp = {tensor_from_view(file.get(module + ".input_scale")).reshape({1, -1, 1}),
                            tensor_from_view(file.get(module + ".input_zero")).reshape({1, -1, 1})};
+      expect_finite(rec.activation_qp.scale, file.path(), module + ".input_scale");
+      expect_finite(rec.activation_qp.zero, file.path(), module + ".input_zero");
     } else if (rec.activation_spec.enabled() && !rec.activation_spec.dynamic) {
       fail_mismatch(file.path(), module + ".input_scale", "static activation ranges for this module", "none");
     }
@@ -222,6 +224,8 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
     const bool is_linear = name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0 &&
                            qc.at("modules").contains(name.substr(0, name.size() - 7));
     if (!is_linear) p.value().copy_(tensor_from_view(file.get(name)).to(torch::kFloat32));
+    expect_finite(p.value(), file.path(), is_linear && file.contains(name.substr(0, name.size() - 7) + ".qweight")
+                                              ? name.substr(0, name.size() - 7) + ".qweight (dequantized)" : name);
   }
   std::shared_ptr<const TokenPrefix> prefix;
   std::vector<AppliedMethod> methods = load_methods(qc, qc_path, file, model, &prefix);

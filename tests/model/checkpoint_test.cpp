@@ -1,8 +1,10 @@
 // Model directories and safetensors: bit-exact round trip, Hugging Face names, spec details, and
-// missing / extra / mis-shaped / wrong-dtype tensors and bad files rejected with exact messages.
+// missing / extra / mis-shaped / wrong-dtype / non-finite tensors and bad files rejected with exact messages.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "outq/core/error.h"
 #include "outq/core/safetensors.h"
@@ -37,6 +39,25 @@ TEST(Checkpoint, RoundTripIsBitExact) {
     EXPECT_EQ(f.contains("lm_head.weight"), !tied);
     EXPECT_TRUE(f.contains("model.layers.1.self_attn.k_proj.weight"));
     EXPECT_EQ(f.get("model.layers.1.self_attn.k_proj.weight").shape, (std::vector<int64_t>{8, 16}));
+  }
+}
+
+// NaN or infinite weights are refused on load, naming the file and tensor (a model with them would
+// evaluate to "perplexity nan" with exit 0, and quantize to ordinary-looking codes).
+TEST(Checkpoint, NonFiniteWeightsAreRefusedOnLoad) {
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    test::TempDir dir;
+    Llama m(small());
+    m->reset_parameters(7);
+    {
+      torch::NoGradGuard g;
+      m->layer(1).mlp->down_proj->weight[2][3] = bad;
+    }
+    model_save(m, dir / "model", "");
+    const std::string e = error_of([&] { model_load(dir / "model"); });
+    EXPECT_NE(e.find("model.safetensors: model.layers.1.mlp.down_proj.weight: expected finite values, found 1 of 384 "
+                     "non-finite (" + std::string(std::isnan(bad) ? "1 NaN, 0 infinite" : "0 NaN, 1 infinite") + ")"),
+              std::string::npos) << e;
   }
 }
 

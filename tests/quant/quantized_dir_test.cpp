@@ -1,9 +1,12 @@
 // A quantized directory's quant_config.json is checked against its tensors, not trusted: a W8 model
 // relabelled 4-bit, 4-bit codes relabelled 2-bit, impossible bit widths and granularities, missing
-// keys and a quantized flag on a float module are one-line errors naming the file and the field.
+// keys, a quantized flag on a float module and non-finite tensors are one-line errors naming the
+// file and the field.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+
+#include <limits>
 
 #include "outq/core/error.h"
 #include "outq/ptq/quantize_model.h"
@@ -70,6 +73,22 @@ TEST(QuantizedDirectory, MetadataIsCheckedAgainstTheTensors) {
     EXPECT_NE(e.find(c.message), std::string::npos) << c.what << ": " << e;
     EXPECT_EQ(e.find('\n'), std::string::npos) << c.what;
   }
+}
+
+// Non-finite values in a float tensor of a quantized directory are refused on load too.
+TEST(QuantizedDirectory, NonFiniteTensorsAreRefused) {
+  test::TempDir dir;
+  Llama model = test::tiny_model(3);
+  {
+    torch::NoGradGuard g;
+    model->model->norm->weight[1] = std::numeric_limits<float>::quiet_NaN();
+  }
+  const Recipe r = recipe_parse("name = \"n\"\n[weights]\nbits = 8\n[activations]\nbits = 8\ngranularity = \"token\"\n"
+                                "dynamic = true\n", "r.toml");
+  quantized_save(model, quantize_model(model, r, nullptr, 1), dir / "n", "");
+  const std::string e = test::error_of([&] { quantized_load(dir / "n", nullptr); });
+  EXPECT_NE(e.find("model.safetensors: model.norm.weight: expected finite values, found 1 of 24 non-finite (1 NaN"),
+            std::string::npos) << e;
 }
 
 }  // namespace

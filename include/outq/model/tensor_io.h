@@ -29,4 +29,8 @@ DType safetensors_dtype(torch::ScalarType type);
 /// A tensor holding a copy of the view's data, in the view's dtype.
 torch::Tensor tensor_from_view(const TensorView& view);
 
+/// Throws outq::Error naming `file` and tensor `name` when `t` holds NaN or infinite values (a model
+/// with them evaluates to "perplexity nan" and quantizes to ordinary-looking codes).
+void expect_finite(const torch::Tensor& t, const std::string& file, const std::string& name);
+
 }  // namespace outq
