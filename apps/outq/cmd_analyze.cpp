@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "command.h"
+#include "option_checks.h"
 #include "model_source.h"
 #include "outq/analysis/analyze.h"
 #include "outq/core/error.h"
@@ -29,15 +30,15 @@ void add_options(CLI::App& app) {
   app.add_option("--model", g_model, "model directory, float or quantized")->required();
   app.add_option("--split", g_split, "split of the prepared corpus to analyse")->capture_default_str();
   app.add_option("--data-dir", g_data_dir, "a prepared data directory (default: prepare/reuse the [data] config)");
-  app.add_option("--max-tokens", g_max_tokens, "tokens to analyse")->capture_default_str();
-  app.add_option("--seq-len", g_seq_len, "window length (0 = the model's max_position_embeddings)")->capture_default_str();
-  app.add_option("--batch", g_batch, "windows per forward pass")->capture_default_str();
+  app.add_option("--max-tokens", g_max_tokens, "tokens to analyse")->capture_default_str()->check(whole(1));
+  app.add_option("--seq-len", g_seq_len, "window length (0 = the model's max_position_embeddings)")->capture_default_str()->check(whole(0));
+  app.add_option("--batch", g_batch, "windows per forward pass")->capture_default_str()->check(whole(1));
   app.add_option("--point", g_point, "observation point for the heat map (default: the linear input with the most prominent outlier channel)");
   app.add_option("--out", g_out, "output directory (default: <model>/analysis)");
   app.add_option("--checkpoints", g_checkpoints, "emergence: a directory of model/checkpoint directories (e.g. RUN/checkpoints)");
-  app.add_option("--emergence-tokens", g_emergence_tokens, "tokens analysed per checkpoint for emergence")->capture_default_str();
+  app.add_option("--emergence-tokens", g_emergence_tokens, "tokens analysed per checkpoint for emergence")->capture_default_str()->check(whole(1));
   app.add_option("--run-dir", g_run_dir, "emergence: an `outq train` run directory whose metrics.jsonl has light statistics");
-  app.add_option("--threads", g_threads, "LibTorch threads")->capture_default_str();
+  app.add_option("--threads", g_threads, "LibTorch threads")->capture_default_str()->check(whole(1, 1024));
   app.add_flag("--unclipped", g_unclipped,
                "a QAT model (with clips.json): analyse the float network without its clips (default: as trained, "
                "each linear input quantized or clamped at its learned range; statistics are of the inputs before "

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "option_checks.h"
 #include "model_source.h"
 #include "outq/core/error.h"
 #include "outq/core/table.h"
@@ -36,17 +37,18 @@ void add_options(CLI::App& app) {
   app.add_option("--model", g_model, "model directory for the runtime benchmark (default: the [model] config, random weights)");
   app.add_option("--shapes", g_shapes, "kernel shapes: model, llama7b or all")->capture_default_str();
   app.add_option("--formats", g_formats, "weight/activation formats: w8a8 w4a8 w4a4")->take_all()->capture_default_str();
-  app.add_option("--m", g_m, "rows (tokens) per kernel call")->take_all()->capture_default_str();
-  app.add_option("--prefill", g_prefill, "prompt tokens for the prefill measurement")->capture_default_str();
-  app.add_option("--decode", g_decode, "tokens generated for the decode measurement")->capture_default_str();
-  app.add_option("--min-time", g_min_time, "seconds each measurement repeats for at least")->capture_default_str();
-  app.add_option("--threads", g_threads, "threads (LibTorch and the kernels' OpenMP team)")->capture_default_str();
+  app.add_option("--m", g_m, "rows (tokens) per kernel call")->take_all()->capture_default_str()->check(whole(1, 1 << 20));
+  app.add_option("--prefill", g_prefill, "prompt tokens for the prefill measurement")->capture_default_str()->check(whole(1));
+  app.add_option("--decode", g_decode, "tokens generated for the decode measurement")->capture_default_str()->check(whole(1));
+  app.add_option("--min-time", g_min_time, "seconds each measurement repeats for at least")->capture_default_str()->check(finite(0, 3600));
+  app.add_option("--threads", g_threads, "threads (LibTorch and the kernels' OpenMP team)")->capture_default_str()->check(whole(1, 1024));
   app.add_option("--quantized", g_quantized,
                  "quantized model directories to time on the integer runtime instead of the --formats (RTN, random "
                  "calibration-free), next to the float model")
       ->take_all();
   app.add_option("--rounds", g_rounds, "--quantized: alternating rounds over the directories (paired comparison)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(whole(1, 1000));
   app.add_flag("--no-runtime", g_skip_runtime, "only the kernel shapes");
   app.add_flag("--no-kernels", g_skip_kernels, "only the runtime");
 }

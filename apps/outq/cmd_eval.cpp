@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "command.h"
+#include "option_checks.h"
 #include "model_source.h"
 #include "outq/core/error.h"
 #include "outq/core/log.h"
@@ -37,10 +38,10 @@ void add_options(CLI::App& app) {
   app.add_option("--sweep", g_sweep, "evaluate the float model and each of these recipes; one table")->take_all();
   app.add_option("--kl-base", g_kl_base, "reference model directory for KL divergence and top-1 agreement");
   app.add_option("--calib", g_calib, "calibration token shard for --recipe/--sweep (default: the train split)");
-  app.add_option("--max-tokens", g_max_tokens, "score at most this many tokens (0 = all)")->capture_default_str();
-  app.add_option("--seq-len", g_seq_len, "window length (0 = the model's max_position_embeddings)")->capture_default_str();
-  app.add_option("--batch", g_batch, "windows per forward pass")->capture_default_str();
-  app.add_option("--threads", g_threads, "LibTorch threads")->capture_default_str();
+  app.add_option("--max-tokens", g_max_tokens, "score at most this many tokens (0 = all)")->capture_default_str()->check(whole(0));
+  app.add_option("--seq-len", g_seq_len, "window length (0 = the model's max_position_embeddings)")->capture_default_str()->check(whole(0));
+  app.add_option("--batch", g_batch, "windows per forward pass")->capture_default_str()->check(whole(1));
+  app.add_option("--threads", g_threads, "LibTorch threads")->capture_default_str()->check(whole(1, 1024));
   app.add_flag("--simulate", g_simulate,
                "quantized model: run the fake-quant simulation in float instead of the integer kernels");
 }

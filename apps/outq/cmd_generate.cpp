@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "command.h"
+#include "option_checks.h"
 #include "model_source.h"
 #include "outq/eval/generate.h"
 
@@ -15,10 +16,10 @@ bool g_simulate = false;
 void add_options(CLI::App& app) {
   app.add_option("--model", g_model, "model directory")->required();
   app.add_option("--prompt", g_prompt, "text to continue")->capture_default_str();
-  app.add_option("--max-new-tokens", g_sampling.max_new_tokens, "tokens to generate at most")->capture_default_str();
-  app.add_option("--temperature", g_sampling.temperature, "sampling temperature (0 = greedy)")->capture_default_str();
-  app.add_option("--top-k", g_sampling.top_k, "keep the k most likely tokens (0 = off)")->capture_default_str();
-  app.add_option("--top-p", g_sampling.top_p, "keep the smallest set with this probability mass (1 = off)")->capture_default_str();
+  app.add_option("--max-new-tokens", g_sampling.max_new_tokens, "tokens to generate at most")->capture_default_str()->check(whole(0, 1 << 20));
+  app.add_option("--temperature", g_sampling.temperature, "sampling temperature (0 = greedy)")->capture_default_str()->check(finite(0, 100));
+  app.add_option("--top-k", g_sampling.top_k, "keep the k most likely tokens (0 = off)")->capture_default_str()->check(whole(0));
+  app.add_option("--top-p", g_sampling.top_p, "keep the smallest set with this probability mass (1 = off)")->capture_default_str()->check(finite(0, 1));
   app.add_option("--seed", g_sampling.seed, "random seed")->capture_default_str();
   app.add_flag("--simulate", g_simulate,
                "quantized model: run the fake-quant simulation in float instead of the integer kernels");

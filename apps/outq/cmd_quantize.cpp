@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "command.h"
+#include "option_checks.h"
 #include "model_source.h"
 #include "outq/core/error.h"
 #include "outq/core/process.h"
@@ -33,7 +34,7 @@ void add_options(CLI::App& app) {
   app.add_option("--out", g_out, "output directory for the quantized model")->required();
   app.add_option("--calib", g_calib, "calibration token shard (default: the prepared data's train split)");
   app.add_option("--data-dir", g_data_dir, "a prepared data directory (default: prepare/reuse the [data] config)");
-  app.add_option("--threads", g_threads, "LibTorch threads")->capture_default_str();
+  app.add_option("--threads", g_threads, "LibTorch threads")->capture_default_str()->check(whole(1, 1024));
   app.add_flag("--overwrite", g_overwrite,
                "replace --out even when it is not an earlier quantized model directory (it is never the input)");
 }

@@ -2,6 +2,9 @@
 #include "outq/quant/recipe.h"
 
 #include <fmt/format.h>
+
+#include <cmath>
+#include <limits>
 #include <fmt/ranges.h>
 #include <fnmatch.h>
 
@@ -43,10 +46,15 @@ void read(const toml::table& t, const char* key, T& out, const std::string& orig
   } else if constexpr (std::is_integral_v<T>) {
     auto v = node->value_exact<int64_t>();
     if (!v) fail_mismatch(where, name, "an integer", "another type");
+    // No silent narrowing: 4294967300 must not become 4.
+    if (*v < static_cast<int64_t>(std::numeric_limits<T>::min()) || *v > static_cast<int64_t>(std::numeric_limits<T>::max()))
+      fail_mismatch(where, name, fmt::format("an integer in [{}, {}]", std::numeric_limits<T>::min(), std::numeric_limits<T>::max()),
+                    std::to_string(*v));
     out = static_cast<T>(*v);
   } else if constexpr (std::is_floating_point_v<T>) {
     auto v = node->value<double>();
     if (!v) fail_mismatch(where, name, "a number", "another type");
+    if (!std::isfinite(*v)) fail_mismatch(where, name, "a finite number", fmt::format("{}", *v));
     out = *v;
   } else {
     auto v = node->value_exact<std::string>();

@@ -60,6 +60,29 @@ TEST(Cli, UsageErrorsExitWithTwo) {
   EXPECT_EQ(outq("data --no-such-flag", dir).exit_code, 2);
 }
 
+// Numbers on the command line are range-checked before anything runs: no "negative means all", no
+// nan or inf, no zero threads (each a LibTorch stack trace or a silent surprise before).
+TEST(Cli, OutOfRangeNumbersAreUsageErrors) {
+  test::TempDir dir;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"eval --model m --max-tokens -5", "--max-tokens: expected a whole number >= 0, found -5"},
+      {"eval --model m --threads 0", "--threads: expected a whole number 1..1024, found 0"},
+      {"analyze --model m --batch 0", "--batch: expected a whole number >= 1, found 0"},
+      {"generate --model m --max-new-tokens -1", "--max-new-tokens: expected a whole number 0..1048576, found -1"},
+      {"generate --model m --temperature inf", "--temperature: expected a finite number in 0..100, found inf"},
+      {"generate --model m --top-p nan", "--top-p: expected a finite number in 0..1, found nan"},
+      {"bench --min-time nan", "--min-time: expected a finite number in 0..3600, found nan"},
+      {"bench --m 1 -4", "--m: expected a whole number 1..1048576, found -4"},
+      {"quantize --model m --recipe r --out o --threads 99999999999999999999", "--threads: expected a whole number 1..1024"},
+  };
+  for (const auto& [args, message] : cases) {
+    const auto r = outq(args, dir);
+    EXPECT_EQ(r.exit_code, 2) << args;
+    EXPECT_NE(r.err.find(message), std::string::npos) << args << ": " << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir / "o")) << args;
+  }
+}
+
 TEST(Cli, UnknownConfigKey) {
   test::TempDir dir;
   test::write_text(dir / "c.toml", "[data]\nvocab = 10\n");

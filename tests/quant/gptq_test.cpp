@@ -180,6 +180,11 @@ TEST(Recipe, BadRecipesAreClearErrors) {
             std::string::npos);
   EXPECT_NE(recipe_error("[[override]]\nweights = { bits = 8 }\n").find("override.modules"), std::string::npos);
   EXPECT_NE(recipe_error("[weights\n").find("not valid TOML"), std::string::npos);
+  // No silent narrowing (4294967300 would become 4) and no non-finite numbers.
+  EXPECT_NE(recipe_error("[weights]\nbits = 4294967300\n").find("weights.bits: expected an integer in [-2147483648, "
+                                                               "2147483647], found 4294967300"), std::string::npos);
+  EXPECT_NE(recipe_error("[gptq]\ndamp = nan\n").find("gptq.damp: expected a finite number, found nan"), std::string::npos);
+  EXPECT_NE(recipe_error("[activations]\npercentile = inf\n").find("expected a finite number, found inf"), std::string::npos);
 }
 
 }  // namespace
