@@ -1,6 +1,7 @@
-// The Walsh-Hadamard butterflies on whole registers, shared by the AVX2 and AVX-512 transforms
-// (each includes it under its own ISA flags with its register traits V: type, width, load, store,
-// add, sub, mul, sign, flip), and the k x k mix of the Paley factor. Stages at distances h, 2h, 4h (h a multiple of the width) run in one pass over
+// The Hadamard transform on whole registers, shared by the AVX2 and AVX-512 paths: each includes it
+// under its own ISA flags with its register traits V (type, width, set1, load, store, add, sub,
+// mul, sign, flip, and in_register: the stages narrower than a register). Stages at distances
+// h, 2h, 4h (h a multiple of the width) run in one pass over
 // eight registers (three stages per load and store instead of one); two or one when fewer are
 // left. Grouping stages changes no arithmetic: every stage still combines the previous stage's
 // values pairwise, so the results equal the one-stage-at-a-time reference bit for bit.
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "outq/kernels/hadamard.h"
 
@@ -68,6 +70,35 @@ inline void small_mix(const HadamardPlan& p, float* row, float* z, typename V::r
       }
       for (int64_t u = 0; u < regs; ++u) V::store(row + a * p.m + b0 + u * V::kWidth, V::mul(acc[u], scale));
     }
+  }
+}
+
+/// The butterflies of x[0, m) (m >= the register width); with scale_out, the scaling too.
+template <class V>
+inline void fwht(float* x, int64_t m, bool scale_out, typename V::reg scale) {
+  const bool in_register_only = m == V::kWidth;
+  for (int64_t i = 0; i < m; i += V::kWidth) {
+    const typename V::reg v = V::in_register(V::load(x + i));
+    V::store(x + i, scale_out && in_register_only ? V::mul(v, scale) : v);
+  }
+  if (!in_register_only) butterflies_from_width<V>(x, m, scale_out, scale);
+}
+
+/// y = M x for rows [r0, r1) of x (p.m >= the register width): the butterflies of every segment,
+/// then the Paley mix and the scaling (fused into the last pass when k = 1).
+template <class V>
+inline void hadamard_rows(const HadamardPlan& p, float* x, int64_t r0, int64_t r1, int64_t ld) {
+  thread_local std::vector<float> z;
+  z.resize(static_cast<size_t>(p.k * 4 * V::kWidth));
+  const typename V::reg scale = V::set1(p.scale);
+  for (int64_t r = r0; r < r1; ++r) {
+    float* row = x + r * ld;
+    if (p.k == 1) {
+      fwht<V>(row, p.m, true, scale);
+      continue;
+    }
+    for (int64_t a = 0; a < p.k; ++a) fwht<V>(row + a * p.m, p.m, false, scale);
+    small_mix<V>(p, row, z.data(), scale);
   }
 }
 

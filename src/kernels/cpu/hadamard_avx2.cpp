@@ -3,9 +3,6 @@
 // 8 columns at a time. The same float operations as detail::hadamard_rows_ref, so bit-identical.
 #include <immintrin.h>
 
-#include <algorithm>
-#include <vector>
-
 #include "../hadamard_internal.h"
 #include "fwht_passes.h"
 
@@ -25,6 +22,7 @@ __m256 stage_in_register(__m256 x) {
 struct Avx2 {
   using reg = __m256;
   static constexpr int64_t kWidth = 8;
+  static reg set1(float v) { return _mm256_set1_ps(v); }
   static reg load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
   static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
@@ -32,37 +30,14 @@ struct Avx2 {
   static reg sign(int8_t s) { return _mm256_set1_ps(s < 0 ? -0.0f : 0.0f); }  // the sign bit to flip
   static reg flip(reg a, reg sign) { return _mm256_xor_ps(a, sign); }
   static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+  static reg in_register(reg v) { return stage_in_register<4>(stage_in_register<2>(stage_in_register<1>(v))); }
 };
-
-// The butterflies of x[0, m) (m >= the register width); with scale_out, the scaling too.
-void fwht_avx2(float* x, int64_t m, bool scale_out, __m256 scale) {
-  const bool in_register_only = m == 8;
-  for (int64_t i = 0; i < m; i += 8) {
-    __m256 v = _mm256_loadu_ps(x + i);
-    v = stage_in_register<1>(v);
-    v = stage_in_register<2>(v);
-    v = stage_in_register<4>(v);
-    _mm256_storeu_ps(x + i, scale_out && in_register_only ? _mm256_mul_ps(v, scale) : v);
-  }
-  if (!in_register_only) butterflies_from_width<Avx2>(x, m, scale_out, scale);
-}
 
 }  // namespace
 
 void hadamard_rows_avx2(const HadamardPlan& p, float* x, int64_t r0, int64_t r1, int64_t ld) {
-  if (p.m < 8) return hadamard_rows_ref(p, x, r0, r1, ld);
-  thread_local std::vector<float> z;
-  z.resize(static_cast<size_t>(p.k * 4 * Avx2::kWidth));
-  const __m256 scale = _mm256_set1_ps(p.scale);
-  for (int64_t r = r0; r < r1; ++r) {
-    float* row = x + r * ld;
-    if (p.k == 1) {  // the scaling fused into the last pass
-      fwht_avx2(row, p.m, true, scale);
-      continue;
-    }
-    for (int64_t a = 0; a < p.k; ++a) fwht_avx2(row + a * p.m, p.m, false, scale);
-    small_mix<Avx2>(p, row, z.data(), scale);
-  }
+  if (p.m < Avx2::kWidth) return hadamard_rows_ref(p, x, r0, r1, ld);
+  hadamard_rows<Avx2>(p, x, r0, r1, ld);
 }
 
 }  // namespace outq::kernels::detail

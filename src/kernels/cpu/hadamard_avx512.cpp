@@ -4,9 +4,6 @@
 // bit-identical.
 #include <immintrin.h>
 
-#include <algorithm>
-#include <vector>
-
 #include "../hadamard_internal.h"
 #include "fwht_passes.h"
 
@@ -25,6 +22,7 @@ __m512 stage_in_register(__m512 x) {
 struct Avx512 {
   using reg = __m512;
   static constexpr int64_t kWidth = 16;
+  static reg set1(float v) { return _mm512_set1_ps(v); }
   static reg load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
   static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
@@ -32,38 +30,14 @@ struct Avx512 {
   static reg sign(int8_t s) { return _mm512_set1_ps(s < 0 ? -0.0f : 0.0f); }  // the sign bit to flip
   static reg flip(reg a, reg sign) { return _mm512_xor_ps(a, sign); }
   static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  static reg in_register(reg v) { return stage_in_register<8>(stage_in_register<4>(stage_in_register<2>(stage_in_register<1>(v)))); }
 };
-
-// The butterflies of x[0, m) (m >= the register width); with scale_out, the scaling too.
-void fwht_avx512(float* x, int64_t m, bool scale_out, __m512 scale) {
-  const bool in_register_only = m == 16;
-  for (int64_t i = 0; i < m; i += 16) {
-    __m512 v = _mm512_loadu_ps(x + i);
-    v = stage_in_register<1>(v);
-    v = stage_in_register<2>(v);
-    v = stage_in_register<4>(v);
-    v = stage_in_register<8>(v);
-    _mm512_storeu_ps(x + i, scale_out && in_register_only ? _mm512_mul_ps(v, scale) : v);
-  }
-  if (!in_register_only) butterflies_from_width<Avx512>(x, m, scale_out, scale);
-}
 
 }  // namespace
 
 void hadamard_rows_avx512(const HadamardPlan& p, float* x, int64_t r0, int64_t r1, int64_t ld) {
-  if (p.m < 16) return hadamard_rows_avx2(p, x, r0, r1, ld);
-  thread_local std::vector<float> z;
-  z.resize(static_cast<size_t>(p.k * 4 * Avx512::kWidth));
-  const __m512 scale = _mm512_set1_ps(p.scale);
-  for (int64_t r = r0; r < r1; ++r) {
-    float* row = x + r * ld;
-    if (p.k == 1) {  // the scaling fused into the last pass
-      fwht_avx512(row, p.m, true, scale);
-      continue;
-    }
-    for (int64_t a = 0; a < p.k; ++a) fwht_avx512(row + a * p.m, p.m, false, scale);
-    small_mix<Avx512>(p, row, z.data(), scale);
-  }
+  if (p.m < Avx512::kWidth) return hadamard_rows_avx2(p, x, r0, r1, ld);
+  hadamard_rows<Avx512>(p, x, r0, r1, ld);
 }
 
 }  // namespace outq::kernels::detail
