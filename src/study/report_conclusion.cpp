@@ -28,6 +28,26 @@ const json* model(const json& r, const std::string& id) {
   return nullptr;
 }
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// "<base> p -> p'" for every evaluation of model `id` named <base><suffix> whose base recipe was
+// evaluated too, comma-separated in evaluation order.
+std::string pairs_with_base(const json& r, const std::string& id, const std::string& suffix) {
+  std::string pairs;
+  for (const auto& e : r.at("evals")) {
+    const std::string name = e.value("recipe", "");
+    if (e.value("model", "") != id || !e.contains("perplexity") || !ends_with(name, suffix)) continue;
+    for (const auto& base : r.at("evals"))
+      if (base.value("model", "") == id && base.value("recipe", "") == name.substr(0, name.size() - suffix.size()) &&
+          base.contains("perplexity"))
+        pairs += fmt::format("{}{} {:.2f} -> {:.2f}", pairs.empty() ? "" : ", ", base.at("recipe").get<std::string>(),
+                             base.at("perplexity").get<double>(), e.at("perplexity").get<double>());
+  }
+  return pairs;
+}
+
 }  // namespace
 
 std::vector<std::string> study_conclusions(const json& r) {
@@ -93,49 +113,22 @@ std::vector<std::string> study_conclusions(const json& r) {
                               tq, tb, tb / tq));
   }
 
-  // SmoothQuant next to the same recipe without it (recipes named <base> and <base>-sq), per model.
-  for (const char* id : {"baseline", "qat"}) {
-    std::string pairs;
-    for (const auto& e : r.at("evals")) {
-      const std::string name = e.value("recipe", "");
-      if (e.value("model", "") != id || !e.contains("perplexity") || name.size() < 4 ||
-          name.compare(name.size() - 3, 3, "-sq") != 0)
-        continue;
-      for (const auto& base : r.at("evals"))
-        if (base.value("model", "") == id && base.value("recipe", "") == name.substr(0, name.size() - 3) &&
-            base.contains("perplexity"))
-          pairs += fmt::format("{}{} {:.2f} -> {:.2f}", pairs.empty() ? "" : ", ", base.at("recipe").get<std::string>(),
-                               base.at("perplexity").get<double>(), e.at("perplexity").get<double>());
+  // SmoothQuant and rotation next to the same recipe without them (recipes named <base>-sq and
+  // <base>-rot), per model.
+  for (const auto& [suffix, method] : {std::pair{"-sq", "SmoothQuant"}, std::pair{"-rot", "Rotation"}})
+    for (const char* id : {"baseline", "qat"}) {
+      const std::string pairs = pairs_with_base(r, id, suffix);
+      if (!pairs.empty())
+        out.push_back(fmt::format("{} on the {} model (perplexity without -> with): {}.", method,
+                                  std::string(id) == "qat" ? "QAT" : "float baseline", pairs));
     }
-    if (!pairs.empty())
-      out.push_back(fmt::format("SmoothQuant on the {} model (perplexity without -> with): {}.",
-                                std::string(id) == "qat" ? "QAT" : "float baseline", pairs));
-  }
-
-  // Rotation next to the same recipe without it (recipes named <base>-rot), per model; then the
-  // compass question: the best rotated static per-tensor W4A4 on the baseline against the QAT model.
+  // The compass question: the best rotated static per-tensor W4A4 on the baseline against the QAT model.
   const json* best_rot = nullptr;
-  for (const char* id : {"baseline", "qat"}) {
-    std::string pairs;
-    for (const auto& e : r.at("evals")) {
-      const std::string name = e.value("recipe", "");
-      if (e.value("model", "") != id || !e.contains("perplexity") || name.size() < 5 ||
-          name.compare(name.size() - 4, 4, "-rot") != 0)
-        continue;
-      for (const auto& base : r.at("evals"))
-        if (base.value("model", "") == id && base.value("recipe", "") == name.substr(0, name.size() - 4) &&
-            base.contains("perplexity"))
-          pairs += fmt::format("{}{} {:.2f} -> {:.2f}", pairs.empty() ? "" : ", ", base.at("recipe").get<std::string>(),
-                               base.at("perplexity").get<double>(), e.at("perplexity").get<double>());
-      if (std::string(id) == "baseline" && e.value("a_granularity", "") == "tensor" && e.value("a_bits", 0) == 4 &&
-          e.value("w_bits", 0) == 4 &&
-          (best_rot == nullptr || e.at("perplexity").get<double>() < best_rot->at("perplexity").get<double>()))
-        best_rot = &e;
-    }
-    if (!pairs.empty())
-      out.push_back(fmt::format("Rotation on the {} model (perplexity without -> with): {}.",
-                                std::string(id) == "qat" ? "QAT" : "float baseline", pairs));
-  }
+  for (const auto& e : r.at("evals"))
+    if (e.value("model", "") == "baseline" && e.contains("perplexity") && ends_with(e.value("recipe", ""), "-rot") &&
+        e.value("a_granularity", "") == "tensor" && e.value("a_bits", 0) == 4 && e.value("w_bits", 0) == 4 &&
+        (best_rot == nullptr || e.at("perplexity").get<double>() < best_rot->at("perplexity").get<double>()))
+      best_rot = &e;
   if (best_rot != nullptr) {
     const double p = best_rot->at("perplexity").get<double>();
     out.push_back(fmt::format(
@@ -170,7 +163,7 @@ std::vector<std::string> study_conclusions(const json& r) {
       const std::string name = e.value("recipe", "");
       for (const char* suffix : {"-qfem-qfep", "-qfem", "-qfep"}) {
         const std::string sfx = suffix;
-        if (name.size() <= sfx.size() || name.compare(name.size() - sfx.size(), sfx.size(), sfx) != 0) continue;
+        if (!ends_with(name, sfx)) continue;
         const std::string base_name = name.substr(0, name.size() - sfx.size());
         for (const auto& base : r.at("evals"))
           if (base.value("model", "") == id && base.value("recipe", "") == base_name && base.contains("perplexity"))
