@@ -40,14 +40,7 @@ int64_t ModelConfig::parameter_count() const {
 }
 
 nlohmann::json ModelConfig::to_hf_json() const {
-  nlohmann::json j = hf_fields();
-  if (post_norm()) j["outq_norm_placement"] = norm_placement;  // (Hugging Face's LLaMA is pre-norm only)
-  if (!rotated_by.empty()) j["outq_rotated_by"] = rotated_by;
-  return j;
-}
-
-nlohmann::json ModelConfig::hf_fields() const {
-  return {{"architectures", {"LlamaForCausalLM"}},
+  nlohmann::json j = {{"architectures", {"LlamaForCausalLM"}},
           {"model_type", "llama"},
           {"hidden_act", "silu"},
           {"hidden_size", hidden_size},
@@ -65,6 +58,9 @@ nlohmann::json ModelConfig::hf_fields() const {
           {"bos_token_id", 1},
           {"eos_token_id", 2},
           {"torch_dtype", "float32"}};
+  if (post_norm()) j["outq_norm_placement"] = norm_placement;  // (Hugging Face's LLaMA is pre-norm only)
+  if (!rotated_by.empty()) j["outq_rotated_by"] = rotated_by;
+  return j;
 }
 
 ModelConfig ModelConfig::from_hf_json(const nlohmann::json& j, const std::string& where) {

@@ -19,15 +19,19 @@ torch::Tensor hadamard_matrix(const kernels::HadamardPlan& plan) {
   return torch::kron(small, sylvester) / std::sqrt(static_cast<double>(plan.n));
 }
 
-OnlineHadamard::OnlineHadamard(int64_t n, const std::string& what)
-    : plan_(kernels::hadamard_plan(n, what)), matrix_(hadamard_matrix(plan_)) {}
+OnlineHadamard::OnlineHadamard(int64_t n, const std::string& what) : plan_(kernels::hadamard_plan(n, what)) {}
+
+const torch::Tensor& OnlineHadamard::matrix() const {
+  std::call_once(matrix_once_, [this] { matrix_ = hadamard_matrix(plan_); });
+  return matrix_;
+}
 
 torch::Tensor OnlineHadamard::forward(const torch::Tensor& x) const {
   OUTQ_CHECK(x.size(-1) == plan_.n, "Hadamard transform: expected a last dimension of ", plan_.n, ", found ", x.sizes());
   if (x.scalar_type() != torch::kFloat32 || (x.requires_grad() && torch::GradMode::is_enabled())) {
-    return torch::matmul(x, matrix_.t().to(x.scalar_type()));
+    return torch::matmul(x, matrix().t().to(x.scalar_type()));
   }
-  auto y = x.contiguous().clone();
+  auto y = x.clone(at::MemoryFormat::Contiguous);  // one copy, contiguous
   kernels::hadamard_transform(plan_, y.data_ptr<float>(), y.numel() / plan_.n, plan_.n);
   return y;
 }

@@ -224,8 +224,7 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
     const bool is_linear = name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0 &&
                            qc.at("modules").contains(name.substr(0, name.size() - 7));
     if (!is_linear) p.value().copy_(tensor_from_view(file.get(name)).to(torch::kFloat32));
-    expect_finite(p.value(), file.path(), is_linear && file.contains(name.substr(0, name.size() - 7) + ".qweight")
-                                              ? name.substr(0, name.size() - 7) + ".qweight (dequantized)" : name);
+    expect_finite(p.value(), file.path(), name);
   }
   std::shared_ptr<const TokenPrefix> prefix;
   std::vector<AppliedMethod> methods = load_methods(qc, qc_path, file, model, &prefix);

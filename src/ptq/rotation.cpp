@@ -44,22 +44,20 @@ torch::Tensor random_rotation(RotationKind kind, int64_t n, uint64_t seed, const
   return q * torch::sign(r.diagonal()).unsqueeze(0);
 }
 
-WeightEdit::WeightEdit(Llama& model) : model_(model) {}
+WeightEdit::WeightEdit(Llama& model) : params_(model->named_parameters()) {}
 
 torch::Tensor& WeightEdit::operator[](const std::string& name) {
   auto it = copies_.find(name);
   if (it != copies_.end()) return it->second;
-  const auto params = model_->named_parameters();
-  const torch::Tensor* p = params.find(name);
+  const torch::Tensor* p = params_.find(name);
   OUTQ_ASSERT(p != nullptr, "rotation: the model has no parameter ", name);
   return copies_[name] = p->detach().to(torch::kFloat64).clone();
 }
 
 void WeightEdit::commit() {
   torch::NoGradGuard no_grad;
-  auto params = model_->named_parameters();
   for (auto& [name, t] : copies_) {
-    torch::Tensor* p = params.find(name);
+    torch::Tensor* p = params_.find(name);
     p->copy_(t.to(p->scalar_type()));
   }
   copies_.clear();

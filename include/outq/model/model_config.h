@@ -57,9 +57,6 @@ struct ModelConfig {
   /// Reads a config.json; `where` names the file in errors. Unknown HF fields are ignored, the
   /// fields above are required.
   static ModelConfig from_hf_json(const nlohmann::json& j, const std::string& where);
-
- private:
-  nlohmann::json hf_fields() const;
 };
 
 }  // namespace outq

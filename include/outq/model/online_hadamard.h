@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <mutex>
 #include <string>
 
 #include "outq/kernels/hadamard.h"
@@ -19,12 +20,14 @@ class OnlineHadamard {
   int64_t size() const { return plan_.n; }
   /// x M^T over the last dimension (each row x becomes M x), same dtype as x.
   torch::Tensor forward(const torch::Tensor& x) const;
-  /// M as a dense (n, n) float64 matrix: kron(H_k, H_m) / sqrt(n).
-  const torch::Tensor& matrix() const { return matrix_; }
+  /// M as a dense (n, n) float64 matrix: kron(H_k, H_m) / sqrt(n), built on first use (8 n^2
+  /// bytes: 1.6 GB for n = 14336, which the float32 path never needs).
+  const torch::Tensor& matrix() const;
 
  private:
   kernels::HadamardPlan plan_;
-  torch::Tensor matrix_;  ///< float64
+  mutable std::once_flag matrix_once_;
+  mutable torch::Tensor matrix_;  ///< float64
 };
 
 /// The dense float64 matrix of a plan (independent of the fast transform: built entry by entry).

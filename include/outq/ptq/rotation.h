@@ -27,7 +27,8 @@ const char* rotation_kind_name(RotationKind kind);
 /// = Q of the QR decomposition of a Gaussian matrix with the signs of diag(R) folded in.
 torch::Tensor random_rotation(RotationKind kind, int64_t n, uint64_t seed, const std::string& what);
 
-/// Float64 copies of a model's parameters, edited together and written back once.
+/// Float64 copies of a model's parameters, edited together and written back once. The model's
+/// parameter set must not change while it lives (untie the head first).
 class WeightEdit {
  public:
   explicit WeightEdit(Llama& model);
@@ -37,7 +38,7 @@ class WeightEdit {
   void commit();
 
  private:
-  Llama& model_;
+  torch::OrderedDict<std::string, torch::Tensor> params_;  ///< the model's (shared storage)
   std::map<std::string, torch::Tensor> copies_;
 };
 
