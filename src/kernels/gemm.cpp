@@ -26,17 +26,16 @@ inline int32_t round_clamp(float v, int32_t lo, int32_t hi) {
 
 }  // namespace
 
-PackedWeights pack_weights(const int32_t* codes, int64_t n, int64_t k, int bits, bool symmetric, int64_t group_size,
-                           const float* scale, const int32_t* zero) {
-  OUTQ_CHECK(bits == 8 || bits == 4, "pack_weights: bits: expected 8 or 4, found ", bits);
-  OUTQ_CHECK(n > 0 && k > 0 && k <= 65536, "pack_weights: shape: expected 1 <= n and 1 <= k <= 65536, found ", n, " x ", k);
-  OUTQ_CHECK(group_size == 0 || (group_size > 0 && group_size % 8 == 0),
-             "pack_weights: group_size: expected 0 (per channel) or a positive multiple of 8, found ", group_size);
-  PackedWeights w;
-  w.n = n, w.k = k, w.bits = bits;
-  w.group_size = group_size == 0 || group_size >= k ? k : group_size;
+namespace {
+
+// Packs with the group layout already set in w (group_size or bounds); one group index per column.
+void pack_into(PackedWeights& w, const int32_t* codes, bool symmetric, const float* scale, const int32_t* zero) {
+  const int64_t n = w.n, k = w.k, bits = w.bits;
   w.k_padded = round_up(k, 8);
   const int64_t groups = w.groups(), channels = w.channels();
+  std::vector<int64_t> group_of(k);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t kk = w.group_begin(g); kk < w.group_end(g); ++kk) group_of[kk] = g;
   const int32_t offset = symmetric ? 1 << (bits - 1) : 0;  // signed codes -> unsigned w'
   const int32_t wmax = (1 << bits) - 1;
   w.scale.assign(channels * groups, 0.0f);
@@ -58,7 +57,8 @@ PackedWeights pack_weights(const int32_t* codes, int64_t n, int64_t k, int bits,
       const int32_t q = codes[c * k + kk] + offset;
       OUTQ_CHECK(q >= 0 && q <= wmax, "pack_weights: code at (", c, ", ", kk, "): expected ", -offset, "..",
                  wmax - offset, ", found ", q - offset);
-      w.sum[w.at(c, kk / w.group_size)] += q - w.zero[w.at(c, kk / w.group_size)];
+      const int64_t i = w.at(c, group_of[kk]);
+      w.sum[i] += q - w.zero[i];
       if (bits == 8) {
         block[(kk / 4) * 64 + lane * 4 + kk % 4] = static_cast<uint8_t>(q);
       } else {
@@ -67,6 +67,45 @@ PackedWeights pack_weights(const int32_t* codes, int64_t n, int64_t k, int bits,
       }
     }
   }
+}
+
+void check_shape(int bits, int64_t n, int64_t k) {
+  OUTQ_CHECK(bits == 8 || bits == 4, "pack_weights: bits: expected 8 or 4, found ", bits);
+  OUTQ_CHECK(n > 0 && k > 0 && k <= 65536, "pack_weights: shape: expected 1 <= n and 1 <= k <= 65536, found ", n, " x ", k);
+}
+
+// Uneven group boundaries: 0, increasing multiples of 8, k.
+std::string bounds_problem(const std::vector<int64_t>& b, int64_t k) {
+  if (b.size() < 2 || b.front() != 0 || b.back() != k) return "expected boundaries from 0 to the column count";
+  for (size_t i = 1; i < b.size(); ++i)
+    if (b[i] <= b[i - 1] || (i + 1 < b.size() && b[i] % 8 != 0)) return "expected increasing multiples of 8";
+  return "";
+}
+
+}  // namespace
+
+PackedWeights pack_weights(const int32_t* codes, int64_t n, int64_t k, int bits, bool symmetric, int64_t group_size,
+                           const float* scale, const int32_t* zero) {
+  check_shape(bits, n, k);
+  OUTQ_CHECK(group_size == 0 || (group_size > 0 && group_size % 8 == 0),
+             "pack_weights: group_size: expected 0 (per channel) or a positive multiple of 8, found ", group_size);
+  PackedWeights w;
+  w.n = n, w.k = k, w.bits = bits;
+  w.group_size = group_size == 0 || group_size >= k ? k : group_size;
+  pack_into(w, codes, symmetric, scale, zero);
+  return w;
+}
+
+PackedWeights pack_weights(const int32_t* codes, int64_t n, int64_t k, int bits, bool symmetric,
+                           const std::vector<int64_t>& bounds, const float* scale, const int32_t* zero) {
+  check_shape(bits, n, k);
+  const std::string problem = bounds_problem(bounds, k);
+  OUTQ_CHECK(problem.empty(), "pack_weights: group bounds: ", problem);
+  PackedWeights w;
+  w.n = n, w.k = k, w.bits = bits;
+  w.group_size = k;
+  w.bounds = bounds;
+  pack_into(w, codes, symmetric, scale, zero);
   return w;
 }
 
@@ -75,8 +114,25 @@ void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, con
   OUTQ_CHECK(f.bits >= 2 && f.bits <= 8, "quantize_activations: bits: expected 2..8, found ", f.bits);
   OUTQ_CHECK(m >= 0 && k > 0 && ldx >= k, "quantize_activations: shape: expected m >= 0, k > 0, ldx >= k, found ", m, ", ",
              k, ", ", ldx);
+  const bool peg = !f.peg_bounds.empty();
+  if (peg) {
+    const std::string problem = bounds_problem(f.peg_bounds, k);
+    OUTQ_CHECK(problem.empty() && !f.dynamic, "quantize_activations: per-embedding-group bounds: ",
+               problem.empty() ? "expected static ranges" : problem);
+    const size_t groups = f.peg_bounds.size() - 1;
+    OUTQ_CHECK(f.peg_scale.size() == groups && f.peg_zero.size() == groups, "quantize_activations: expected ", groups,
+               " group scales and zero points, found ", f.peg_scale.size(), " and ", f.peg_zero.size());
+    for (size_t g = 0; g < groups; ++g)
+      OUTQ_CHECK(std::isfinite(f.peg_scale[g]) && f.peg_scale[g] > 0 && std::isfinite(f.peg_zero[g]),
+                 "quantize_activations: group ", g, ": expected a positive finite scale and a finite zero, found ",
+                 f.peg_scale[g], " and ", f.peg_zero[g]);
+    OUTQ_CHECK(f.gather.empty() || static_cast<int64_t>(f.gather.size()) == k, "quantize_activations: gather: expected ",
+               k, " column indices, found ", f.gather.size());
+    for (const int64_t c : f.gather) OUTQ_CHECK(c >= 0 && c < k, "quantize_activations: gather index ", c, " outside 0..", k - 1);
+  }
   out->m = m, out->k = k, out->k_padded = round_up(k, 8);
-  out->group_size = group_size == 0 || group_size >= k ? k : group_size;
+  out->group_size = peg || group_size == 0 || group_size >= k ? k : group_size;
+  out->bounds = peg ? f.peg_bounds : std::vector<int64_t>{};
   const int64_t groups = out->groups();
   out->codes.assign(m * out->k_padded, 0);
   out->scale.resize(m);
@@ -86,7 +142,7 @@ void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, con
   const int32_t qmin = f.symmetric ? -(1 << (f.bits - 1)) : 0;
   const int32_t qmax = f.symmetric ? (1 << (f.bits - 1)) - 1 : (1 << f.bits) - 1;
   const int32_t shift = !f.symmetric && f.bits == 8 ? -128 : 0;
-  OUTQ_CHECK(f.dynamic || (std::isfinite(f.static_scale) && f.static_scale > 0 && std::isfinite(f.static_zero)),
+  OUTQ_CHECK(peg || f.dynamic || (std::isfinite(f.static_scale) && f.static_scale > 0 && std::isfinite(f.static_zero)),
              "quantize_activations: static scale and zero: expected a positive finite scale and a finite zero, found ",
              f.static_scale, " and ", f.static_zero);
   int64_t bad_row = -1;
@@ -112,6 +168,21 @@ void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, con
     }
     int8_t* codes = out->codes.data() + r * out->k_padded;
     int32_t* sums = out->group_sum.data() + r * groups;
+    if (peg) {  // gathered columns, each group on its own static grid; the row keeps scale 1, zero 0
+      for (int64_t g = 0; g < groups; ++g) {
+        int32_t sum = 0;
+        for (int64_t i = f.peg_bounds[g]; i < f.peg_bounds[g + 1]; ++i) {
+          const float v = f.gather.empty() ? row[i] : row[f.gather[i]];
+          const int32_t q = round_clamp(v / f.peg_scale[g] + f.peg_zero[g], qmin, qmax) + shift;
+          codes[i] = static_cast<int8_t>(q);
+          sum += q;
+        }
+        sums[g] = sum;
+      }
+      out->scale[r] = 1;
+      out->zero[r] = 0;
+      continue;
+    }
     for (int64_t g0 = 0, g = 0; g0 < k; g0 += out->group_size, ++g) {
       const int64_t g1 = std::min(k, g0 + out->group_size);
       int32_t sum = 0;
@@ -139,6 +210,8 @@ std::string can_implement(const GemmArguments& args) {
     why << "weight bits " << w.bits << ", expected 8 or 4";
   else if (a.k != w.k)
     why << "activations have " << a.k << " columns, the weights " << w.k << " (expected equal)";
+  else if (a.bounds != w.bounds)
+    why << "activation groups and weight groups have different boundaries (quantize with the weights' bounds)";
   else if (a.group_size != w.group_size)
     why << "activation group sums are over " << a.group_size << " columns, the weight groups " << w.group_size
         << " (quantize the activations with the weights' group size)";

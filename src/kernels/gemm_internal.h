@@ -22,8 +22,8 @@ void gemm_rows_amx(const GemmArguments& args, int64_t r0, int64_t r1);
 /// Quads [q0, q1) of input columns in group g (the last group runs to the padded end, whose
 /// codes are zero on both sides).
 inline void group_quads(const PackedWeights& w, int64_t g, int64_t* q0, int64_t* q1) {
-  *q0 = g * w.group_size / 4;
-  *q1 = g + 1 == w.groups() ? w.k_padded / 4 : (g + 1) * w.group_size / 4;
+  *q0 = w.group_begin(g) / 4;
+  *q1 = g + 1 == w.groups() ? w.k_padded / 4 : w.group_end(g) / 4;
 }
 
 /// Weight code w' (unsigned) of channel `lane` of column block `b` at input column `k`, read from

@@ -47,6 +47,8 @@ std::string can_implement(const WeightOnlyArguments& args) {
     why << "packed weights format version " << w.version << ", expected " << PackedWeights::kVersion;
   else if (w.bits != 8 && w.bits != 4)
     why << "weight bits " << w.bits << ", expected 8 or 4";
+  else if (!w.bounds.empty())
+    why << "uneven weight groups (packed for per-embedding-group activations), expected uniform groups";
   else if (w.data.size() != static_cast<size_t>(w.blocks() * w.block_bytes()) ||
            w.scale.size() != static_cast<size_t>(w.blocks() * PackedWeights::kBlock * w.groups()))
     why << "packed weights of " << w.n << " x " << w.k << " have inconsistent buffer sizes";

@@ -12,6 +12,7 @@
 #include "outq/core/progress.h"
 #include "outq/model/block_schema.h"
 #include "outq/ptq/method.h"
+#include "outq/ptq/peg_permutation.h"
 
 namespace outq {
 namespace {
@@ -146,9 +147,11 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
       fail_mismatch(recipe.source_path, m + " weights.group_size",
                     fmt::format("a divisor of the input width {}", w.size(1)), std::to_string(rec.weight_spec.group_size));
     }
-    if (rec.activation_spec.granularity == Granularity::kPeg && w.size(1) % rec.activation_spec.peg_groups != 0) {
+    if (rec.activation_spec.enabled() && rec.activation_spec.granularity == Granularity::kPeg &&
+        rec.activation_spec.peg_groups > w.size(1)) {
       fail_mismatch(recipe.source_path, m + " activations.peg_groups",
-                    fmt::format("a divisor of the input width {}", w.size(1)), std::to_string(rec.activation_spec.peg_groups));
+                    fmt::format("at most the input width {} (one channel per group)", w.size(1)),
+                    std::to_string(rec.activation_spec.peg_groups));
     }
     if (rec.activation_spec.enabled() && rec.activation_spec.range == RangeMethod::kLearned) {
       rec.activation_qp = learned_qparams(recipe, rec, learned);
@@ -192,12 +195,14 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
     for (auto& rec : out.linears)
       if (rec.weight_spec.enabled()) store(rec, model, rtn_quantize(model->linear_weight(rec.module), rec.weight_spec));
   }
-  // Static activation ranges, measured on the weight-quantized model with float activations.
+  // PEG permutations and static activation ranges, measured on the weight-quantized model with
+  // float activations.
+  set_peg_permutations(model, out.linears, data);
   bool any_static = false;
   auto calibrator = std::make_shared<RangeCalibrator>(model->points().size());
   for (const auto& rec : out.linears) {
     if (calibrated(rec.activation_spec)) {
-      calibrator->watch(model->point(rec.module + ".input").index, rec.activation_spec);
+      calibrator->watch(model->point(rec.module + ".input").index, rec.activation_spec, rec.activation_perm);
       any_static = true;
     }
   }

@@ -27,6 +27,7 @@ constexpr int kVersion = 2;  // 2: the "methods" section; 1 (no methods) still l
 nlohmann::json spec_json(const QuantSpec& s) {
   return {{"bits", s.bits},           {"symmetric", s.symmetric},   {"granularity", granularity_name(s.granularity)},
           {"group_size", s.group_size}, {"peg_groups", s.peg_groups}, {"peg_permute", s.peg_permute},
+          {"peg_shared", s.peg_shared}, {"integer16", s.integer16},
           {"range", range_name(s.range)}, {"percentile", s.percentile}, {"dynamic", s.dynamic}};
 }
 
@@ -42,6 +43,8 @@ QuantSpec spec_from_json(const nlohmann::json& j, const std::string& where) {
     s.range = range_parse(j.at("range").get<std::string>(), where);
     s.percentile = j.at("percentile").get<double>();
     s.dynamic = j.at("dynamic").get<bool>();
+    s.peg_shared = j.value("peg_shared", false);  // absent in directories written before PEG permutations
+    s.integer16 = j.value("integer16", false);
   } catch (const nlohmann::json::exception& e) {
     fail_mismatch(where, "spec", "bits, symmetric, granularity, group_size, peg_groups, peg_permute, range, "
                   "percentile, dynamic", std::string("an incomplete spec (") + e.what() + ")");
@@ -130,6 +133,7 @@ void quantized_save(Llama& model, const QuantizedModel& q, const std::string& di
       w.add(rec.module + ".input_scale", rec.activation_qp.scale.flatten());
       w.add(rec.module + ".input_zero", rec.activation_qp.zero.flatten());
     }
+    if (rec.activation_perm.defined()) w.add(rec.module + ".input_perm", rec.activation_perm.to(torch::kInt64));
     modules[rec.module] = m;
   }
   for (const auto& p : model->named_parameters()) {
@@ -214,8 +218,25 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
                            tensor_from_view(file.get(module + ".input_zero")).reshape({1, -1, 1})};
       expect_finite(rec.activation_qp.scale, file.path(), module + ".input_scale");
       expect_finite(rec.activation_qp.zero, file.path(), module + ".input_zero");
+      const QuantSpec& as = rec.activation_spec;
+      const int64_t expected = as.granularity == Granularity::kPeg ? as.peg_groups : 1;
+      OUTQ_CHECK(rec.activation_qp.scale.numel() == expected && rec.activation_qp.zero.numel() == expected, file.path(),
+                 ": ", module, ".input_scale / .input_zero: expected ", expected, " value(s) (", as.describe(), ", as ",
+                 qc_path, " says), found ", rec.activation_qp.scale.numel(), " and ", rec.activation_qp.zero.numel());
     } else if (rec.activation_spec.enabled() && !rec.activation_spec.dynamic) {
       fail_mismatch(file.path(), module + ".input_scale", "static activation ranges for this module", "none");
+    }
+    const bool permuted = rec.activation_spec.enabled() && rec.activation_spec.peg_permute;
+    if (file.contains(module + ".input_perm") || permuted) {
+      OUTQ_CHECK(permuted, file.path(), ": ", module, ".input_perm: a channel permutation for activations that ", qc_path,
+                 " does not quantize per embedding group with peg_permute; the directory's files disagree");
+      rec.activation_perm = tensor_from_view(file.get(module + ".input_perm"));
+      const int64_t in = weight.size(1);
+      const bool ok = rec.activation_perm.scalar_type() == torch::kInt64 && rec.activation_perm.dim() == 1 &&
+                      rec.activation_perm.size(0) == in &&
+                      torch::equal(std::get<0>(rec.activation_perm.sort()), torch::arange(in, torch::kInt64));
+      OUTQ_CHECK(ok, file.path(), ": ", module, ".input_perm: expected an I64 permutation of 0..", in - 1,
+                 " (the input channels), found another tensor");
     }
     linears.push_back(std::move(rec));
   }

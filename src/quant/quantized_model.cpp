@@ -18,7 +18,7 @@ std::shared_ptr<ActivationQuantizer> attach_activation_quantizer(Llama& model, c
   for (const auto& rec : linears) {
     if (!rec.activation_spec.enabled()) continue;
     const ObservationPoint& p = model->point(rec.module + ".input");
-    aq->set(p.index, ActivationTarget{rec.activation_spec, rec.activation_qp, {}});
+    aq->set(p.index, ActivationTarget{rec.activation_spec, rec.activation_qp, rec.activation_perm});
   }
   model->observers().attach(aq);
   return aq;

@@ -70,7 +70,7 @@ void read_spec(const toml::table& t, QuantSpec& spec, const std::string& origin,
     valid.push_back("group_size");
     if (algorithm) valid.push_back("algorithm");
   } else {
-    valid.insert(valid.end(), {"dynamic", "peg_groups", "peg_permute"});
+    valid.insert(valid.end(), {"dynamic", "peg_groups", "peg_permute", "peg_shared", "integer"});
   }
   reject_unknown(t, valid, origin, section);
   read(t, "bits", spec.bits, origin, section);
@@ -92,6 +92,8 @@ void read_spec(const toml::table& t, QuantSpec& spec, const std::string& origin,
     read(t, "dynamic", spec.dynamic, origin, section);
     read(t, "peg_groups", spec.peg_groups, origin, section);
     read(t, "peg_permute", spec.peg_permute, origin, section);
+    read(t, "peg_shared", spec.peg_shared, origin, section);
+    read(t, "integer", spec.integer16, origin, section);
   }
 }
 
@@ -139,7 +141,10 @@ QuantSpec Recipe::activation_spec(const std::string& module) const {
 }
 
 bool Recipe::needs_calibration() const {
-  auto is_static = [](const QuantSpec& s) { return s.enabled() && !s.dynamic && s.range != RangeMethod::kLearned; };
+  // Static ranges, and the PEG permutation (measured on calibration data even for dynamic ranges).
+  auto is_static = [](const QuantSpec& s) {
+    return s.enabled() && ((!s.dynamic && s.range != RangeMethod::kLearned) || s.peg_permute);
+  };
   if (is_static(activations)) return true;
   for (const auto& o : overrides)
     if (o.has_activations && is_static(o.activations)) return true;
@@ -155,7 +160,7 @@ bool Recipe::needs_learned_ranges() const {
 }
 
 std::string Recipe::label() const {
-  return fmt::format("W{}A{}", weights.bits, activations.bits);
+  return fmt::format("W{}A{}{}", weights.bits, activations.bits, activations.integer16 ? "i" : "");
 }
 
 std::string Recipe::methods_label() const {

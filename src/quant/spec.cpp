@@ -50,7 +50,15 @@ RangeMethod range_parse(const std::string& name, const std::string& where) {
 
 void QuantSpec::validate(const std::string& where, bool is_weight) const {
   if (!(bits == 16 || (bits >= 2 && bits <= 8))) {
-    fail_mismatch(where, "bits", "2..8, or 16 for no quantization", std::to_string(bits));
+    fail_mismatch(where, "bits",
+                  is_weight ? "2..8, or 16 for no quantization"
+                            : "2..8, or 16 for no quantization (16-bit integer codes with integer = true)",
+                  std::to_string(bits));
+  }
+  if (integer16 && (is_weight || bits != 16)) {
+    fail_mismatch(where, "integer", is_weight ? "absent for weights (16-bit integer codes are for activations)"
+                                              : "true only with bits = 16 (lower widths are integer already)",
+                  fmt::format("true with bits = {}", bits));
   }
   if (!enabled()) return;
   if (is_weight) {
@@ -72,11 +80,12 @@ void QuantSpec::validate(const std::string& where, bool is_weight) const {
   if (granularity == Granularity::kPeg && peg_groups < 1) {
     fail_mismatch(where, "peg_groups", "a positive number of channel groups", std::to_string(peg_groups));
   }
-  // The quantizer can apply a channel permutation, but nothing computes the range-based one yet:
-  // accepting the setting would change nothing.
-  if (peg_permute) {
-    fail_mismatch(where, "peg_permute", "false (the range-based channel permutation of per-embedding-group "
-                  "quantization is not implemented in this version)", "true");
+  if ((peg_permute || peg_shared) && granularity != Granularity::kPeg) {
+    fail_mismatch(where, peg_permute ? "peg_permute" : "peg_shared", "only with granularity = \"peg\"",
+                  granularity_name(granularity));
+  }
+  if (peg_shared && !peg_permute) {
+    fail_mismatch(where, "peg_shared", "only with peg_permute = true (it shares the permutation)", "peg_permute = false");
   }
   if (range == RangeMethod::kLearned) {
     if (is_weight) fail_mismatch(where, "range", "minmax, percentile or mse for weights", "learned");
@@ -95,7 +104,8 @@ std::string QuantSpec::describe() const {
   if (!enabled()) return "off";
   std::string g = granularity_name(granularity);
   if (granularity == Granularity::kGroup) g = fmt::format("group{}", group_size);
-  if (granularity == Granularity::kPeg) g = fmt::format("peg{}{}", peg_groups, peg_permute ? "+perm" : "");
+  if (granularity == Granularity::kPeg)
+    g = fmt::format("peg{}{}", peg_groups, peg_shared ? "+shared-perm" : peg_permute ? "+perm" : "");
   std::string r = range_name(range);
   if (range == RangeMethod::kPercentile) r = fmt::format("p{}", percentile);
   return fmt::format("int{} {} per-{} {}{}", bits, symmetric ? "sym" : "asym", g, r, dynamic ? " dynamic" : "");

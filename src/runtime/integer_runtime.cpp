@@ -10,14 +10,15 @@
 #include "outq/core/error.h"
 #include "outq/kernels/gemm.h"
 #include "outq/kernels/weight_only.h"
+#include "outq/quant/quantizer.h"
 
 namespace outq {
 namespace {
 
 class IntegerLinear : public LinearKernel {
  public:
-  IntegerLinear(kernels::PackedWeights w, kernels::ActivationFormat format)
-      : w_(std::move(w)), format_(format) {}
+  IntegerLinear(kernels::PackedWeights w, kernels::ActivationFormat format, std::vector<float> bias = {})
+      : w_(std::move(w)), format_(std::move(format)), bias_(std::move(bias)) {}
 
   torch::Tensor forward(const torch::Tensor& x_in) const override {
     OUTQ_CHECK(x_in.size(-1) == w_.k, "integer linear: input width ", x_in.size(-1), ", expected ", w_.k);
@@ -28,7 +29,7 @@ class IntegerLinear : public LinearKernel {
     std::vector<int64_t> shape = x.sizes().vec();
     shape.back() = w_.n;
     auto y = torch::empty(shape, torch::kFloat32);
-    kernels::gemm({&a, &w_, nullptr, y.data_ptr<float>(), w_.n});
+    kernels::gemm({&a, &w_, bias_.empty() ? nullptr : bias_.data(), y.data_ptr<float>(), w_.n});
     return y;
   }
   size_t bytes() const { return w_.bytes(); }
@@ -36,6 +37,7 @@ class IntegerLinear : public LinearKernel {
  private:
   kernels::PackedWeights w_;
   kernels::ActivationFormat format_;
+  std::vector<float> bias_;  ///< PEG: the zero-point term folded out of the groups (else empty)
 };
 
 // Float activations times packed int8 / int4 weights (QFeM's modules, W8A16 / W4A16 recipes).
@@ -76,8 +78,52 @@ kernels::PackedWeights pack_linear(const QuantizedLinear& rec) {
                                scale_full.data_ptr<float>(), zero_full.data_ptr<int32_t>());
 }
 
+// Static per-embedding-group activations: the weight columns permuted like the gathered codes,
+// packed in the PEG groups, each group's activation scale folded into the weight scales and its
+// zero-point term into a bias (see kernels/gemm.h). Gathering the input while quantizing costs
+// one indexed load per element in a pass that reads every element anyway; permuting the producer
+// instead would mean permuting the residual stream (or, for the attention output, the value
+// heads) and is not possible for every input.
+std::shared_ptr<IntegerLinear> make_peg_linear(const QuantizedLinear& rec) {
+  const QuantSpec& as = rec.activation_spec;
+  const QuantSpec& ws = rec.weight_spec;
+  const int64_t n = rec.codes.size(0), k = rec.codes.size(1);
+  const std::vector<int64_t> bounds = peg_bounds(k, as.peg_groups);
+  const int64_t G = as.peg_groups;
+  const auto perm = rec.activation_perm.defined() ? rec.activation_perm.to(torch::kInt64).contiguous()
+                                                  : torch::arange(k, torch::kInt64);
+  const auto codes = rec.codes.to(torch::kInt32).index_select(1, perm).contiguous();
+  const auto sx = rec.activation_qp.scale.reshape({G}).to(torch::kFloat32).contiguous();
+  const auto zx = rec.activation_qp.zero.reshape({G}).to(torch::kFloat32).contiguous();
+  const auto sw = rec.weight_qp.scale.reshape({-1}).expand({n}).contiguous();  // per channel or per tensor
+  const auto zw = rec.weight_qp.zero.reshape({-1}).expand({n}).to(torch::kInt32).contiguous();
+  const auto scale = (sw.reshape({n, 1}) * sx.reshape({1, G})).contiguous();  // sw[n] * sx_g, float32
+  const auto zero = zw.reshape({n, 1}).expand({n, G}).contiguous();
+  kernels::PackedWeights w = kernels::pack_weights(codes.data_ptr<int32_t>(), n, k, ws.bits <= 4 ? 4 : 8, ws.symmetric,
+                                                   bounds, scale.data_ptr<float>(), zero.data_ptr<int32_t>());
+  kernels::ActivationFormat f;
+  f.bits = as.bits;
+  f.symmetric = as.symmetric;
+  f.dynamic = false;
+  f.peg_bounds = bounds;
+  f.gather.assign(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + k);
+  f.peg_scale.assign(sx.data_ptr<float>(), sx.data_ptr<float>() + G);
+  f.peg_zero.assign(zx.data_ptr<float>(), zx.data_ptr<float>() + G);
+  // za_g in the kernels' int8 code space (asymmetric 8-bit codes are stored shifted by -128).
+  const double shift = !as.symmetric && as.bits == 8 ? -128.0 : 0.0;
+  std::vector<float> bias(static_cast<size_t>(n));
+  for (int64_t c = 0; c < n; ++c) {
+    double b = 0;
+    for (int64_t g = 0; g < G; ++g)
+      b -= static_cast<double>(w.scale[w.at(c, g)]) * (f.peg_zero[g] + shift) * static_cast<double>(w.sum[w.at(c, g)]);
+    bias[static_cast<size_t>(c)] = static_cast<float>(b);
+  }
+  return std::make_shared<IntegerLinear>(std::move(w), std::move(f), std::move(bias));
+}
+
 std::shared_ptr<IntegerLinear> make_integer_linear(const QuantizedLinear& rec) {
   const QuantSpec& as = rec.activation_spec;
+  if (as.granularity == Granularity::kPeg) return make_peg_linear(rec);
   kernels::PackedWeights w = pack_linear(rec);
   kernels::ActivationFormat f;
   f.bits = as.bits;
@@ -105,7 +151,17 @@ std::string integer_kernel_unsupported(const QuantizedLinear& rec) {
   const QuantSpec& as = rec.activation_spec;
   if (const std::string why = weight_only_unsupported(rec); !why.empty()) return why;
   if (!as.enabled()) return "activations are not quantized";
-  if (as.granularity == Granularity::kPeg) return "per-embedding-group activations";
+  if (as.integer16) return "16-bit integer activations";
+  if (as.granularity == Granularity::kPeg) {
+    if (as.dynamic) return "dynamic per-embedding-group activations (the kernels fold static group ranges into the weights)";
+    if (rec.weight_spec.granularity == Granularity::kGroup)
+      return "per-embedding-group activations with grouped weights (the kernels need per-channel or per-tensor weights)";
+    const auto b = peg_bounds(rec.codes.size(1), as.peg_groups);
+    for (size_t i = 1; i + 1 < b.size(); ++i)
+      if (b[i] % 8 != 0)
+        return fmt::format("per-embedding-group boundaries that are not multiples of 8 columns ({} groups of {} "
+                           "columns)", as.peg_groups, rec.codes.size(1));
+  }
   if (as.granularity == Granularity::kTensor && as.dynamic) return "dynamic per-tensor activations";
   if (as.granularity == Granularity::kToken && !as.dynamic) return "static per-token activations";
   return "";

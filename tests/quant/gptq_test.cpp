@@ -174,6 +174,8 @@ TEST(Recipe, BadRecipesAreClearErrors) {
   EXPECT_NE(recipe_error("colour = 1\n").find("unknown recipe key 'colour'"), std::string::npos);
   EXPECT_NE(recipe_error("[weights]\nbits = 12\n").find("bits: expected 2..8, or 16 for no quantization, found 12"),
             std::string::npos);
+  EXPECT_NE(recipe_error("[activations]\nbits = 8\ninteger = true\n").find("integer: expected true only with bits = 16"),
+            std::string::npos);
   EXPECT_NE(recipe_error("[weights]\nalgorithm = \"awq\"\n").find("weights.algorithm: expected \"rtn\" or \"gptq\""),
             std::string::npos);
   EXPECT_NE(recipe_error("[activations]\nbits = 8\ngranularity = \"token\"\n").find("true for per-token activations"),

@@ -144,7 +144,7 @@ TEST(Quantizer, PegGroupsAndPermutationRoundTrip) {
     const QParams qp = qparams_from_range(lo, hi, s);
     EXPECT_TRUE(torch::equal(fake_quant(x, qp, s, p), dequantize(quantize(x, qp, s, p), qp, s, p)));
   }
-  s.peg_groups = 5;  // does not divide 12
+  s.peg_groups = 5;  // does not divide 12: uneven groups have no grouped view (peg_test covers them)
   EXPECT_THROW(grouped_view(x, s), Error);
 }
 
@@ -173,20 +173,6 @@ TEST(Quantizer, PegPermutationGroupsThePermutedChannels) {
         const double q = std::clamp(std::nearbyint(x[t][c].item<double>() / scale) + zero, 0.0, 15.0);
         EXPECT_NEAR(got[t][c].item<double>(), (q - zero) * scale, 1e-4 * (mx - mn)) << "group " << k << " channel " << c;
       }
-  }
-}
-
-// Until something computes the range-based permutation, asking for it is an error, not a no-op.
-TEST(Quantizer, PegPermuteIsRejectedUntilImplemented) {
-  QuantSpec s = spec(8, false, Granularity::kPeg);
-  s.peg_groups = 3;
-  s.peg_permute = true;
-  try {
-    s.validate("r.toml: activations", false);
-    FAIL() << "peg_permute = true was accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("peg_permute"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("not implemented"), std::string::npos) << e.what();
   }
 }
 

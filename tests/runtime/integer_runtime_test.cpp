@@ -102,6 +102,45 @@ TEST(IntegerRuntime, WeightOnlyLayersMatchTheSimulation) {
   }
 }
 
+// Static per-embedding-group activations (K = 6: uneven octet groups of the 64-wide inputs, equal
+// groups of 16 for the 96-wide down-projection input), with and without the range permutation:
+// every linear runs on the kernels (gathered codes, folded group scales) and the logits agree with
+// the simulation as in LogitsMatchTheSimulation. Dynamic PEG stays simulated, with its reason.
+TEST(IntegerRuntime, PerEmbeddingGroupLayersMatchTheSimulation) {
+  test::TempDir dir;
+  test::write_random_shard(dir / "calib.bin", 4000, 53, 4);
+  const TokenShard calib(dir / "calib.bin");
+  const auto tokens = torch::randint(0, 53, {2, 19}, at::detail::createCPUGenerator(3), torch::kInt64);
+  for (const std::string extra : {"", "peg_permute = true", "peg_permute = true\npeg_shared = true"}) {
+    for (int wbits : {8, 4}) {
+      const Recipe r = recipe_parse(fmt::format("name = \"t\"\n[weights]\nbits = {}\ngranularity = \"channel\"\n"
+                                                "[activations]\nbits = 8\ngranularity = \"peg\"\npeg_groups = 6\n{}\n"
+                                                "[calibration]\nwindows = 4\nseq_len = 32\n", wbits, extra),
+                                    "t.toml");
+      Llama model = small_model();
+      const QuantizedModel q = quantize_model(model, r, &calib, 1);
+      torch::NoGradGuard no_grad;
+      const auto simulated = model->forward(tokens);
+      const IntegerRuntimeReport report = attach_integer_runtime(model, q);
+      const std::string name = fmt::format("w{} {}", wbits, extra);
+      EXPECT_EQ(report.integer_layers, static_cast<int>(model->linear_modules().size())) << name;
+      EXPECT_TRUE(report.float_layers.empty()) << name << ": " << (report.float_layers.empty() ? "" : report.float_layers[0]);
+      const auto integer = model->forward(tokens);
+      const double scale = simulated.abs().max().item<double>();
+      const auto diff = (integer - simulated).abs();
+      EXPECT_LE(diff.max().item<double>(), 2e-3 * scale) << name;
+      EXPECT_LE((diff > 1e-4 * scale).sum().item<int64_t>(), diff.numel() / 50) << name;
+    }
+  }
+  Llama model = small_model();
+  const QuantizedModel dyn = quantize_model(
+      model, recipe("bits = 8\ngranularity = \"channel\"", "bits = 8\ngranularity = \"peg\"\npeg_groups = 6\ndynamic = true"),
+      nullptr, 1);
+  const IntegerRuntimeReport report = attach_integer_runtime(model, dyn);
+  ASSERT_FALSE(report.float_layers.empty());
+  EXPECT_NE(report.float_layers.front().find("dynamic per-embedding-group"), std::string::npos) << report.float_layers.front();
+}
+
 TEST(IntegerRuntime, UnsupportedLayersStayInFloatWithAReason) {
   Llama model = small_model();
   const QuantizedModel q =

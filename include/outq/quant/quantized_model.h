@@ -42,6 +42,7 @@ struct QuantizedLinear {
   torch::Tensor codes;  ///< int32 (out, in); undefined when weights are not quantized
   QParams weight_qp;
   QParams activation_qp;  ///< static ranges; undefined for dynamic or disabled
+  torch::Tensor activation_perm;  ///< PEG range-based channel permutation (int64, in); undefined = identity
 };
 
 /// What an outlier method left with the quantized model (see ptq/method.h).

@@ -4,10 +4,13 @@
 //
 // Granularity views: every tensor is viewed as (rows, groups, items) and one (scale, zero) pair
 // is kept per (row, group); tensor = (1, 1, numel); token/channel = (rows, 1, C); group g =
-// (rows, C/g, g); peg K = channels permuted, then (1, K, N * C/K) after moving the channel groups.
+// (rows, C/g, g); peg K = channels permuted, then (1, K, N * C/K) after moving the channel groups
+// (equal groups; uneven ones, see peg_bounds, are handled group by group).
 #pragma once
 
 #include <torch/torch.h>
+
+#include <vector>
 
 #include "outq/quant/spec.h"
 
@@ -39,6 +42,17 @@ torch::Tensor fake_quant(const torch::Tensor& x, const QParams& qp, const QuantS
 
 /// Dynamic fake quantization: range from x itself (spec.range), then fake_quant.
 torch::Tensor fake_quant_dynamic(const torch::Tensor& x, const QuantSpec& spec, const torch::Tensor& perm = {});
+
+/// Column boundaries (K + 1 values, 0 .. C) of the K channel groups of per-embedding-group (PEG)
+/// quantization of C channels, in permuted order: equal groups of C / K when K divides C;
+/// otherwise balanced groups of whole octets (sizes differ by 8) when C is a multiple of 8 with at
+/// least K octets, so the integer kernels can split their products at the boundaries; otherwise
+/// balanced groups whose sizes differ by one. K < 1 or K > C is an error.
+std::vector<int64_t> peg_bounds(int64_t channels, int64_t groups);
+
+/// The range-based permutation of PEG: channel indices sorted by range hi - lo, ascending (ties
+/// keep channel order), so channels of similar range share a group. lo, hi: one value per channel.
+torch::Tensor range_permutation(const torch::Tensor& lo, const torch::Tensor& hi);
 
 /// The grouped view (rows, groups, items) of x for spec, and its inverse.
 torch::Tensor grouped_view(const torch::Tensor& x, const QuantSpec& spec, const torch::Tensor& perm = {});

@@ -26,17 +26,19 @@ enum class RangeMethod {
 };
 
 struct QuantSpec {
-  int bits = 16;  ///< 2..8, or 16 = not quantized
+  int bits = 16;  ///< 2..8, or 16 = not quantized (float) unless `integer16`
   bool symmetric = false;
   Granularity granularity = Granularity::kTensor;
   int group_size = 0;      ///< kGroup: input columns per group
   int peg_groups = 0;      ///< kPeg: number of channel groups K
-  bool peg_permute = false;
+  bool peg_permute = false;  ///< kPeg: groups formed after the range-based channel permutation
+  bool peg_shared = false;   ///< kPeg + permute: one permutation per layer for its residual-stream tensors
+  bool integer16 = false;    ///< activations with bits = 16: 16-bit integer codes (mixed precision)
   RangeMethod range = RangeMethod::kMinMax;
   double percentile = 99.99;
   bool dynamic = false;    ///< recompute the range from every tensor (else calibrated once)
 
-  bool enabled() const { return bits < 16; }
+  bool enabled() const { return bits < 16 || integer16; }
   int64_t qmin() const { return symmetric ? -(int64_t{1} << (bits - 1)) : 0; }
   int64_t qmax() const { return symmetric ? (int64_t{1} << (bits - 1)) - 1 : (int64_t{1} << bits) - 1; }
   /// Throws outq::Error naming `where` if the combination is impossible.

@@ -212,7 +212,10 @@ void column_pair(const GemmArguments& args, int64_t r0, int64_t rows, const int8
 
 bool amx_applies(const GemmArguments& args) {
   const PackedWeights& pw = *args.w;
-  return args.a->m >= kTileRows && pw.k_padded % kChunk == 0 && (pw.groups() == 1 || pw.group_size % kChunk == 0);
+  if (args.a->m < kTileRows || pw.k_padded % kChunk != 0) return false;
+  for (int64_t g = 1; g < pw.groups(); ++g)
+    if (pw.group_begin(g) % kChunk != 0) return false;
+  return true;
 }
 
 namespace {
