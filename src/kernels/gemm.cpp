@@ -11,18 +11,10 @@
 #include "outq/core/error.h"
 
 namespace outq::kernels {
+using detail::round_clamp;
 namespace {
 
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
-
-// Ties-to-even rounding of v clamped to [lo, hi] (integers, so clamping first changes nothing):
-// adding and subtracting 1.5 * 2^23 leaves the rounding to the float addition itself, which
-// vectorizes (std::nearbyint is a library call without SSE4.1). NaN clamps to lo.
-inline int32_t round_clamp(float v, int32_t lo, int32_t hi) {
-  const float c = std::min(static_cast<float>(hi), std::max(static_cast<float>(lo), v));
-  constexpr float kMagic = 12582912.0f;
-  return static_cast<int32_t>((c + kMagic) - kMagic);
-}
 
 }  // namespace
 

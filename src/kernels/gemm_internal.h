@@ -35,6 +35,15 @@ inline int32_t packed_weight_code(const PackedWeights& w, int64_t b, int64_t lan
   return k % 8 < 4 ? byte & 0x0F : byte >> 4;
 }
 
+/// Ties-to-even rounding of v clamped to [lo, hi] (integers, so clamping first changes nothing):
+/// adding and subtracting 1.5 * 2^23 leaves the rounding to the float addition itself, which
+/// vectorizes (std::nearbyint is a library call without SSE4.1); exact for |v| < 2^22. NaN clamps to lo.
+inline int32_t round_clamp(float v, int32_t lo, int32_t hi) {
+  const float c = std::min(static_cast<float>(hi), std::max(static_cast<float>(lo), v));
+  constexpr float kMagic = 12582912.0f;
+  return static_cast<int32_t>((c + kMagic) - kMagic);
+}
+
 /// Writes a 16-wide row segment of y (only the columns that exist).
 inline void store_row(const float* tile, float* y, int64_t n0, int64_t n) {
   const int64_t count = std::min<int64_t>(PackedWeights::kBlock, n - n0);

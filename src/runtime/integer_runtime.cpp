@@ -9,6 +9,7 @@
 
 #include "outq/core/error.h"
 #include "outq/kernels/gemm.h"
+#include "outq/kernels/gemm_i16.h"
 #include "outq/kernels/weight_only.h"
 #include "outq/quant/quantizer.h"
 
@@ -38,6 +39,30 @@ class IntegerLinear : public LinearKernel {
   kernels::PackedWeights w_;
   kernels::ActivationFormat format_;
   std::vector<float> bias_;  ///< PEG: the zero-point term folded out of the groups (else empty)
+};
+
+// 16-bit integer activations (mixed-precision recipes) times int8 / int4 weight codes.
+class Integer16Linear : public LinearKernel {
+ public:
+  Integer16Linear(kernels::PackedWeights16 w, kernels::ActivationFormat format) : w_(std::move(w)), format_(format) {}
+
+  torch::Tensor forward(const torch::Tensor& x_in) const override {
+    OUTQ_CHECK(x_in.size(-1) == w_.k, "int16 linear: input width ", x_in.size(-1), ", expected ", w_.k);
+    const auto x = x_in.to(torch::kFloat32).contiguous();
+    const int64_t m = x.numel() / w_.k;
+    thread_local kernels::Activations16 a;
+    kernels::quantize_activations16(x.data_ptr<float>(), m, w_.k, w_.k, format_, &a);
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = w_.n;
+    auto y = torch::empty(shape, torch::kFloat32);
+    kernels::gemm_i16(a, w_, nullptr, y.data_ptr<float>(), w_.n);
+    return y;
+  }
+  size_t bytes() const { return w_.bytes(); }
+
+ private:
+  kernels::PackedWeights16 w_;
+  kernels::ActivationFormat format_;
 };
 
 // Float activations times packed int8 / int4 weights (QFeM's modules, W8A16 / W4A16 recipes).
@@ -121,6 +146,24 @@ std::shared_ptr<IntegerLinear> make_peg_linear(const QuantizedLinear& rec) {
   return std::make_shared<IntegerLinear>(std::move(w), std::move(f), std::move(bias));
 }
 
+std::shared_ptr<Integer16Linear> make_integer16_linear(const QuantizedLinear& rec) {
+  const QuantSpec& as = rec.activation_spec;
+  const QuantSpec& ws = rec.weight_spec;
+  const auto codes = rec.codes.to(torch::kInt32).contiguous();
+  const int64_t n = codes.size(0), k = codes.size(1);
+  const auto scale = rec.weight_qp.scale.reshape({-1}).expand({n}).contiguous();
+  const auto zero = rec.weight_qp.zero.reshape({-1}).expand({n}).to(torch::kInt32).contiguous();
+  kernels::ActivationFormat f(16, as.symmetric, as.dynamic);
+  if (!as.dynamic) {
+    f.static_scale = rec.activation_qp.scale.reshape({-1})[0].item<float>();
+    f.static_zero = rec.activation_qp.zero.reshape({-1})[0].item<float>();
+  }
+  return std::make_shared<Integer16Linear>(
+      kernels::pack_weights16(codes.data_ptr<int32_t>(), n, k, ws.bits, ws.symmetric, scale.data_ptr<float>(),
+                              zero.data_ptr<int32_t>()),
+      f);
+}
+
 std::shared_ptr<IntegerLinear> make_integer_linear(const QuantizedLinear& rec) {
   const QuantSpec& as = rec.activation_spec;
   if (as.granularity == Granularity::kPeg) return make_peg_linear(rec);
@@ -151,7 +194,11 @@ std::string integer_kernel_unsupported(const QuantizedLinear& rec) {
   const QuantSpec& as = rec.activation_spec;
   if (const std::string why = weight_only_unsupported(rec); !why.empty()) return why;
   if (!as.enabled()) return "activations are not quantized";
-  if (as.integer16) return "16-bit integer activations";
+  if (as.integer16) {
+    if (as.granularity == Granularity::kPeg) return "16-bit integer activations per embedding group";
+    if (rec.weight_spec.granularity == Granularity::kGroup)
+      return "16-bit integer activations with grouped weights (the int16 kernel takes per-channel or per-tensor weights)";
+  }
   if (as.granularity == Granularity::kPeg) {
     if (as.dynamic) return "dynamic per-embedding-group activations (the kernels fold static group ranges into the weights)";
     if (rec.weight_spec.granularity == Granularity::kGroup)
@@ -185,9 +232,15 @@ IntegerRuntimeReport attach_integer_runtime(Llama& model, const QuantizedModel& 
       report.float_layers.push_back(rec.module + ": " + why);
       continue;
     }
-    auto kernel = make_integer_linear(rec);
-    report.packed_bytes += kernel->bytes();
-    model->linear(rec.module)->kernel = kernel;
+    if (rec.activation_spec.integer16) {
+      auto kernel = make_integer16_linear(rec);
+      report.packed_bytes += kernel->bytes();
+      model->linear(rec.module)->kernel = kernel;
+    } else {
+      auto kernel = make_integer_linear(rec);
+      report.packed_bytes += kernel->bytes();
+      model->linear(rec.module)->kernel = kernel;
+    }
     if (info.activations) info.activations->set(model->point(rec.module + ".input").index, ActivationTarget{});
     ++report.integer_layers;
   }

@@ -141,6 +141,36 @@ TEST(IntegerRuntime, PerEmbeddingGroupLayersMatchTheSimulation) {
   EXPECT_NE(report.float_layers.front().find("dynamic per-embedding-group"), std::string::npos) << report.float_layers.front();
 }
 
+// Mixed precision: 16-bit integer activations on the int16 kernel, for every linear (dynamic per
+// token) or only for the down projections beside static 8-bit per-tensor ones.
+TEST(IntegerRuntime, Integer16LayersMatchTheSimulation) {
+  test::TempDir dir;
+  test::write_random_shard(dir / "calib.bin", 4000, 53, 5);
+  const TokenShard calib(dir / "calib.bin");
+  const auto tokens = torch::randint(0, 53, {2, 19}, at::detail::createCPUGenerator(4), torch::kInt64);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"w8a16i token", "[weights]\nbits = 8\ngranularity = \"channel\"\n[activations]\nbits = 16\ninteger = true\n"
+                       "granularity = \"token\"\ndynamic = true\n"},
+      {"w4a8 tensor + a16i down", "[weights]\nbits = 4\nsymmetric = true\ngranularity = \"channel\"\n[activations]\nbits = 8\n"
+                                  "[calibration]\nwindows = 4\nseq_len = 32\n[[override]]\nmodules = \"*.down_proj\"\n"
+                                  "activations = { bits = 16, integer = true }\n"},
+  };
+  for (const auto& [name, text] : cases) {
+    Llama model = small_model();
+    const QuantizedModel q = quantize_model(model, recipe_parse("name = \"t\"\n" + text, "t.toml"), &calib, 1);
+    torch::NoGradGuard no_grad;
+    const auto simulated = model->forward(tokens);
+    const IntegerRuntimeReport report = attach_integer_runtime(model, q);
+    EXPECT_EQ(report.integer_layers, static_cast<int>(model->linear_modules().size())) << name;
+    EXPECT_TRUE(report.float_layers.empty()) << name << ": " << (report.float_layers.empty() ? "" : report.float_layers[0]);
+    const auto integer = model->forward(tokens);
+    const double scale = simulated.abs().max().item<double>();
+    const auto diff = (integer - simulated).abs();
+    EXPECT_LE(diff.max().item<double>(), 2e-3 * scale) << name;
+    EXPECT_LE((diff > 1e-4 * scale).sum().item<int64_t>(), diff.numel() / 50) << name;
+  }
+}
+
 TEST(IntegerRuntime, UnsupportedLayersStayInFloatWithAReason) {
   Llama model = small_model();
   const QuantizedModel q =

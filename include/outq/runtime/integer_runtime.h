@@ -20,7 +20,9 @@ struct IntegerRuntimeReport {
 
 /// Why the integer kernels cannot run this layer ("" when they can): weights of 2..8 bits per
 /// tensor, channel or group of a multiple of 8 columns; activations of 2..8 bits per token
-/// (dynamic) or per tensor (static).
+/// (dynamic), per tensor (static) or per embedding group (static, per-channel weights, group
+/// boundaries on multiples of 8 columns); 16-bit integer activations per token (dynamic) or per
+/// tensor (static) with per-channel or per-tensor weights (the int16 kernel).
 std::string integer_kernel_unsupported(const QuantizedLinear& linear);
 /// Why the weight-only kernels cannot run this layer's weights ("" when they can).
 std::string weight_only_unsupported(const QuantizedLinear& linear);
