@@ -75,6 +75,8 @@ std::string describe_compute(const LoadedModel& lm) {
   if (lm.prefix) s += fmt::format("; continues after a {}-token float prefix", lm.prefix->length());
   if (!lm.runtime->float_layers.empty())
     s += fmt::format("; {} simulated in float (first: {})", lm.runtime->float_layers.size(), lm.runtime->float_layers.front());
+  if (lm.runtime->simulated_points > 0)
+    s += fmt::format("; {} other quantized tensors (full-integer mode) simulated", lm.runtime->simulated_points);
   return s;
 }
 

@@ -70,7 +70,7 @@ std::vector<int> analysis_points(Llama& model) {
     const bool dup_input = p.kind == PointKind::kLinearInput &&
                            (p.module.find("k_proj") != std::string::npos || p.module.find("v_proj") != std::string::npos ||
                             p.module.find("up_proj") != std::string::npos);
-    if (!dup_input) out.push_back(p.index);
+    if (!dup_input && p.kind != PointKind::kAttention) out.push_back(p.index);  // (B, H, T, S) has no channels
   }
   return out;
 }

@@ -143,14 +143,22 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   }
   const int64_t S = k.size(2);
   auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(head_dim_)));  // (B, H, T, S)
+  if (!observers.empty() && scores_) scores = observers(*scores_, scores);
   if (T > 1) {
     // Query t sits at absolute position S - T + t and sees keys 0 .. S - T + t.
     auto mask = torch::ones({T, S}, scores.options().dtype(torch::kBool)).triu(S - T + 1);
     scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
   }
-  auto out = torch::matmul(torch::softmax(scores, -1), v);  // (B, H, T, D)
+  auto probs = torch::softmax(scores, -1);
+  if (!observers.empty() && probs_) probs = observers(*probs_, probs);
+  auto out = torch::matmul(probs, v);  // (B, H, T, D)
   out = out.transpose(1, 2).reshape({B, T, heads_ * head_dim_});
   return o_proj->forward(out, observers);
+}
+
+void AttentionImpl::set_points(const ObservationPoint* scores, const ObservationPoint* probs) {
+  scores_ = scores;
+  probs_ = probs;
 }
 
 MLPImpl::MLPImpl(const ModelConfig& c) {
@@ -235,7 +243,7 @@ void LlamaImpl::build_points() {
   const BlockSchema& schema = block_schema();
   points_.clear();
   const int L = config_.num_hidden_layers;
-  const size_t per_block = 2 * schema.linears().size() + schema.residuals.size();
+  const size_t per_block = 2 * schema.linears().size() + schema.residuals.size() + 2;
   points_.reserve(static_cast<size_t>(L) * per_block);  // never resized again: the modules keep pointers
   auto add = [&](const std::string& module, PointKind kind, int layer, int slot, const std::string& suffix) {
     ObservationPoint p;
@@ -262,6 +270,10 @@ void LlamaImpl::build_points() {
     const auto* after_attn = add(block_prefix(l), PointKind::kResidual, l, -1, schema.residuals[0]);
     const auto* after_mlp = add(block_prefix(l), PointKind::kResidual, l, -1, schema.residuals[1]);
     block.set_residual_points(after_attn, after_mlp);
+    const std::string attn = block_module(l, "self_attn");
+    const auto* scores = add(attn, PointKind::kAttention, l, -1, "scores");
+    const auto* probs = add(attn, PointKind::kAttention, l, -1, "probs");
+    block.self_attn->set_points(scores, probs);
   }
 }
 

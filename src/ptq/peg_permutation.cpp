@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <tuple>
 
 #include "outq/core/error.h"
 #include "outq/core/progress.h"
@@ -40,16 +41,14 @@ class ChannelRangeObserver : public Observer {
 
 }  // namespace
 
-std::string peg_permutation_source(const QuantizedLinear& rec) {
-  int layer = -1;
-  std::string relative;
-  const QuantSpec& s = rec.activation_spec;
-  if (s.peg_shared && split_block_module(rec.module, &layer, &relative)) {
-    const int slot = block_schema().slot_of_linear(relative);
-    if (slot >= 0 && !block_schema().slots[static_cast<size_t>(slot)].norm.empty())
-      return block_module(layer, "mlp.down_proj") + ".output";
-  }
-  return rec.module + ".input";
+std::string peg_permutation_source(const Llama& model, const std::string& point, const QuantSpec& spec) {
+  const ObservationPoint& p = model->point(point);
+  if (!spec.peg_shared || p.layer < 0) return point;
+  const LinearRole role = linear_role(p);
+  const bool stream = p.kind == PointKind::kResidual ||
+                      (p.kind == PointKind::kLinearInput && !block_schema().slots[static_cast<size_t>(p.slot)].norm.empty()) ||
+                      (p.kind == PointKind::kLinearOutput && (role == LinearRole::kAttnOut || role == LinearRole::kMlpDown));
+  return stream ? block_module(p.layer, "mlp.down_proj") + ".output" : point;
 }
 
 std::map<std::string, std::pair<torch::Tensor, torch::Tensor>> channel_ranges(Llama& model,
@@ -76,25 +75,32 @@ std::map<std::string, std::pair<torch::Tensor, torch::Tensor>> channel_ranges(Ll
   return out;
 }
 
-void set_peg_permutations(Llama& model, std::vector<QuantizedLinear>& linears, const CalibrationData& data) {
+namespace {
+
+bool wants_permutation(const QuantSpec& s) { return s.enabled() && s.granularity == Granularity::kPeg && s.peg_permute; }
+
+}  // namespace
+
+void set_peg_permutations(Llama& model, std::vector<QuantizedLinear>& linears, std::vector<QuantizedPoint>& points,
+                          const CalibrationData& data) {
+  // (tensor to permute, its point, its spec)
+  std::vector<std::tuple<torch::Tensor*, std::string, const QuantSpec*>> wanted;
+  for (auto& rec : linears)
+    if (wants_permutation(rec.activation_spec)) wanted.emplace_back(&rec.activation_perm, rec.module + ".input", &rec.activation_spec);
+  for (auto& p : points)
+    if (wants_permutation(p.spec)) wanted.emplace_back(&p.perm, p.point, &p.spec);
+  if (wanted.empty()) return;
   std::vector<std::string> sources;
-  for (const auto& rec : linears) {
-    if (!rec.activation_spec.enabled() || rec.activation_spec.granularity != Granularity::kPeg ||
-        !rec.activation_spec.peg_permute)
-      continue;
-    const std::string src = peg_permutation_source(rec);
+  for (const auto& [perm, point, spec] : wanted) {
+    const std::string src = peg_permutation_source(model, point, *spec);
     if (std::find(sources.begin(), sources.end(), src) == sources.end()) sources.push_back(src);
   }
-  if (sources.empty()) return;
   OUTQ_CHECK(data.windows.defined() && data.windows.size(0) > 0,
              "per-embedding-group permutation: expected calibration windows, found none");
   const auto ranges = channel_ranges(model, sources, data);
-  for (auto& rec : linears) {
-    if (!rec.activation_spec.enabled() || rec.activation_spec.granularity != Granularity::kPeg ||
-        !rec.activation_spec.peg_permute)
-      continue;
-    const auto& [lo, hi] = ranges.at(peg_permutation_source(rec));
-    rec.activation_perm = range_permutation(lo, hi);
+  for (const auto& [perm, point, spec] : wanted) {
+    const auto& [lo, hi] = ranges.at(peg_permutation_source(model, point, *spec));
+    *perm = range_permutation(lo, hi);
   }
 }
 

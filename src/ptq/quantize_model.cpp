@@ -111,6 +111,45 @@ QParams learned_qparams(const Recipe& recipe, const QuantizedLinear& rec, const 
   return qparams_from_learned(it->second, rec.activation_spec);
 }
 
+// The quantized observation points other than linear inputs (full_integer, [[tensors]]): specs
+// checked against each point's shape; a [[tensors]] glob must name at least one such point.
+std::vector<QuantizedPoint> plan_points(Llama& model, const Recipe& recipe) {
+  std::vector<std::string> names;
+  for (const auto& p : model->points())
+    if (p.kind != PointKind::kLinearInput) names.push_back(p.name);
+  for (const auto& t : recipe.tensors) {
+    if (!glob_matches(t.pattern, names).empty()) continue;
+    for (const auto& p : model->points())
+      OUTQ_CHECK(!(p.kind == PointKind::kLinearInput && glob_matches(t.pattern, {p.name}).size() == 1), t.origin,
+                 ": tensors.points: '", t.pattern, "' names linear inputs (", p.name, "); expected other tensors "
+                 "(linear inputs take [activations] and [[override]] modules = \"", p.module, "\")");
+    throw Error(fmt::format("{}: tensors.points: expected a glob on tensor names such as {}, {}, {} or {}; '{}' names none",
+                            t.origin, model->points()[1].name, block_prefix(0) + ".residual_mlp",
+                            block_prefix(0) + ".self_attn.scores", block_prefix(0) + ".self_attn.probs", t.pattern));
+  }
+  std::vector<QuantizedPoint> out;
+  for (const auto& p : model->points()) {
+    if (p.kind == PointKind::kLinearInput) continue;
+    QuantizedPoint q{p.name, recipe.point_spec(p.name), {}, {}};
+    if (!q.spec.enabled()) continue;
+    const std::string where = recipe.source_path + ": " + p.name + " activations";
+    q.spec.validate(where, false);
+    OUTQ_CHECK(q.spec.range != RangeMethod::kLearned, where, ": range = \"learned\" is for linear inputs (clips.json); "
+               "expected minmax, percentile or mse");
+    if (q.spec.granularity == Granularity::kPeg) {
+      OUTQ_CHECK(p.kind != PointKind::kAttention, where, ": granularity: expected tensor or token for attention scores "
+                 "and probabilities (their last dimension is the key position, not a channel), found peg");
+      const int64_t width =
+          p.kind == PointKind::kLinearOutput ? model->linear_weight(p.module).size(0) : model->config().hidden_size;
+      if (q.spec.peg_groups > width)
+        fail_mismatch(where, "peg_groups", fmt::format("at most the tensor's width {} (one channel per group)", width),
+                      std::to_string(q.spec.peg_groups));
+    }
+    out.push_back(std::move(q));
+  }
+  return out;
+}
+
 }  // namespace
 
 QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenShard* calib, int32_t bos_id,
@@ -158,6 +197,7 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
     }
     out.linears.push_back(rec);
   }
+  out.points = plan_points(model, recipe);
   const bool needs_data = recipe.algorithm == WeightAlgorithm::kGptq || recipe.needs_calibration() || methods_need_data;
   OUTQ_CHECK(!needs_data || calib != nullptr, recipe.source_path, ": this recipe needs calibration data (GPTQ, static "
              "activation ranges or a calibrating method); expected a calibration shard (--calib or the prepared data's "
@@ -197,12 +237,18 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
   }
   // PEG permutations and static activation ranges, measured on the weight-quantized model with
   // float activations.
-  set_peg_permutations(model, out.linears, data);
+  set_peg_permutations(model, out.linears, out.points, data);
   bool any_static = false;
   auto calibrator = std::make_shared<RangeCalibrator>(model->points().size());
   for (const auto& rec : out.linears) {
     if (calibrated(rec.activation_spec)) {
       calibrator->watch(model->point(rec.module + ".input").index, rec.activation_spec, rec.activation_perm);
+      any_static = true;
+    }
+  }
+  for (const auto& p : out.points) {
+    if (calibrated(p.spec)) {
+      calibrator->watch(model->point(p.point).index, p.spec, p.perm);
       any_static = true;
     }
   }
@@ -217,11 +263,13 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
         rec.activation_qp = calibrator->qparams(model->point(rec.module + ".input").index);
       }
     }
+    for (auto& p : out.points)
+      if (calibrated(p.spec)) p.qp = calibrator->qparams(model->point(p.point).index);
   }
   for (const auto& m : methods)
     if (m->holdout_windows() > 0) m->select(model, out, holdout);
   for (const auto& m : methods) out.methods.push_back(m->record());
-  out.activations = attach_activation_quantizer(model, out.linears);
+  out.activations = attach_activation_quantizer(model, out.linears, out.points);
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }

@@ -90,6 +90,64 @@ std::vector<AppliedMethod> load_methods(const nlohmann::json& qc, const std::str
 
 }  // namespace
 
+// Static activation ranges of a quantizer (checked: finite, one per group), or undefined when the
+// spec is dynamic or off; a static spec without them is an error.
+QParams load_ranges(const SafetensorsFile& file, const std::string& scale_name, const std::string& zero_name,
+                    const QuantSpec& spec, const std::string& qc_path) {
+  if (!file.contains(scale_name)) {
+    if (spec.enabled() && !spec.dynamic) fail_mismatch(file.path(), scale_name, "static activation ranges", "none");
+    return {};
+  }
+  QParams qp{tensor_from_view(file.get(scale_name)).reshape({1, -1, 1}), tensor_from_view(file.get(zero_name)).reshape({1, -1, 1})};
+  expect_finite(qp.scale, file.path(), scale_name);
+  expect_finite(qp.zero, file.path(), zero_name);
+  const int64_t expected = spec.granularity == Granularity::kPeg ? spec.peg_groups : 1;
+  OUTQ_CHECK(qp.scale.numel() == expected && qp.zero.numel() == expected, file.path(), ": ", scale_name, " / ", zero_name,
+             ": expected ", expected, " value(s) (", spec.describe(), ", as ", qc_path, " says), found ", qp.scale.numel(),
+             " and ", qp.zero.numel());
+  return qp;
+}
+
+// A PEG channel permutation of `width` channels (checked to be one), or undefined when the spec
+// has none; a permutation the spec does not ask for, or a missing one, is an error.
+torch::Tensor load_permutation(const SafetensorsFile& file, const std::string& name, const QuantSpec& spec, int64_t width,
+                               const std::string& qc_path) {
+  const bool permuted = spec.enabled() && spec.peg_permute;
+  if (!file.contains(name) && !permuted) return {};
+  OUTQ_CHECK(permuted, file.path(), ": ", name, ": a channel permutation for a tensor that ", qc_path,
+             " does not quantize per embedding group with peg_permute; the directory's files disagree");
+  torch::Tensor perm = tensor_from_view(file.get(name));
+  const bool ok = perm.scalar_type() == torch::kInt64 && perm.dim() == 1 && perm.size(0) == width &&
+                  torch::equal(std::get<0>(perm.sort()), torch::arange(width, torch::kInt64));
+  OUTQ_CHECK(ok, file.path(), ": ", name, ": expected an I64 permutation of 0..", width - 1, " (the channels), found another tensor");
+  return perm;
+}
+
+// The "points" section (absent before full-integer mode): quantized tensors other than linear inputs.
+std::vector<QuantizedPoint> load_points(const nlohmann::json& qc, const std::string& qc_path, const SafetensorsFile& file,
+                                        Llama& model) {
+  std::vector<QuantizedPoint> out;
+  if (!qc.contains("points")) return out;
+  OUTQ_CHECK(qc["points"].is_object(), qc_path, ": points: expected an object of tensor specs, found ", qc["points"].type_name());
+  for (const auto& [name, j] : qc["points"].items()) {
+    const ObservationPoint* found = nullptr;
+    for (const auto& p : model->points())
+      if (p.name == name && p.kind != PointKind::kLinearInput) found = &p;
+    OUTQ_CHECK(found != nullptr, qc_path, ": points.", name, ": expected a tensor of this model other than a linear input "
+               "(like ", block_prefix(0), ".residual_mlp), found no such tensor");
+    QuantizedPoint q;
+    q.point = name;
+    q.spec = spec_from_json(j, qc_path + ": points." + name);
+    q.spec.validate(qc_path + ": points." + name, false);
+    const int64_t width = found->kind == PointKind::kLinearOutput ? model->linear_weight(found->module).size(0)
+                                                                    : model->config().hidden_size;
+    q.qp = load_ranges(file, name + ".act_scale", name + ".act_zero", q.spec, qc_path);
+    q.perm = load_permutation(file, name + ".act_perm", q.spec, width, qc_path);
+    out.push_back(std::move(q));
+  }
+  return out;
+}
+
 torch::Tensor pack_codes(const torch::Tensor& codes, const QuantSpec& spec) {
   auto u = (codes.to(torch::kInt32) - static_cast<int32_t>(spec.qmin())).to(torch::kUInt8);  // (out, in)
   if (spec.bits > 4) return u.contiguous();
@@ -136,6 +194,15 @@ void quantized_save(Llama& model, const QuantizedModel& q, const std::string& di
     if (rec.activation_perm.defined()) w.add(rec.module + ".input_perm", rec.activation_perm.to(torch::kInt64));
     modules[rec.module] = m;
   }
+  nlohmann::ordered_json points = nlohmann::ordered_json::object();
+  for (const auto& p : q.points) {
+    points[p.point] = spec_json(p.spec);
+    if (p.qp.scale.defined()) {
+      w.add(p.point + ".act_scale", p.qp.scale.flatten());
+      w.add(p.point + ".act_zero", p.qp.zero.flatten());
+    }
+    if (p.perm.defined()) w.add(p.point + ".act_perm", p.perm.to(torch::kInt64));
+  }
   for (const auto& p : model->named_parameters()) {
     if (!quantized.count(p.key())) w.add(p.key(), p.value().detach().to(torch::kCPU, torch::kFloat32));
   }
@@ -150,7 +217,8 @@ void quantized_save(Llama& model, const QuantizedModel& q, const std::string& di
   }
   w.write((out / "model.safetensors").string());
   const nlohmann::ordered_json config = {{"format", kFormat}, {"version", kVersion}, {"recipe", q.recipe.name},
-                                         {"label", q.recipe.label()}, {"methods", methods}, {"modules", modules}};
+                                         {"label", q.recipe.label()}, {"methods", methods}, {"modules", modules},
+                                         {"points", points}};
   write_file_atomic(out / "quant_config.json", config.dump(2) + "\n");
   write_file_atomic(out / "recipe.toml", q.recipe.source_text);
   for (const auto& m : q.methods) make_method(MethodEntry{m.name, m.settings, q.recipe.source_path})->report(m, out.string());
@@ -213,31 +281,8 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
     } else {
       weight.copy_(tensor_from_view(file.get(module + ".weight")).to(torch::kFloat32));
     }
-    if (file.contains(module + ".input_scale")) {
-      rec.activation_qp = {tensor_from_view(file.get(module + ".input_scale")).reshape({1, -1, 1}),
-                           tensor_from_view(file.get(module + ".input_zero")).reshape({1, -1, 1})};
-      expect_finite(rec.activation_qp.scale, file.path(), module + ".input_scale");
-      expect_finite(rec.activation_qp.zero, file.path(), module + ".input_zero");
-      const QuantSpec& as = rec.activation_spec;
-      const int64_t expected = as.granularity == Granularity::kPeg ? as.peg_groups : 1;
-      OUTQ_CHECK(rec.activation_qp.scale.numel() == expected && rec.activation_qp.zero.numel() == expected, file.path(),
-                 ": ", module, ".input_scale / .input_zero: expected ", expected, " value(s) (", as.describe(), ", as ",
-                 qc_path, " says), found ", rec.activation_qp.scale.numel(), " and ", rec.activation_qp.zero.numel());
-    } else if (rec.activation_spec.enabled() && !rec.activation_spec.dynamic) {
-      fail_mismatch(file.path(), module + ".input_scale", "static activation ranges for this module", "none");
-    }
-    const bool permuted = rec.activation_spec.enabled() && rec.activation_spec.peg_permute;
-    if (file.contains(module + ".input_perm") || permuted) {
-      OUTQ_CHECK(permuted, file.path(), ": ", module, ".input_perm: a channel permutation for activations that ", qc_path,
-                 " does not quantize per embedding group with peg_permute; the directory's files disagree");
-      rec.activation_perm = tensor_from_view(file.get(module + ".input_perm"));
-      const int64_t in = weight.size(1);
-      const bool ok = rec.activation_perm.scalar_type() == torch::kInt64 && rec.activation_perm.dim() == 1 &&
-                      rec.activation_perm.size(0) == in &&
-                      torch::equal(std::get<0>(rec.activation_perm.sort()), torch::arange(in, torch::kInt64));
-      OUTQ_CHECK(ok, file.path(), ": ", module, ".input_perm: expected an I64 permutation of 0..", in - 1,
-                 " (the input channels), found another tensor");
-    }
+    rec.activation_qp = load_ranges(file, module + ".input_scale", module + ".input_zero", rec.activation_spec, qc_path);
+    rec.activation_perm = load_permutation(file, module + ".input_perm", rec.activation_spec, weight.size(1), qc_path);
     linears.push_back(std::move(rec));
   }
   for (const auto& p : model->named_parameters()) {
@@ -247,13 +292,15 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
     if (!is_linear) p.value().copy_(tensor_from_view(file.get(name)).to(torch::kFloat32));
     expect_finite(p.value(), file.path(), name);
   }
+  std::vector<QuantizedPoint> points = load_points(qc, qc_path, file, model);
   std::shared_ptr<const TokenPrefix> prefix;
   std::vector<AppliedMethod> methods = load_methods(qc, qc_path, file, model, &prefix);
-  auto aq = attach_activation_quantizer(model, linears);
+  auto aq = attach_activation_quantizer(model, linears, points);
   if (info) {
     info->methods = std::move(methods);
     info->recipe = recipe_parse(read_file(fs::path(dir) / "recipe.toml", "recipe"), (fs::path(dir) / "recipe.toml").string());
     info->linears = std::move(linears);
+    info->points = std::move(points);
     info->activations = aq;
     info->prefix = prefix;
   }

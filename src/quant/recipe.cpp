@@ -140,6 +140,14 @@ QuantSpec Recipe::activation_spec(const std::string& module) const {
   return s;
 }
 
+QuantSpec Recipe::point_spec(const std::string& point) const {
+  QuantSpec s;  // off unless full_integer or a [[tensors]] entry says otherwise
+  if (full_integer) s = activations;
+  for (const auto& t : tensors)
+    if (fnmatch(t.pattern.c_str(), point.c_str(), 0) == 0) s = t.activations;
+  return s;
+}
+
 bool Recipe::needs_calibration() const {
   // Static ranges, and the PEG permutation (measured on calibration data even for dynamic ranges).
   auto is_static = [](const QuantSpec& s) {
@@ -148,6 +156,8 @@ bool Recipe::needs_calibration() const {
   if (is_static(activations)) return true;
   for (const auto& o : overrides)
     if (o.has_activations && is_static(o.activations)) return true;
+  for (const auto& t : tensors)
+    if (is_static(t.activations)) return true;
   return false;
 }
 
@@ -183,8 +193,8 @@ Recipe recipe_parse(const std::string& text, const std::string& origin) {
   } catch (const toml::parse_error& e) {
     throw Error(fmt::format("{}:{}: not valid TOML: {}", origin, e.source().begin.line, e.description()));
   }
-  std::vector<std::string> root_keys = {"name", "description", "methods", "weights", "activations", "gptq",
-                                        "calibration", "override"};
+  std::vector<std::string> root_keys = {"name", "description", "methods", "full_integer", "weights", "activations",
+                                        "gptq", "calibration", "override", "tensors"};
   Recipe r;
   r.source_path = origin;
   r.source_text = text;
@@ -226,6 +236,7 @@ Recipe recipe_parse(const std::string& text, const std::string& origin) {
   }
   read(root, "name", r.name, origin, "recipe");
   read(root, "description", r.description, origin, "recipe");
+  read(root, "full_integer", r.full_integer, origin, "recipe");
   std::string algorithm = "rtn";
   if (const toml::table* w = table_of(root, "weights", origin)) read_spec(*w, r.weights, origin, "weights", true, &algorithm);
   if (algorithm == "rtn") r.algorithm = WeightAlgorithm::kRtn;
@@ -275,6 +286,25 @@ Recipe recipe_parse(const std::string& text, const std::string& origin) {
         mo.activations.validate(at(origin, item) + ": override.activations", false);
       }
       r.overrides.push_back(std::move(mo));
+    }
+  }
+  if (const toml::node* o = root.get("tensors")) {
+    const toml::array* arr = o->as_array();
+    if (!arr) fail_mismatch(at(origin, *o), "tensors", "an array of tables ([[tensors]])", "another type");
+    for (const auto& item : *arr) {
+      const toml::table* t = item.as_table();
+      if (!t) fail_mismatch(at(origin, item), "tensors", "a table", "another type");
+      reject_unknown(*t, {"points", "activations"}, origin, "tensors");
+      TensorOverride to;
+      to.origin = at(origin, item);
+      read(*t, "points", to.pattern, origin, "tensors");
+      if (to.pattern.empty()) fail_mismatch(to.origin, "tensors.points", "a glob on observation point names", "none");
+      to.activations = r.activations;
+      const toml::table* a = table_of(*t, "activations", origin);
+      if (!a) fail_mismatch(to.origin, "tensors.activations", "a table of the activation spec", "none");
+      read_spec(*a, to.activations, origin, "tensors.activations", false, nullptr);
+      to.activations.validate(to.origin + ": tensors.activations", false);
+      r.tensors.push_back(std::move(to));
     }
   }
   if (r.name.empty()) r.name = std::filesystem::path(origin).stem().string();

@@ -219,6 +219,7 @@ IntegerRuntimeReport attach_integer_runtime(Llama& model, const QuantizedModel& 
   for (const auto& m : info.methods)
     OUTQ_CHECK(m.runtime_unsupported.empty(), "integer runtime: the outlier method ", m.name,
                " needs what the kernels cannot do yet (", m.runtime_unsupported, "); evaluate it simulated instead");
+  for (const auto& p : info.points) report.simulated_points += p.spec.enabled() ? 1 : 0;
   for (const auto& rec : info.linears) {
     if (!rec.activation_spec.enabled() && weight_only_unsupported(rec).empty()) {
       auto kernel = std::make_shared<WeightOnlyLinear>(pack_linear(rec));

@@ -250,7 +250,7 @@ class ZeroDownProjInput : public Observer {
 
 TEST(LlamaObservation, PointsAreNamedAndSeenInOrder) {
   Llama m(awkward_config(false, 2));
-  EXPECT_EQ(m->points().size(), 32u);
+  EXPECT_EQ(m->points().size(), 36u);  // 14 linears x 2 + 2 residuals + scores and probs, per block
   EXPECT_EQ(m->point("model.layers.0.self_attn.q_proj.input").kind, PointKind::kLinearInput);
   EXPECT_EQ(m->point("model.layers.1.residual_mlp").layer, 1);
   EXPECT_THROW(m->point("model.layers.9.mlp.up_proj.input"), Error);
@@ -258,10 +258,18 @@ TEST(LlamaObservation, PointsAreNamedAndSeenInOrder) {
   m->observers().attach(rec);
   torch::NoGradGuard g;
   const auto observed = m->forward(torch::zeros({1, 5}, torch::kInt64));
-  EXPECT_EQ(rec->seen.size(), 32u);  // every point once
+  EXPECT_EQ(rec->seen.size(), 36u);  // every point once
   EXPECT_EQ(rec->seen.front(), "model.layers.0.self_attn.q_proj.input");
   EXPECT_EQ(rec->seen.back(), "model.layers.1.residual_mlp");
-  for (const auto& s : rec->shapes) EXPECT_EQ(s.size(), 3u);
+  // Scores and probabilities (B, H, T, S) right after k/v, before o_proj's input; the rest (B, T, C).
+  EXPECT_EQ(rec->seen[6], "model.layers.0.self_attn.scores");
+  EXPECT_EQ(rec->seen[7], "model.layers.0.self_attn.probs");
+  for (size_t i = 0; i < rec->seen.size(); ++i)
+    EXPECT_EQ(rec->shapes[i].size(), rec->seen[i].find("self_attn.scores") != std::string::npos ||
+                                             rec->seen[i].find("self_attn.probs") != std::string::npos
+                                         ? 4u
+                                         : 3u)
+        << rec->seen[i];
   m->observers().clear();
   // Without observers q/k/v and gate/up run as fused GEMMs: equal up to float rounding.
   EXPECT_TRUE(torch::allclose(observed, m->forward(torch::zeros({1, 5}, torch::kInt64)), 1e-5, 1e-6));

@@ -190,7 +190,7 @@ TEST(PegModel, PermutationsAreMeasuredSharedSavedAndLoaded) {
     const auto windows = calibration_windows(shard, r.calibration, 1);
     for (const auto& rec : q.linears) {
       ASSERT_TRUE(rec.activation_perm.defined()) << rec.module;
-      const std::string src = peg_permutation_source(rec);
+      const std::string src = peg_permutation_source(model, rec.module + ".input", rec.activation_spec);
       const bool from_down = src.find("down_proj.output") != std::string::npos;
       const bool stream_reader = rec.module.find("o_proj") == std::string::npos &&
                                  rec.module.find("down_proj") == std::string::npos;

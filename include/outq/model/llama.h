@@ -72,10 +72,14 @@ class AttentionImpl : public torch::nn::Module {
   /// x (B, T, C); cos/sin (T, D) for the new positions; cache entries updated in place.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         torch::Tensor* cache_k, torch::Tensor* cache_v, const ObserverList& observers);
+  /// The points of the attention scores (scaled, before the causal mask) and probabilities.
+  void set_points(const ObservationPoint* scores, const ObservationPoint* probs);
   ObservedLinear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
   int64_t heads_, kv_heads_, head_dim_;
+  const ObservationPoint* scores_ = nullptr;
+  const ObservationPoint* probs_ = nullptr;
 };
 TORCH_MODULE(Attention);
 

@@ -1,11 +1,12 @@
-// Named observation points: every linear layer's input and output and the residual stream after
-// attention and after the MLP. The model passes each such tensor through observe(); attached
+// Named observation points: every linear layer's input and output, the residual stream after
+// attention and after the MLP, and the attention scores and probabilities. The model passes each such tensor through observe(); attached
 // observers may record it (statistics, calibration, GPTQ Hessians) or replace it (fake
 // quantization, clamping). With no observer attached, observe() is one branch and returns x.
 //
 // Point names: "<module>.input" / "<module>.output" for linear modules named as in Hugging Face
 // ("model.layers.3.mlp.down_proj.input"), "model.layers.<N>.residual_attn" / ".residual_mlp" for
-// the residual stream.
+// the residual stream, "model.layers.<N>.self_attn.scores" / ".probs" for attention (scores
+// scaled by 1/sqrt(head_dim), before the causal mask; probabilities after the softmax).
 #pragma once
 
 #include <torch/torch.h>
@@ -18,7 +19,7 @@
 
 namespace outq {
 
-enum class PointKind { kLinearInput, kLinearOutput, kResidual };
+enum class PointKind { kLinearInput, kLinearOutput, kResidual, kAttention };
 
 struct ObservationPoint {
   int index = 0;        ///< position in Llama::points(): observers may key tables by it
@@ -38,7 +39,8 @@ bool is_slot_input(const ObservationPoint& point);
 class Observer {
  public:
   virtual ~Observer() = default;
-  /// Sees (and may replace) the tensor at `point`; x is (B, T, C) for every point.
+  /// Sees (and may replace) the tensor at `point`; x is (B, T, C) for every point but the attention
+  /// ones, which are (B, H, T, S) (S keys, cached ones included).
   virtual torch::Tensor observe(const ObservationPoint& point, const torch::Tensor& x) = 0;
 };
 

@@ -3,7 +3,8 @@
 // range so each of the K groups holds channels of similar range. With peg_shared, the tensors of a
 // layer's residual stream (the norm outputs that q/k/v and gate/up read) share one permutation,
 // computed from the ranges of that layer's down-projection output, where the stream's outlier
-// channels are written (the paper shares the FFN output's permutation the same way).
+// channels are written (the paper shares the FFN output's permutation the same way). The residual
+// stream's tensors: the norm outputs, the residual sums and the o_proj / down_proj outputs.
 #pragma once
 
 #include <map>
@@ -16,16 +17,18 @@
 
 namespace outq {
 
-/// The point whose channel ranges define the permutation of `rec`'s input (its own input point,
-/// or the layer's "mlp.down_proj.output" for a shared permutation of a residual-stream input).
-std::string peg_permutation_source(const QuantizedLinear& rec);
+/// The point whose channel ranges define the permutation of the tensor at `point` quantized with
+/// `spec`: the point itself, or the layer's "mlp.down_proj.output" for a shared permutation of a
+/// residual-stream tensor.
+std::string peg_permutation_source(const Llama& model, const std::string& point, const QuantSpec& spec);
 
 /// Per-channel (min, max) of the named points over the calibration windows (one pass, no gradients).
 std::map<std::string, std::pair<torch::Tensor, torch::Tensor>> channel_ranges(Llama& model,
                                                                               const std::vector<std::string>& points,
                                                                               const CalibrationData& data);
 
-/// Sets `activation_perm` of every linear whose activation spec asks for a PEG permutation.
-void set_peg_permutations(Llama& model, std::vector<QuantizedLinear>& linears, const CalibrationData& data);
+/// Sets the permutation of every linear input and quantized point whose spec asks for one.
+void set_peg_permutations(Llama& model, std::vector<QuantizedLinear>& linears, std::vector<QuantizedPoint>& points,
+                          const CalibrationData& data);
 
 }  // namespace outq

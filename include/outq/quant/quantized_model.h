@@ -45,6 +45,15 @@ struct QuantizedLinear {
   torch::Tensor activation_perm;  ///< PEG range-based channel permutation (int64, in); undefined = identity
 };
 
+/// A quantized observation point other than a linear input (full-integer mode, [[tensors]]):
+/// residual sums, linear outputs, attention scores and probabilities. Always simulated.
+struct QuantizedPoint {
+  std::string point;  ///< "model.layers.0.residual_mlp"
+  QuantSpec spec;
+  QParams qp;          ///< static ranges; undefined for dynamic
+  torch::Tensor perm;  ///< PEG permutation (int64); undefined = identity
+};
+
 /// What an outlier method left with the quantized model (see ptq/method.h).
 struct AppliedMethod {
   std::string name;
@@ -59,6 +68,7 @@ struct AppliedMethod {
 struct QuantizedModel {
   Recipe recipe;
   std::vector<QuantizedLinear> linears;
+  std::vector<QuantizedPoint> points;                 ///< the other quantized tensors (empty unless full-integer)
   std::vector<AppliedMethod> methods;                 ///< in the order applied
   std::shared_ptr<ActivationQuantizer> activations;  ///< attached to the model
   /// The quantization-free prefix evaluation and generation continue after (QFeP); null if none.
@@ -66,8 +76,9 @@ struct QuantizedModel {
   double seconds = 0;
 };
 
-/// Builds and attaches the activation quantizer from per-module specs and static ranges
-/// (used by quantize_model and when loading a quantized model directory).
-std::shared_ptr<ActivationQuantizer> attach_activation_quantizer(Llama& model, const std::vector<QuantizedLinear>& linears);
+/// Builds and attaches the activation quantizer from per-module specs and static ranges, and the
+/// other quantized points (used by quantize_model and when loading a quantized model directory).
+std::shared_ptr<ActivationQuantizer> attach_activation_quantizer(Llama& model, const std::vector<QuantizedLinear>& linears,
+                                                                 const std::vector<QuantizedPoint>& points = {});
 
 }  // namespace outq

@@ -11,7 +11,13 @@
 //   [activations]  bits = 4  symmetric = false  granularity = "token"  range = "minmax"  dynamic = true
 //   [calibration]  windows = 128  seq_len = 256  seed = 0  batch_size = 16
 //   [[override]]   modules = "model.layers.*.mlp.down_proj"   weights = { bits = 8 }
-//                  activations = { bits = 16 }
+//                  activations = { bits = 16 }                # 16 = float; add integer = true for int16
+//   full_integer = false                            # true: also quantize every other tensor (below)
+//   [[tensors]]    points = "model.layers.*.residual_mlp"    activations = { bits = 16, integer = true }
+//
+// Linear inputs take [activations] and the module overrides. Every other observation point (linear
+// outputs, residual sums, attention scores and probabilities: model/observe.h) is float unless
+// full_integer gives it the [activations] spec, or a [[tensors]] glob on its name sets one.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +53,14 @@ struct ModuleOverride {
 
 /// An outlier method listed in `methods`, with its settings table (TOML converted to JSON; the
 /// method checks the keys: see ptq/method.h).
+/// A [[tensors]] entry: the activation spec of the observation points (other than linear inputs)
+/// whose names match the glob.
+struct TensorOverride {
+  std::string pattern;
+  QuantSpec activations;
+  std::string origin;  ///< "recipe.toml:12"
+};
+
 struct MethodEntry {
   std::string name;
   nlohmann::json settings = nlohmann::json::object();
@@ -60,11 +74,16 @@ struct Recipe {
   GptqOptions gptq;
   CalibrationOptions calibration;
   std::vector<ModuleOverride> overrides;
+  bool full_integer = false;
+  std::vector<TensorOverride> tensors;
   std::vector<MethodEntry> methods;
 
   /// Specs for a linear module ("model.layers.0.mlp.down_proj"): the last matching override wins.
   QuantSpec weight_spec(const std::string& module) const;
   QuantSpec activation_spec(const std::string& module) const;
+  /// Spec of an observation point that is not a linear input ("model.layers.0.residual_mlp"): the
+  /// last matching [[tensors]] entry, else [activations] under full_integer, else off.
+  QuantSpec point_spec(const std::string& point) const;
   /// True if any activation quantizer is static (needs calibration ranges).
   bool needs_calibration() const;
   /// True if any activation quantizer uses learned ranges (a QAT model's clips.json).

@@ -15,6 +15,7 @@ struct IntegerRuntimeReport {
   int integer_layers = 0;
   int weight_only_layers = 0;             ///< float activations, packed weights (W8A16 / W4A16)
   std::vector<std::string> float_layers;  ///< "module: reason" for layers the kernels cannot run
+  int simulated_points = 0;               ///< quantized tensors other than linear inputs (full-integer mode): simulated
   size_t packed_bytes = 0;                ///< packed weights, scales and sums
 };
 
