@@ -47,6 +47,7 @@ Command command_generate();
 Command command_quantize();
 Command command_analyze();
 Command command_bench();
+Command command_sensitivity();
 Command command_study();
 
 }  // namespace outq::app
