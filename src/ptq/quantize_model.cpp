@@ -132,6 +132,15 @@ std::vector<QuantizedPoint> plan_points(Llama& model, const Recipe& recipe) {
     if (p.kind == PointKind::kLinearInput) continue;
     QuantizedPoint q{p.name, recipe.point_spec(p.name), {}, {}};
     if (!q.spec.enabled()) continue;
+    // Attention scores and probabilities have no channel dimension: a per-embedding-group default
+    // (full_integer) quantizes them per tensor; only an explicit [[tensors]] entry asking for PEG
+    // there is an error.
+    bool named = false;
+    for (const auto& t : recipe.tensors) named = named || !glob_matches(t.pattern, {p.name}).empty();
+    if (p.kind == PointKind::kAttention && q.spec.granularity == Granularity::kPeg && !named) {
+      q.spec.granularity = Granularity::kTensor;
+      q.spec.peg_permute = q.spec.peg_shared = false;
+    }
     const std::string where = recipe.source_path + ": " + p.name + " activations";
     q.spec.validate(where, false);
     OUTQ_CHECK(q.spec.range != RangeMethod::kLearned, where, ": range = \"learned\" is for linear inputs (clips.json); "

@@ -101,6 +101,21 @@ TEST(FullInteger, TensorGlobsAndSpecsAreChecked) {
             std::string::npos);
 }
 
+// A per-embedding-group default reaches the attention scores and probabilities per tensor (they
+// have no channels); every (B, T, C) tensor keeps its groups.
+TEST(FullInteger, PegDefaultQuantizesAttentionPerTensor) {
+  Calib c;
+  Llama model = test::tiny_model(4);
+  const Recipe r = recipe_parse("full_integer = true\n[activations]\nbits = 8\ngranularity = \"peg\"\npeg_groups = 3\n"
+                                "peg_permute = true\n[calibration]\nwindows = 4\nseq_len = 12\nbatch_size = 2\n", "p.toml");
+  const QuantizedModel q = quantize_model(model, r, c.shard.get(), 1);
+  for (const auto& p : q.points) {
+    const bool attention = p.point.find("scores") != std::string::npos || p.point.find("probs") != std::string::npos;
+    EXPECT_EQ(p.spec.granularity, attention ? Granularity::kTensor : Granularity::kPeg) << p.point;
+    EXPECT_EQ(p.perm.defined(), !attention) << p.point;
+  }
+}
+
 TEST(FullInteger, SavedAndLoadedModelsAgree) {
   Calib c;
   Llama model = test::tiny_model(5);

@@ -17,7 +17,9 @@
 //
 // Linear inputs take [activations] and the module overrides. Every other observation point (linear
 // outputs, residual sums, attention scores and probabilities: model/observe.h) is float unless
-// full_integer gives it the [activations] spec, or a [[tensors]] glob on its name sets one.
+// full_integer gives it the [activations] spec (per tensor for the attention scores and
+// probabilities when that spec is per embedding group: they have no channel dimension), or a
+// [[tensors]] glob on its name sets one.
 #pragma once
 
 #include <cstdint>
