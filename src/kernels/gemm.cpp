@@ -161,11 +161,22 @@ void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, con
     int8_t* codes = out->codes.data() + r * out->k_padded;
     int32_t* sums = out->group_sum.data() + r * groups;
     if (peg) {  // gathered columns, each group on its own static grid; the row keeps scale 1, zero 0
+      // The gather first (into a buffer), so the quantizing loop is the plain vectorizable one; the
+      // group's scale and zero in locals (codes are int8_t, which may alias anything).
+      thread_local std::vector<float> gathered;
+      const float* src = row;
+      if (!f.gather.empty()) {
+        gathered.resize(static_cast<size_t>(k));
+        const int64_t* idx = f.gather.data();
+        for (int64_t i = 0; i < k; ++i) gathered[i] = row[idx[i]];
+        src = gathered.data();
+      }
       for (int64_t g = 0; g < groups; ++g) {
+        const float gs = f.peg_scale[g], gz = f.peg_zero[g];
+        const int64_t i0 = f.peg_bounds[g], i1 = f.peg_bounds[g + 1];
         int32_t sum = 0;
-        for (int64_t i = f.peg_bounds[g]; i < f.peg_bounds[g + 1]; ++i) {
-          const float v = f.gather.empty() ? row[i] : row[f.gather[i]];
-          const int32_t q = round_clamp(v / f.peg_scale[g] + f.peg_zero[g], qmin, qmax) + shift;
+        for (int64_t i = i0; i < i1; ++i) {
+          const int32_t q = round_clamp(src[i] / gs + gz, qmin, qmax) + shift;
           codes[i] = static_cast<int8_t>(q);
           sum += q;
         }
