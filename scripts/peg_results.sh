@@ -8,12 +8,14 @@
 # model's float self on the test split; the sensitivity rankings on the validation split.
 # Writes OUT/<name>/{sweep.json, sensitivity-*/} and OUT/peg.md.
 # Usage: scripts/peg_results.sh OUT_DIR NAME=MODEL_DIR...
-#        (THREADS=2, MAX_TOKENS=32768 test tokens, SENS_TOKENS=16384, TOLERANCE=0.001)
+#        (THREADS=2, MAX_TOKENS=32768 test tokens, SENS_TOKENS=16384, TOLERANCE=0.001,
+#         SENS_RECIPES="w8a8-tensor-rtn-full w8a4-tensor-rtn-full w8a8-tensor-rtn w8a4-tensor-rtn")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:?usage: scripts/peg_results.sh OUT_DIR NAME=MODEL_DIR...}"
 shift
 threads="${THREADS:-2}" max_tokens="${MAX_TOKENS:-32768}" sens_tokens="${SENS_TOKENS:-16384}" tol="${TOLERANCE:-0.001}"
+sens_recipes="${SENS_RECIPES:-w8a8-tensor-rtn-full w8a4-tensor-rtn-full w8a8-tensor-rtn w8a4-tensor-rtn}"
 outq=build/apps/outq/outq
 [ -x "$outq" ] || { echo "build outq first: bash scripts/build.sh" >&2; exit 1; }
 export OUTQ_PROGRESS="${OUTQ_PROGRESS:-off}"
@@ -53,11 +55,12 @@ for bits in (8, 4):
         variant(emb, "w8a8-pegemb-rtn", bits, full)
 PY
   # Sensitivity (validation split) of the per-tensor recipes: rankings and mixed-precision suggestions.
-  for r in w8a8-tensor-rtn w8a8-tensor-rtn-full w8a4-tensor-rtn w8a4-tensor-rtn-full; do
+  for r in $sens_recipes; do
     [ -s "$dir/sens-$r/sensitivity.json" ] && { echo "reusing $dir/sens-$r" >&2; continue; }
     echo "$name: sensitivity of $r" >&2
     "$outq" sensitivity --model "$model" --recipe "$rdir/$r.toml" --out "$dir/sens-$r" --overwrite \
-      --max-tokens "$sens_tokens" --tolerance "$tol" --per-layer-types 3 --threads "$threads" > "$dir/sens-$r.txt"
+      --max-tokens "$sens_tokens" --tolerance "$tol" --per-layer-types "${PER_LAYER_TYPES:-3}" --threads "$threads" \
+      > "$dir/sens-$r.txt"
   done
   if [ -s "$dir/sweep.json" ]; then
     echo "reusing $dir/sweep.json (delete it to redo)" >&2
@@ -66,7 +69,8 @@ PY
     for bits in 8 4; do
       for full in "" "-full"; do
         for stem in tensor peg6 peg6perm peg6shared pegemb; do recipes+=("$rdir/w8a${bits}-$stem-rtn$full.toml"); done
-        recipes+=("$dir/sens-w8a${bits}-tensor-rtn$full/w8a${bits}-tensor-rtn$full-mp.toml")
+        mp="$dir/sens-w8a${bits}-tensor-rtn$full/w8a${bits}-tensor-rtn$full-mp.toml"
+        [ -f "$mp" ] && recipes+=("$mp")
       done
     done
     echo "$name: ${#recipes[@]} recipes on $model" >&2
@@ -106,6 +110,7 @@ for name in names:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     for r in ["w8a8-tensor-rtn-full", "w8a4-tensor-rtn-full", "w8a8-tensor-rtn", "w8a4-tensor-rtn"]:
+        if not os.path.exists(f"{out}/{name}/sens-{r}/sensitivity.json"): continue
         s = json.load(open(f"{out}/{name}/sens-{r}/sensitivity.json"))
         loo = sorted(s["leave_one_out"], key=lambda x: x["perplexity"])
         lines.append(f"{name} `{r}` leave-one-out (val; all quantized {s['all_perplexity']:.2f}, weights only "

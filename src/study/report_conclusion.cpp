@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <functional>
 
 #include "outq/study/report.h"
 
@@ -34,18 +35,34 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 // "<base> p -> p'" for every evaluation of model `id` named <base><suffix> whose base recipe was
 // evaluated too, comma-separated in evaluation order.
-std::string pairs_with_base(const json& r, const std::string& id, const std::string& suffix) {
+// "base p -> p, ..." for every evaluation of model `id` whose recipe has a base recipe (base_of
+// gives its name, "" for none) evaluated on the same model.
+std::string pairs_with_base(const json& r, const std::string& id, const std::function<std::string(const std::string&)>& base_of) {
   std::string pairs;
   for (const auto& e : r.at("evals")) {
     const std::string name = e.value("recipe", "");
-    if (e.value("model", "") != id || !e.contains("perplexity") || !ends_with(name, suffix)) continue;
+    const std::string base_name = base_of(name);
+    if (e.value("model", "") != id || !e.contains("perplexity") || base_name.empty()) continue;
     for (const auto& base : r.at("evals"))
-      if (base.value("model", "") == id && base.value("recipe", "") == name.substr(0, name.size() - suffix.size()) &&
-          base.contains("perplexity"))
+      if (base.value("model", "") == id && base.value("recipe", "") == base_name && base.contains("perplexity"))
         pairs += fmt::format("{}{} {:.2f} -> {:.2f}", pairs.empty() ? "" : ", ", base.at("recipe").get<std::string>(),
                              base.at("perplexity").get<double>(), e.at("perplexity").get<double>());
   }
   return pairs;
+}
+
+std::string pairs_with_base(const json& r, const std::string& id, const std::string& suffix) {
+  return pairs_with_base(r, id, [&](const std::string& n) {
+    return ends_with(n, suffix) ? n.substr(0, n.size() - suffix.size()) : std::string();
+  });
+}
+
+// "w4a4-peg6perm-gptq" -> "w4a4-tensor-gptq": a per-embedding-group recipe's per-tensor twin.
+std::string per_tensor_twin(const std::string& name) {
+  const auto at = name.find("-peg");
+  if (at == std::string::npos) return "";
+  const auto end = name.find('-', at + 1);
+  return name.substr(0, at) + "-tensor" + (end == std::string::npos ? "" : name.substr(end));
 }
 
 }  // namespace
@@ -115,13 +132,20 @@ std::vector<std::string> study_conclusions(const json& r) {
 
   // SmoothQuant and rotation next to the same recipe without them (recipes named <base>-sq and
   // <base>-rot), per model.
-  for (const auto& [suffix, method] : {std::pair{"-sq", "SmoothQuant"}, std::pair{"-rot", "Rotation"}})
+  for (const auto& [suffix, method] : {std::pair{"-sq", "SmoothQuant"}, std::pair{"-rot", "Rotation"},
+                                       std::pair{"-mp", "Mixed precision (16-bit integer down-projection input)"}})
     for (const char* id : {"baseline", "qat"}) {
       const std::string pairs = pairs_with_base(r, id, suffix);
       if (!pairs.empty())
         out.push_back(fmt::format("{} on the {} model (perplexity without -> with): {}.", method,
                                   std::string(id) == "qat" ? "QAT" : "float baseline", pairs));
     }
+  for (const char* id : {"baseline", "qat"}) {
+    const std::string pairs = pairs_with_base(r, id, per_tensor_twin);
+    if (!pairs.empty())
+      out.push_back(fmt::format("Per-embedding-group activations on the {} model (per tensor -> PEG): {}.",
+                                std::string(id) == "qat" ? "QAT" : "float baseline", pairs));
+  }
   // The compass question: the best rotated static per-tensor W4A4 on the baseline against the QAT model.
   const json* best_rot = nullptr;
   for (const auto& e : r.at("evals"))

@@ -289,6 +289,23 @@ TEST_F(QuantizeCli, BadRecipesAndInputs) {
   EXPECT_NE(r.err.find("warning: recipe glob: override 'layers.*.mlp' matches no module (modules are named like "
                        "model.layers.0.self_attn.q_proj"), std::string::npos) << r.err;
 
+  // Per-embedding groups beyond the width and an unknown tensor name: one line, exit 1, nothing written.
+  test::write_text(*dir_ / "peg.toml", "[activations]\nbits = 8\ngranularity = \"peg\"\npeg_groups = 40\ndynamic = true\n");
+  r = outq("quantize --model " + model() + " --recipe " + *dir_ / "peg.toml --out " + *dir_ / "o6");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("activations.peg_groups: expected at most the input width 32 (one channel per group), found 40"),
+            std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_FALSE(fs::exists(*dir_ / "o6"));
+  test::write_text(*dir_ / "tensors.toml", "full_integer = true\n[activations]\nbits = 8\ndynamic = true\n"
+                                           "[[tensors]]\npoints = \"model.layers.*.residual_ffn\"\nactivations = { bits = 16 }\n");
+  r = outq("quantize --model " + model() + " --recipe " + *dir_ / "tensors.toml --out " + *dir_ / "o7");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("tensors.points: expected a glob on tensor names such as"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("'model.layers.*.residual_ffn' names none"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_FALSE(fs::exists(*dir_ / "o7"));
+
   // A calibration shard made with another tokenizer.
   const auto other = test::run_shell(kOutq + " data" + data_args("data-other", 310),
                                      {{"OUTQ_CACHE", *dir_ / "cache"}, {"OUTQ_PROGRESS", "off"}});
@@ -302,6 +319,35 @@ TEST_F(QuantizeCli, BadRecipesAndInputs) {
   r = outq("quantize --model " + *dir_ / "q8 --recipe " + kRecipes + "w8a8-tensor-rtn.toml --out " + *dir_ / "o5");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("expected a float model directory"), std::string::npos) << r.err;
+}
+
+// `outq sensitivity` end to end on the tiny model: ranking, files, a suggested recipe that
+// `quantize` accepts; 16-bit integer activations with grouped weights run simulated, said so.
+TEST_F(QuantizeCli, SensitivityWritesRankingAndARecipe) {
+  test::write_text(*dir_ / "full.toml", "name = \"full\"\nfull_integer = true\n[weights]\nbits = 8\nsymmetric = true\n"
+                                        "granularity = \"channel\"\n[activations]\nbits = 4\n[calibration]\nwindows = 8\nseq_len = 32\n");
+  const std::string out = *dir_ / "sens";
+  auto r = outq("sensitivity --model " + model() + " --recipe " + *dir_ / "full.toml --out " + out +
+                " --max-tokens 512 --per-layer-types 1 --max-16bit 2 --tolerance 0");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("ranking (most sensitive first"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("residual_mlp"), std::string::npos) << r.out;
+  for (const char* f : {"sensitivity.json", "sensitivity.csv", "full-mp.toml"}) EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  const auto j = nlohmann::json::parse(test::read_text(out + "/sensitivity.json"));
+  EXPECT_EQ(j["leave_one_out"].size(), 15u);
+  EXPECT_EQ(j["per_layer_leave_one_out"].size(), 2u);
+  const auto q = outq("quantize --model " + model() + " --recipe " + out + "/full-mp.toml --out " + *dir_ / "q-mp");
+  EXPECT_EQ(q.exit_code, 0) << q.err;
+  r = outq("sensitivity --model " + model() + " --recipe " + *dir_ / "full.toml --out " + out + " --tolerance nan");
+  EXPECT_EQ(r.exit_code, 2);  // a usage error (the option's range)
+  // int16 activations with grouped weights: the layers stay simulated and the compute line says why.
+  test::write_text(*dir_ / "i16g.toml", "[weights]\nbits = 4\ngranularity = \"group\"\ngroup_size = 16\n"
+                                        "[activations]\nbits = 16\ninteger = true\ngranularity = \"token\"\ndynamic = true\n");
+  ASSERT_EQ(outq("quantize --model " + model() + " --recipe " + *dir_ / "i16g.toml --out " + *dir_ / "q-i16g").exit_code, 0);
+  r = outq("eval --model " + *dir_ / "q-i16g --split val --max-tokens 256");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("on 0 linear layers; 14 simulated in float (first: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(": 16-bit integer activations with grouped weights"), std::string::npos) << r.out;
 }
 
 TEST_F(QuantizeCli, AnalyzeWritesStatisticsPlotsAndEmergence) {

@@ -77,6 +77,12 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   // The rotation rows next to their base recipe, and the post-training vs QAT comparison.
   EXPECT_NE(md.find("Rotation on the float baseline model (perplexity without -> with): w4a4-tensor-rtn "), std::string::npos);
   EXPECT_NE(md.find("The best post-training static per-tensor W4A4 on the float baseline, w4a4-tensor-"), std::string::npos);
+  // Per-embedding groups and mixed precision next to the per-tensor recipe.
+  EXPECT_NE(md.find("Per-embedding-group activations on the float baseline model (per tensor -> PEG): w4a4-tensor-gptq "),
+            std::string::npos);
+  EXPECT_NE(md.find("Mixed precision (16-bit integer down-projection input) on the float baseline model (perplexity without "
+                    "-> with): w4a4-tensor-gptq "),
+            std::string::npos);
   // The spike methods' findings and rows next to their base recipe.
   EXPECT_NE(md.find("Activation spikes on the float baseline model: largest spike ratio "), std::string::npos);
   EXPECT_NE(md.find("QFeP prefix <s> "), std::string::npos);
@@ -111,9 +117,9 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   }
   // The integer runtime ran every runtime recipe that applies (learned ones on the QAT model only),
   // and its perplexity is the simulation's up to the epilogue's float rounding.
-  // Default runtime recipes: four plain ones (one with SmoothQuant, one with rotation) on both models,
-  // the learned one on the QAT model.
-  EXPECT_EQ(r.at("runtime").size(), 9u);
+  // Default runtime recipes: five plain ones (one with SmoothQuant, one with rotation, one with 16-bit
+  // integer down-projection inputs) on both models, the learned one on the QAT model.
+  EXPECT_EQ(r.at("runtime").size(), 11u);
   for (const auto& x : r.at("runtime")) {
     EXPECT_NEAR(x.at("perplexity").get<double>(), x.at("simulated_perplexity").get<double>(),
                 1e-3 * x.at("simulated_perplexity").get<double>());
