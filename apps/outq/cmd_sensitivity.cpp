@@ -153,9 +153,15 @@ int run(const CommonOptions& common, OutqConfig& config) {
   }
   std::printf("suggestion (target %.3f = weights only + %.1f%%): %s at 16-bit integer -> %s\n", r.target, 100 * g_tolerance,
               r.suggested.empty() ? "nothing" : fmt::format("{}", fmt::join(r.suggested, ", ")).c_str(),
-              r.suggested_steps.empty() ? "already within the target"
-              : r.reached ? fmt::format("perplexity {:.3f}", r.suggested_steps.back()).c_str()
-                          : fmt::format("perplexity {:.3f}, target NOT reached", r.suggested_steps.back()).c_str());
+              r.suggested.empty() ? "already within the target"
+              : r.reached ? fmt::format("perplexity {:.3f}", r.suggested_perplexity).c_str()
+                          : fmt::format("perplexity {:.3f}, target NOT reached", r.suggested_perplexity).c_str());
+  if (!r.suggested_steps.empty()) {
+    std::string steps;
+    for (size_t i = 0; i < r.suggested.size(); ++i)
+      steps += fmt::format("{}+{} {:.3f}", i ? ", " : "", r.suggested[i], r.suggested_steps[i]);
+    std::printf("selection steps (chosen types in float): %s\n", steps.c_str());
+  }
   std::printf("outputs: %s/sensitivity.{json,csv,png}, %s/%s-mp.toml\n", g_out.c_str(), g_out.c_str(), recipe.name.c_str());
   return 0;
 }

@@ -153,18 +153,40 @@ SensitivityResult sensitivity_analysis(Llama& float_model, const Recipe& recipe,
       r.per_layer_out.push_back({ranked[static_cast<size_t>(i)].type, l,
                                  evaluate([&](size_t x, int y) { return !(x == t && y == l); })});
   }
-  // Greedy suggestion, each step quantized and evaluated for real (16-bit integer activations).
-  double ppl = r.all_perplexity;
-  const size_t cap = o.max_suggested > 0 ? static_cast<size_t>(o.max_suggested) : ranked.size();
-  while (!(ppl <= r.target) && r.suggested.size() < std::min(cap, ranked.size())) {
-    r.suggested.push_back(ranked[r.suggested.size()].type);
+  // Greedy forward selection: each step adds the type whose release (activations in float, the
+  // proxy for 16 bits) gives the lowest perplexity together with those already chosen. The ranking
+  // is not additive (releasing one tensor can make another's error worse), so the leave-one-out
+  // order alone is not used. When the proxy meets the target, the choice is quantized for real
+  // with 16-bit integer activations; if that misses, selection continues.
+  std::vector<size_t> chosen;
+  auto released = [&](size_t x) { return std::find(chosen.begin(), chosen.end(), x) != chosen.end(); };
+  const size_t cap = std::min(o.max_suggested > 0 ? static_cast<size_t>(o.max_suggested) : r.types.size(), r.types.size());
+  double proxy = r.all_perplexity;
+  r.suggested_perplexity = r.all_perplexity;
+  while (!(r.suggested_perplexity <= r.target) && chosen.size() < cap) {
+    while (!(proxy <= r.target) && chosen.size() < cap) {
+      size_t best = types.size();
+      double best_ppl = 0;
+      for (const auto& name : r.types) {
+        const size_t t = type_index(name);
+        if (released(t)) continue;
+        const double p = evaluate([&](size_t x, int) { return x != t && !released(x); });
+        if (best == types.size() || p < best_ppl) best = t, best_ppl = p;
+      }
+      chosen.push_back(best);
+      r.suggested.push_back(types[best].name);
+      r.suggested_steps.push_back(proxy = best_ppl);
+      log_info("sensitivity: + {} in float: perplexity {:.3f} (target {:.3f})", types[best].name, best_ppl, r.target);
+    }
     const std::string text = mixed_precision_recipe(recipe, r.suggested, recipe.name + "-mp");
     auto [m, mq] = quantize(recipe_parse(text, recipe.source_path + " (mixed precision)"));
-    ppl = perplexity(m, mq.prefix.get());
-    r.suggested_steps.push_back(ppl);
-    log_info("sensitivity: with {} at 16 bits: perplexity {:.3f} (target {:.3f})", fmt::join(r.suggested, ", "), ppl, r.target);
+    r.suggested_perplexity = perplexity(m, mq.prefix.get());
+    log_info("sensitivity: {} at 16-bit integer: perplexity {:.3f} (target {:.3f})", fmt::join(r.suggested, ", "),
+             r.suggested_perplexity, r.target);
+    proxy = r.target + 1;  // if 16 bits missed, select one more
+    if (chosen.empty()) break;
   }
-  r.reached = ppl <= r.target;
+  r.reached = r.suggested_perplexity <= r.target;
   r.suggested_recipe = mixed_precision_recipe(recipe, r.suggested, recipe.name + "-mp");
   return r;
 }
@@ -179,7 +201,8 @@ nlohmann::json SensitivityResult::to_json() const {
           {"all_perplexity", all_perplexity},     {"target", target},
           {"types", types},                       {"leave_one_in", rows(leave_one_in)},
           {"leave_one_out", rows(leave_one_out)}, {"per_layer_leave_one_out", rows(per_layer_out)},
-          {"suggested_16bit", suggested},         {"suggested_steps", suggested_steps},
+          {"suggested_16bit", suggested},         {"suggested_steps_float_proxy", suggested_steps},
+          {"suggested_perplexity", suggested_perplexity},
           {"reached", reached},                   {"suggested_recipe", suggested_recipe}};
 }
 

@@ -82,13 +82,27 @@ TEST(Sensitivity, SelectionsEqualRecipesThatQuantizeOnlyThoseTensors) {
   // Weights only and everything.
   EXPECT_GT(r.all_perplexity, r.weights_only_perplexity);
   EXPECT_NE(r.float_perplexity, r.weights_only_perplexity);
-  // The suggestion: the most sensitive types by leave-one-out, at 16-bit integer.
+  // The suggestion: forward selection; its first step is the best leave-one-out selection (one
+  // type released), its second the best pair containing it (checked against every other type).
   ASSERT_EQ(r.suggested.size(), 2u);
-  EXPECT_EQ(r.suggested_steps.size(), 2u);
+  ASSERT_EQ(r.suggested_steps.size(), 2u);
   auto best = r.leave_one_out;
   std::stable_sort(best.begin(), best.end(), [](const auto& a, const auto& b) { return a.perplexity < b.perplexity; });
   EXPECT_EQ(r.suggested[0], best[0].type);
-  EXPECT_EQ(r.suggested[1], best[1].type);
+  EXPECT_EQ(r.suggested_steps[0], best[0].perplexity);
+  for (const auto& other : r.types) {
+    if (other == r.suggested[0] || other == r.suggested[1]) continue;
+    std::string text = std::string("full_integer = true\n") + kBase;
+    for (const auto& t : {r.suggested[0], other})
+      for (const auto& ty : tensor_types())
+        if (ty.name == t)
+          for (size_t i = 0; i < ty.relative.size(); ++i)
+            text += ty.linear_input ? "[[override]]\nmodules = \"model.layers.*." + ty.modules[i] + "\"\nactivations = { bits = 16 }\n"
+                                    : "[[tensors]]\npoints = \"model.layers.*." + ty.relative[i] + "\"\nactivations = { bits = 16 }\n";
+    auto [m, q] = quantize(recipe_parse(text, "pair.toml"));
+    EXPECT_GE(perplexity(m, nullptr), r.suggested_steps[1]) << r.suggested[0] << " + " << other;
+  }
+  EXPECT_GT(r.suggested_perplexity, 0);
   const Recipe mp = recipe_parse(r.suggested_recipe, "mp.toml");
   EXPECT_EQ(mp.name, "s-mp");
   EXPECT_TRUE(mp.full_integer);

@@ -47,8 +47,9 @@ struct SensitivityResult {
   double target = 0;                   ///< weights_only * (1 + tolerance)
   std::vector<std::string> types;      ///< the types the recipe quantizes, forward order
   std::vector<SensitivityRow> leave_one_in, leave_one_out, per_layer_out;
-  std::vector<std::string> suggested;  ///< types at 16-bit integer in the suggestion, in the order added
-  std::vector<double> suggested_steps; ///< perplexity after each addition (real quantization)
+  std::vector<std::string> suggested;  ///< types at 16-bit integer in the suggestion, in the order chosen
+  std::vector<double> suggested_steps; ///< perplexity after each choice with the chosen types in float
+  double suggested_perplexity = 0;     ///< the suggestion quantized for real (16-bit integer activations)
   bool reached = false;                ///< the suggestion meets the target
   std::string suggested_recipe;        ///< TOML text
   nlohmann::json to_json() const;
