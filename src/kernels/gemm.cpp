@@ -141,22 +141,10 @@ void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, con
 #pragma omp parallel for schedule(static) if (m * k > 65536)
   for (int64_t r = 0; r < m; ++r) {
     const float* row = x + r * ldx;
-    float scale = f.static_scale, zero = f.static_zero;
-    float lo = 0, hi = 0, probe = 0;  // the range always includes 0 (as outq's quantizers)
-    for (int64_t i = 0; i < k; ++i) lo = std::min(lo, row[i]), hi = std::max(hi, row[i]), probe += row[i] * 0.0f;
-    if (probe != 0.0f) {  // 0 * x is NaN exactly when x is NaN or infinite
+    float scale, zero;
+    if (!detail::row_grid(row, k, f, qmax, &scale, &zero)) {
 #pragma omp critical
       bad_row = r;
-    }
-    if (f.dynamic) {
-      if (f.symmetric) {
-        scale = std::max(-lo, hi) / static_cast<float>(qmax);
-        zero = 0;
-      } else {
-        scale = (hi - lo) / static_cast<float>(qmax);
-        if (scale > 0) zero = std::nearbyint(-lo / scale);
-      }
-      if (!(scale > 0)) scale = 1, zero = 0;
     }
     int8_t* codes = out->codes.data() + r * out->k_padded;
     int32_t* sums = out->group_sum.data() + r * groups;

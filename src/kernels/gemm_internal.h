@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "outq/kernels/gemm.h"
@@ -42,6 +43,26 @@ inline int32_t round_clamp(float v, int32_t lo, int32_t hi) {
   const float c = std::min(static_cast<float>(hi), std::max(static_cast<float>(lo), v));
   constexpr float kMagic = 12582912.0f;
   return static_cast<int32_t>((c + kMagic) - kMagic);
+}
+
+/// The grid of one activation row: the static (scale, zero) of `f`, or with f.dynamic the row's
+/// own min-max range (always including 0) on codes up to `qmax`; a zero-width range gets scale 1.
+/// Returns false when the row holds NaN or infinite values (0 * x is NaN exactly then).
+inline bool row_grid(const float* row, int64_t k, const ActivationFormat& f, int32_t qmax, float* scale, float* zero) {
+  float lo = 0, hi = 0, probe = 0;
+  for (int64_t i = 0; i < k; ++i) lo = std::min(lo, row[i]), hi = std::max(hi, row[i]), probe += row[i] * 0.0f;
+  *scale = f.static_scale, *zero = f.static_zero;
+  if (f.dynamic) {
+    if (f.symmetric) {
+      *scale = std::max(-lo, hi) / static_cast<float>(qmax);
+      *zero = 0;
+    } else {
+      *scale = (hi - lo) / static_cast<float>(qmax);
+      if (*scale > 0) *zero = std::nearbyint(-lo / *scale);
+    }
+    if (!(*scale > 0)) *scale = 1, *zero = 0;
+  }
+  return probe == 0.0f;
 }
 
 /// Writes a 16-wide row segment of y (only the columns that exist).

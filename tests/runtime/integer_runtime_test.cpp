@@ -32,6 +32,14 @@ LearnedRanges random_ranges(Llama& model) {
   return out;
 }
 
+// The integer logits agree with the simulation within the bounds above.
+void expect_close_to_simulation(const torch::Tensor& integer, const torch::Tensor& simulated, const std::string& name) {
+  const double scale = simulated.abs().max().item<double>();
+  const auto diff = (integer - simulated).abs();
+  EXPECT_LE(diff.max().item<double>(), 2e-3 * scale) << name;
+  EXPECT_LE((diff > 1e-4 * scale).sum().item<int64_t>(), diff.numel() / 50) << name;
+}
+
 TEST(IntegerRuntime, LogitsMatchTheSimulation) {
   const std::vector<std::pair<std::string, Recipe>> cases = {
       {"w8a8 channel / token", recipe("bits = 8\ngranularity = \"channel\"", "bits = 8\ngranularity = \"token\"\ndynamic = true")},
@@ -126,10 +134,7 @@ TEST(IntegerRuntime, PerEmbeddingGroupLayersMatchTheSimulation) {
       EXPECT_EQ(report.integer_layers, static_cast<int>(model->linear_modules().size())) << name;
       EXPECT_TRUE(report.float_layers.empty()) << name << ": " << (report.float_layers.empty() ? "" : report.float_layers[0]);
       const auto integer = model->forward(tokens);
-      const double scale = simulated.abs().max().item<double>();
-      const auto diff = (integer - simulated).abs();
-      EXPECT_LE(diff.max().item<double>(), 2e-3 * scale) << name;
-      EXPECT_LE((diff > 1e-4 * scale).sum().item<int64_t>(), diff.numel() / 50) << name;
+      expect_close_to_simulation(integer, simulated, name);
     }
   }
   Llama model = small_model();
@@ -163,11 +168,7 @@ TEST(IntegerRuntime, Integer16LayersMatchTheSimulation) {
     const IntegerRuntimeReport report = attach_integer_runtime(model, q);
     EXPECT_EQ(report.integer_layers, static_cast<int>(model->linear_modules().size())) << name;
     EXPECT_TRUE(report.float_layers.empty()) << name << ": " << (report.float_layers.empty() ? "" : report.float_layers[0]);
-    const auto integer = model->forward(tokens);
-    const double scale = simulated.abs().max().item<double>();
-    const auto diff = (integer - simulated).abs();
-    EXPECT_LE(diff.max().item<double>(), 2e-3 * scale) << name;
-    EXPECT_LE((diff > 1e-4 * scale).sum().item<int64_t>(), diff.numel() / 50) << name;
+    expect_close_to_simulation(model->forward(tokens), simulated, name);
   }
 }
 
