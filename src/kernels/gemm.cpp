@@ -130,6 +130,7 @@ void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, con
   out->scale.resize(m);
   out->zero.resize(m);
   out->group_sum.assign(m * groups, 0);
+  out->code_bound = f.symmetric ? 1 << (f.bits - 1) : f.bits == 8 ? 128 : (1 << f.bits) - 1;
   // Grid of q and the shift that stores it as int8 a' (asymmetric 8-bit codes 0..255 move by -128).
   const int32_t qmin = f.symmetric ? -(1 << (f.bits - 1)) : 0;
   const int32_t qmax = f.symmetric ? (1 << (f.bits - 1)) - 1 : (1 << f.bits) - 1;
@@ -223,6 +224,7 @@ void gemm(const GemmArguments& args, Isa isa) {
   if (args.a->m == 0) return;
   auto* fn = isa == Isa::kAmxInt8      ? detail::gemm_blocks_amx
              : isa == Isa::kAvx512Vnni ? detail::gemm_blocks_avx512
+             : isa == Isa::kAvxVnni  ? detail::gemm_blocks_avx_vnni
              : isa == Isa::kAvx2     ? detail::gemm_blocks_avx2
                                      : detail::gemm_blocks_ref;
   const int64_t blocks = args.w->blocks();

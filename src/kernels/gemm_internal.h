@@ -13,6 +13,7 @@ namespace outq::kernels::detail {
 /// Column blocks [b0, b1) of y for all rows of args.a.
 void gemm_blocks_ref(const GemmArguments& args, int64_t b0, int64_t b1);
 void gemm_blocks_avx2(const GemmArguments& args, int64_t b0, int64_t b1);
+void gemm_blocks_avx_vnni(const GemmArguments& args, int64_t b0, int64_t b1);
 void gemm_blocks_avx512(const GemmArguments& args, int64_t b0, int64_t b1);
 /// AMX tiles when amx_applies (>= 16 rows, groups of whole 64-column chunks), else AVX-512.
 void gemm_blocks_amx(const GemmArguments& args, int64_t b0, int64_t b1);

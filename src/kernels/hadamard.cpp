@@ -144,7 +144,7 @@ void hadamard_transform(const HadamardPlan& plan, float* x, int64_t rows, int64_
   OUTQ_CHECK(isa_supported(isa), "Hadamard transform: this CPU cannot run the ", isa_name(isa), " kernels");
   if (rows == 0) return;
   auto* fn = isa == Isa::kAmxInt8 || isa == Isa::kAvx512Vnni ? detail::hadamard_rows_avx512
-             : isa == Isa::kAvx2                             ? detail::hadamard_rows_avx2
+             : isa == Isa::kAvx2 || isa == Isa::kAvxVnni   ? detail::hadamard_rows_avx2
                                                              : detail::hadamard_rows_ref;
   const bool parallel = rows > 1 && rows * plan.n >= (int64_t{1} << 16);
 #pragma omp parallel if (parallel)

@@ -15,6 +15,7 @@ const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::kRef: return "ref";
     case Isa::kAvx2: return "avx2";
+    case Isa::kAvxVnni: return "avx_vnni";
     case Isa::kAvx512Vnni: return "avx512_vnni";
     case Isa::kAmxInt8: return "amx_int8";
   }
@@ -22,9 +23,9 @@ const char* isa_name(Isa isa) {
 }
 
 Isa isa_parse(const std::string& name) {
-  for (Isa isa : {Isa::kRef, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kAmxInt8})
+  for (Isa isa : {Isa::kRef, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512Vnni, Isa::kAmxInt8})
     if (name == isa_name(isa)) return isa;
-  throw Error("unknown ISA '" + name + "': expected ref, avx2, avx512_vnni or amx_int8");
+  throw Error("unknown ISA '" + name + "': expected ref, avx2, avx_vnni, avx512_vnni or amx_int8");
 }
 
 namespace {
@@ -49,6 +50,7 @@ bool isa_supported(Isa isa) {
   switch (isa) {
     case Isa::kRef: return true;
     case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::kAvxVnni: return isa_supported(Isa::kAvx2) && __builtin_cpu_supports("avxvnni");
     case Isa::kAvx512Vnni:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
@@ -59,7 +61,7 @@ bool isa_supported(Isa isa) {
 
 std::vector<Isa> isa_available() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kRef, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kAmxInt8})
+  for (Isa isa : {Isa::kRef, Isa::kAvx2, Isa::kAvxVnni, Isa::kAvx512Vnni, Isa::kAmxInt8})
     if (isa_supported(isa)) out.push_back(isa);
   return out;
 }
@@ -69,7 +71,7 @@ Isa isa_active() {
     if (const char* forced = std::getenv("OUTQ_ISA"); forced && *forced) {
       const Isa isa = isa_parse(forced);
       OUTQ_CHECK(isa_supported(isa), "OUTQ_ISA=", forced, ": this CPU does not support it; expected one of the supported ",
-                 "ISAs (ref, avx2 with FMA, avx512_vnni, amx_int8)");
+                 "ISAs (ref, avx2 with FMA, avx_vnni, avx512_vnni, amx_int8)");
       return isa;
     }
     return isa_available().back();

@@ -80,7 +80,7 @@ void gemm_weight_only(const WeightOnlyArguments& args, Isa isa) {
     }
   }
   auto* fn = isa == Isa::kAmxInt8 || isa == Isa::kAvx512Vnni ? detail::weight_only_blocks_avx512
-             : isa == Isa::kAvx2                             ? detail::weight_only_blocks_avx2
+             : isa == Isa::kAvx2 || isa == Isa::kAvxVnni   ? detail::weight_only_blocks_avx2
                                                              : detail::weight_only_blocks_ref;
   const float* sums = xsum.data();
   const int64_t blocks = w.blocks();

@@ -133,6 +133,52 @@ TEST(Gemm, LargeShapesUseTheUnpackedInt4PathAndThreads) {
   }
 }
 
+TEST(Gemm, ExtremeCodesOverTheLongestRowsStayExact) {
+  // The bounds the AVX2 path relies on: int8 weights at 255 against activations at -128 over K =
+  // 65536 (the int32 lane limit of vpmaddwd sums), int4 weights at 15 against the extreme
+  // activation codes of each format (the int16 run lengths of the int4 path). Every ISA must give
+  // the reference's bits, and the reference sx sw K (a' - za)(w' - zw) to 1e-6 (one group: a few
+  // float roundings).
+  struct Case {
+    int wbits;
+    bool wsym;
+    int32_t wcode;  // every weight code
+    ActivationFormat f;
+    float x;        // every activation (clamps to the format's extreme code)
+    int64_t k;
+  };
+  const std::vector<Case> cases = {
+      {8, false, 255, {8, true, false, 1.0f, 0.0f}, -500.0f, 65536},
+      {8, true, 127, {8, false, false, 1.0f, 0.0f}, -500.0f, 65536},
+      {8, true, -128, {8, true, false, 1.0f, 0.0f}, 500.0f, 65528},
+      {4, false, 15, {8, true, false, 1.0f, 0.0f}, -500.0f, 4096},
+      {4, false, 15, {8, false, false, 1.0f, 0.0f}, 500.0f, 4104},
+      {4, false, 15, {4, false, false, 1.0f, 0.0f}, 500.0f, 4096},
+      {4, true, 7, {4, true, false, 1.0f, 0.0f}, -500.0f, 4096},
+      {4, false, 15, {4, true, false, 1.0f, 0.0f}, -500.0f, 4096},
+  };
+  for (const Case& c : cases) {
+    const int64_t m = 5, n = 24, k = c.k;
+    std::vector<int32_t> codes(n * k, c.wcode), zero(n, 3);
+    std::vector<float> scale(n, 0.5f), x(m * k, c.x);
+    const PackedWeights w = pack_weights(codes.data(), n, k, c.wbits, c.wsym, 0, scale.data(), zero.data());
+    QuantizedActivations a;
+    quantize_activations(x.data(), m, k, k, c.f, w.group_size, &a);
+    const double wq = c.wcode + (c.wsym ? 1 << (c.wbits - 1) : 0), zw = c.wsym ? 1 << (c.wbits - 1) : 3;
+    const double want_value = static_cast<double>(a.scale[0]) * 0.5 * static_cast<double>(k) *
+                              (a.codes[0] - static_cast<double>(a.zero[0])) * (wq - zw);
+    std::vector<float> want(m * n);
+    gemm({&a, &w, nullptr, want.data(), n}, Isa::kRef);
+    ASSERT_NEAR(want[0], want_value, 1e-6 * std::abs(want_value)) << "w" << c.wbits << " a" << c.f.bits << " k " << k;
+    for (Isa isa : isa_available()) {
+      std::vector<float> got(m * n, -2.0f);
+      gemm({&a, &w, nullptr, got.data(), n}, isa);
+      ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+          << isa_name(isa) << ": w" << c.wbits << " a" << c.f.bits << (c.f.symmetric ? "sym" : "asym") << " k " << k;
+    }
+  }
+}
+
 TEST(Gemm, QuantizerMatchesTheSpecGrid) {
   // Asymmetric 8-bit per token: codes q = round(x / s + z) in [0, 255] are stored as q - 128.
   const std::vector<float> x = {-1.0f, 0.0f, 0.5f, 3.0f};

@@ -114,6 +114,7 @@ struct QuantizedActivations {
   std::vector<float> scale;      ///< sx per row
   std::vector<float> zero;       ///< za per row (fractional only for static learned zero points)
   std::vector<int32_t> group_sum;///< (m, groups)
+  int code_bound = 128;          ///< max |a'| over the codes (the AVX2 int4 path's int16 run length depends on it)
   int64_t groups() const { return bounds.empty() ? (k + group_size - 1) / group_size : static_cast<int64_t>(bounds.size()) - 1; }
 };
 

@@ -1,0 +1,73 @@
+// AVX-VNNI GEMM (256-bit VEX vpdpbusd, on CPUs that have it without AVX-512: Alder Lake and later
+// client cores, Sierra Forest): unsigned weight bytes times a broadcast quad of
+// int8 activations summed into int32 by one instruction, which does not saturate. int4 weights are
+// nibble-split in registers (low nibbles: the first quad of an octet, high: the second). Tiles of
+// 6 rows x 16 channels (12 accumulators; 4 rows for int4, whose nibbles take registers); driver,
+// packing and epilogue in ymm_gemm.h, so the results equal every other path bit for bit. Compiled with
+// -mavx2 -mfma -mavxvnni only for this file; never called unless CPUID says so.
+#include <immintrin.h>
+
+#include "ymm_gemm.h"
+
+namespace outq::kernels::detail {
+namespace {
+
+// acc += dot products of unsigned bytes u and signed bytes s; in asm so each accumulator stays in
+// its register (GCC 12 copies array-held accumulators around the intrinsic).
+inline void dpbusd(__m256i& acc, __m256i u, __m256i s) { asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s)); }
+
+struct VnniW8 {
+  static constexpr int kRows = 6;
+  static constexpr bool kWide = false;
+  template <int R>
+  static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int,
+                  __m256i (&acc)[R][2]) {
+    const int8_t* a = static_cast<const int8_t*>(ap);
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int64_t q = q0; q < q1; ++q) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * q));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * q + 32));
+      for (int r = 0; r < R; ++r) {
+        const __m256i av = ymm::broadcast_quad(a + 4 * (q * R + r));
+        dpbusd(acc[r][0], w0, av);
+        dpbusd(acc[r][1], w1, av);
+      }
+    }
+  }
+};
+
+struct VnniW4 {
+  static constexpr int kRows = 4;
+  static constexpr bool kWide = false;
+  template <int R>
+  static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int,
+                  __m256i (&acc)[R][2]) {
+    const int8_t* a = static_cast<const int8_t*>(ap);
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int64_t o = q0 / 2; o < q1 / 2; ++o) {
+      __m256i lo[2], hi[2];
+      for (int h = 0; h < 2; ++h) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * o + 32 * h));
+        lo[h] = _mm256_and_si256(v, mask);
+        hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+      }
+      for (int r = 0; r < R; ++r) {
+        const __m256i a0 = ymm::broadcast_quad(a + 4 * (2 * o * R + r));
+        const __m256i a1 = ymm::broadcast_quad(a + 4 * ((2 * o + 1) * R + r));
+        for (int h = 0; h < 2; ++h) {
+          dpbusd(acc[r][h], lo[h], a0);
+          dpbusd(acc[r][h], hi[h], a1);
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+void gemm_blocks_avx_vnni(const GemmArguments& args, int64_t b0, int64_t b1) {
+  args.w->bits == 4 ? ymm::gemm_blocks<VnniW4>(args, b0, b1) : ymm::gemm_blocks<VnniW8>(args, b0, b1);
+}
+
+}  // namespace outq::kernels::detail

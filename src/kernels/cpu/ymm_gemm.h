@@ -1,0 +1,119 @@
+// The 256-bit GEMM driver shared by the AVX2 and AVX-VNNI paths (include only from files compiled
+// with -mavx2 -mfma): cache blocking, activation packing, tiles and the group epilogue; the
+// integer dot products come from a Kernel type (see gemm_avx2.cpp, gemm_avx_vnni.cpp):
+//
+//   struct Kernel {
+//     static constexpr int kRows;          // rows per tile (1..kRows instantiated)
+//     static constexpr bool kWide;         // activations packed as int16 (else int8)
+//     template <int R> static void dot(const void* a, const uint8_t* w, const PackedWeights& pw,
+//                                      int64_t q0, int64_t q1, int bound, __m256i (&acc)[R][2]);
+//   };
+//
+// dot() returns the exact int32 sums D over quads [q0, q1) for R rows and the column block's two
+// 8-channel halves. Loop order per thread (a range of column blocks): row block (its activations
+// packed tile by tile, sized to stay in L2) -> column block (its weights stay in L1/L2 while every
+// row tile of the block passes) -> row tile -> group. The epilogue is the float FMA sequence of
+// gemm.h, so every path equals the reference bit for bit.
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../gemm_internal.h"
+
+namespace outq::kernels::detail::ymm {
+
+constexpr int64_t kActivationBlockBytes = 256 << 10;  // packed activation rows per pass (L2 share)
+
+inline __m256i broadcast_quad(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// Packs rows [m_begin, m_end) tile by tile (R rows, the last tile what is left), quad-major: quad q
+// of row r of a tile at 4 (q R + r) elements from the tile's start; int16 when `wide`.
+template <class T>
+void pack_rows(const QuantizedActivations& a, int64_t m_begin, int64_t m_end, int rows, T* out) {
+  const int64_t quads = a.k_padded / 4;
+  for (int64_t t0 = m_begin; t0 < m_end; t0 += rows) {
+    const int64_t R = std::min<int64_t>(rows, m_end - t0);
+    const int8_t* src = a.codes.data() + t0 * a.k_padded;
+    T* dst = out + (t0 - m_begin) * a.k_padded;
+    for (int64_t q = 0; q < quads; ++q)
+      for (int64_t r = 0; r < R; ++r)
+        for (int i = 0; i < 4; ++i) dst[4 * (q * R + r) + i] = static_cast<T>(src[r * a.k_padded + 4 * q + i]);
+  }
+}
+
+template <class Kernel, int R>
+void tile(const GemmArguments& args, int64_t m0, int64_t b, const void* apack) {
+  const QuantizedActivations& a = *args.a;
+  const PackedWeights& pw = *args.w;
+  const int64_t groups = pw.groups();
+  const uint8_t* w = pw.data.data() + b * pw.block_bytes();
+  __m256 facc[R][2];
+  for (int r = 0; r < R; ++r) facc[r][0] = facc[r][1] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    int64_t q0, q1;
+    group_quads(pw, g, &q0, &q1);
+    __m256i acc[R][2];
+    Kernel::template dot<R>(apack, w, pw, q0, q1, a.code_bound, acc);
+    for (int h = 0; h < 2; ++h) {
+      const int64_t i = pw.at(b * PackedWeights::kBlock + 8 * h, g);
+      const __m256 sw = _mm256_loadu_ps(pw.scale.data() + i);
+      const __m256i zw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pw.zero.data() + i));
+      const __m256 wc = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pw.sum.data() + i)));
+      for (int r = 0; r < R; ++r) {
+        const __m256i corr =
+            _mm256_sub_epi32(acc[r][h], _mm256_mullo_epi32(zw, _mm256_set1_epi32(a.group_sum[(m0 + r) * groups + g])));
+        const __m256 t = _mm256_fmadd_ps(_mm256_set1_ps(-a.zero[m0 + r]), wc, _mm256_cvtepi32_ps(corr));
+        facc[r][h] = _mm256_fmadd_ps(sw, t, facc[r][h]);
+      }
+    }
+  }
+  const int64_t n0 = b * PackedWeights::kBlock;
+  alignas(32) float bias[PackedWeights::kBlock] = {};
+  if (args.bias)
+    for (int64_t c = 0; c < PackedWeights::kBlock && n0 + c < pw.n; ++c) bias[c] = args.bias[n0 + c];
+  for (int r = 0; r < R; ++r) {
+    alignas(32) float out[PackedWeights::kBlock];
+    for (int h = 0; h < 2; ++h)
+      _mm256_store_ps(out + 8 * h, _mm256_fmadd_ps(_mm256_set1_ps(a.scale[m0 + r]), facc[r][h], _mm256_load_ps(bias + 8 * h)));
+    store_row(out, args.y + (m0 + r) * args.ldy, n0, pw.n);
+  }
+}
+
+// Rows [m_begin, m_end) of column block b; `apack` holds them packed by tiles (element size E).
+template <class Kernel, int R = Kernel::kRows>
+void rows(const GemmArguments& args, int64_t b, int64_t m_begin, int64_t m_end, const char* apack) {
+  constexpr int64_t E = Kernel::kWide ? 2 : 1;
+  const int64_t kp = args.a->k_padded;
+  int64_t m0 = m_begin;
+  for (; m0 + R <= m_end; m0 += R) tile<Kernel, R>(args, m0, b, apack + (m0 - m_begin) * kp * E);
+  if constexpr (R > 1) {
+    if (m0 < m_end) rows<Kernel, R - 1>(args, b, m0, m_end, apack + (m0 - m_begin) * kp * E);
+  }
+}
+
+template <class Kernel>
+void gemm_blocks(const GemmArguments& args, int64_t b0, int64_t b1) {
+  const int64_t m = args.a->m, kp = args.a->k_padded;
+  constexpr int64_t E = Kernel::kWide ? 2 : 1;
+  thread_local std::vector<char> apack;
+  const int64_t row_block = std::max<int64_t>(Kernel::kRows, kActivationBlockBytes / (kp * E) / Kernel::kRows * Kernel::kRows);
+  for (int64_t r0 = 0; r0 < m; r0 += row_block) {
+    const int64_t r1 = std::min(m, r0 + row_block);
+    apack.resize((r1 - r0) * kp * E);
+    if (Kernel::kWide)
+      pack_rows(*args.a, r0, r1, Kernel::kRows, reinterpret_cast<int16_t*>(apack.data()));
+    else
+      pack_rows(*args.a, r0, r1, Kernel::kRows, reinterpret_cast<int8_t*>(apack.data()));
+    for (int64_t b = b0; b < b1; ++b) rows<Kernel>(args, b, r0, r1, apack.data());
+  }
+}
+
+}  // namespace outq::kernels::detail::ymm
