@@ -128,7 +128,7 @@ void Gemm(benchmark::State& state) {
 
 void gemm_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"M", "N", "K", "wbits", "abits", "isa", "linear"});
-  for (int isa : {1, 2, 3})  // avx2, avx512_vnni, amx_int8
+  for (int isa : {1, 4, 2, 3})  // avx2, avx_vnni, avx512_vnni, amx_int8
     for (auto [wb, ab] : {std::pair{8, 8}, std::pair{4, 8}, std::pair{4, 4}}) {
       for (int linear : {0, 1}) b->Args({2048, 2048, 2048, wb, ab, isa, linear});
       b->Args({1, 4096, 4096, wb, ab, isa, 1});

@@ -9,8 +9,8 @@
 //    codes bounded by B in magnitude (QuantizedActivations::code_bound), so floor(32767 / (60 B))
 //    octets accumulate in int16 before vpmaddwd widens them: 4 octets for 8-bit activations
 //    (30720 <= 32767), 36 for asymmetric 4-bit ones (B = 15), 68 for symmetric 4-bit ones.
-// Tiles of 4 rows x 8 channels per pass (two passes per 16-channel column block); driver, packing
-// and epilogue in ymm_gemm.h. Compiled with -mavx2 -mfma only for this file; never called unless
+// Tiles of 4 rows x 16 channels (int8 weights: one 8-channel half per pass for 3-4 rows, so the
+// int16 weights and the partial sums fit the 16 registers); driver, packing and epilogue in ymm_gemm.h. Compiled with -mavx2 -mfma only for this file; never called unless
 // CPUID says so.
 #include <immintrin.h>
 
@@ -28,27 +28,36 @@ inline __m256i broadcast_pair4(const int16_t* p) {  // four int16 activations in
 struct Avx2W8 {
   static constexpr int kRows = 4;
   static constexpr bool kWide = true;
+  // Channels [8 h0, 8 h0 + 8 H) of the block: part[r][j] holds channels 4 j..4 j + 3 of them, two
+  // int32 lanes per channel (columns 0-1 and 2-3 of each quad).
+  template <int R, int H>
+  static void pass(const int16_t* a, const uint8_t* w, int h0, int64_t q0, int64_t q1, __m256i (&acc)[R][2]) {
+    __m256i part[R][2 * H];
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < 2 * H; ++j) part[r][j] = _mm256_setzero_si256();
+    for (int64_t q = q0; q < q1; ++q) {
+      __m256i wv[2 * H];
+      for (int j = 0; j < 2 * H; ++j)
+        wv[j] = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 64 * q + 32 * h0 + 16 * j)));
+      for (int r = 0; r < R; ++r) {
+        const __m256i av = broadcast_pair4(a + 4 * (q * R + r));
+        for (int j = 0; j < 2 * H; ++j) part[r][j] = _mm256_add_epi32(part[r][j], _mm256_madd_epi16(wv[j], av));
+      }
+    }
+    // hadd -> channels 0 1 4 5 | 2 3 6 7 of a half; the 64-bit permute (0, 2, 1, 3) restores 0..7.
+    for (int r = 0; r < R; ++r)
+      for (int h = 0; h < H; ++h)
+        acc[r][h0 + h] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(part[r][2 * h], part[r][2 * h + 1]), 0xD8);
+  }
   template <int R>
   static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int,
                   __m256i (&acc)[R][2]) {
     const int16_t* a = static_cast<const int16_t*>(ap);
-    for (int h = 0; h < 2; ++h) {
-      // part[r][0]: channels 0-3 of the half, part[r][1]: 4-7; two int32 lanes per channel.
-      __m256i part[R][2];
-      for (int r = 0; r < R; ++r) part[r][0] = part[r][1] = _mm256_setzero_si256();
-      for (int64_t q = q0; q < q1; ++q) {
-        const uint8_t* wq = w + 64 * q + 32 * h;
-        const __m256i w0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wq)));
-        const __m256i w1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wq + 16)));
-        for (int r = 0; r < R; ++r) {
-          const __m256i av = broadcast_pair4(a + 4 * (q * R + r));
-          part[r][0] = _mm256_add_epi32(part[r][0], _mm256_madd_epi16(w0, av));
-          part[r][1] = _mm256_add_epi32(part[r][1], _mm256_madd_epi16(w1, av));
-        }
-      }
-      // hadd -> channels 0 1 4 5 | 2 3 6 7; the 64-bit permute (0, 2, 1, 3) restores 0..7.
-      for (int r = 0; r < R; ++r)
-        acc[r][h] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(part[r][0], part[r][1]), 0xD8);
+    if constexpr (R <= 2) {  // both halves in one pass: each weight line is read once (GEMV streams them)
+      pass<R, 2>(a, w, 0, q0, q1, acc);
+    } else {  // one half per pass, so 4 R partial sums, the weights and a broadcast fit 16 registers
+      pass<R, 1>(a, w, 0, q0, q1, acc);
+      pass<R, 1>(a, w, 1, q0, q1, acc);
     }
   }
 };
@@ -62,25 +71,27 @@ struct Avx2W4 {
     const int8_t* a = static_cast<const int8_t*>(ap);
     const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     const int64_t run = std::max(1, 32767 / (60 * std::max(bound, 1)));  // octets per int16 run (see the top)
-    for (int h = 0; h < 2; ++h) {
-      __m256i sum[R];
-      for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_si256();
-      for (int64_t o0 = q0 / 2; o0 < q1 / 2; o0 += run) {
-        const int64_t o1 = std::min(q1 / 2, o0 + run);
-        __m256i s16[R];
-        for (int r = 0; r < R; ++r) s16[r] = _mm256_setzero_si256();
-        for (int64_t o = o0; o < o1; ++o) {
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int64_t o0 = q0 / 2; o0 < q1 / 2; o0 += run) {
+      const int64_t o1 = std::min(q1 / 2, o0 + run);
+      __m256i s16[R][2];
+      for (int r = 0; r < R; ++r) s16[r][0] = s16[r][1] = _mm256_setzero_si256();
+      for (int64_t o = o0; o < o1; ++o) {
+        __m256i lo[2], hi[2];
+        for (int h = 0; h < 2; ++h) {
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * o + 32 * h));
-          const __m256i lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-          for (int r = 0; r < R; ++r) {
-            const __m256i a0 = ymm::broadcast_quad(a + 4 * (2 * o * R + r));
-            const __m256i a1 = ymm::broadcast_quad(a + 4 * ((2 * o + 1) * R + r));
-            s16[r] = _mm256_add_epi16(s16[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, a0), _mm256_maddubs_epi16(hi, a1)));
-          }
+          lo[h] = _mm256_and_si256(v, mask);
+          hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
         }
-        for (int r = 0; r < R; ++r) sum[r] = _mm256_add_epi32(sum[r], _mm256_madd_epi16(s16[r], ones));
+        for (int r = 0; r < R; ++r) {
+          const __m256i a0 = ymm::broadcast_quad(a + 4 * (2 * o * R + r));
+          const __m256i a1 = ymm::broadcast_quad(a + 4 * ((2 * o + 1) * R + r));
+          for (int h = 0; h < 2; ++h)
+            s16[r][h] = _mm256_add_epi16(s16[r][h], _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], a0), _mm256_maddubs_epi16(hi[h], a1)));
+        }
       }
-      for (int r = 0; r < R; ++r) acc[r][h] = sum[r];
+      for (int r = 0; r < R; ++r)
+        for (int h = 0; h < 2; ++h) acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(s16[r][h], ones));
     }
   }
 };

@@ -12,9 +12,13 @@
 namespace outq::kernels::detail {
 namespace {
 
-// acc += dot products of unsigned bytes u and signed bytes s; in asm so each accumulator stays in
-// its register (GCC 12 copies array-held accumulators around the intrinsic).
-inline void dpbusd(__m256i& acc, __m256i u, __m256i s) { asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s)); }
+// acc += dot products of unsigned bytes u and signed bytes s.
+inline void dpbusd(__m256i& acc, __m256i u, __m256i s) { acc = _mm256_dpbusd_avx_epi32(acc, u, s); }
+
+// Independent accumulator sets per row: vpdpbusd's latency (about 5 cycles) needs ~10 chains in
+// flight, which 1-2 rows x 2 halves do not give; the sets are added at the end.
+template <int R>
+constexpr int kChains = R >= 3 ? 1 : R == 2 ? 2 : 4;
 
 struct VnniW8 {
   static constexpr int kRows = 6;
@@ -23,16 +27,28 @@ struct VnniW8 {
   static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int,
                   __m256i (&acc)[R][2]) {
     const int8_t* a = static_cast<const int8_t*>(ap);
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-    for (int64_t q = q0; q < q1; ++q) {
+    constexpr int U = kChains<R>;
+    __m256i c[U][R][2];
+    for (int u = 0; u < U; ++u)
+      for (int r = 0; r < R; ++r) c[u][r][0] = c[u][r][1] = _mm256_setzero_si256();
+    auto step = [&](int u, int64_t q) {
       const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * q));
       const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * q + 32));
       for (int r = 0; r < R; ++r) {
         const __m256i av = ymm::broadcast_quad(a + 4 * (q * R + r));
-        dpbusd(acc[r][0], w0, av);
-        dpbusd(acc[r][1], w1, av);
+        dpbusd(c[u][r][0], w0, av);
+        dpbusd(c[u][r][1], w1, av);
       }
-    }
+    };
+    int64_t q = q0;
+    for (; q + U <= q1; q += U)
+      for (int u = 0; u < U; ++u) step(u, q + u);
+    for (; q < q1; ++q) step(0, q);
+    for (int r = 0; r < R; ++r)
+      for (int h = 0; h < 2; ++h) {
+        acc[r][h] = c[0][r][h];
+        for (int u = 1; u < U; ++u) acc[r][h] = _mm256_add_epi32(acc[r][h], c[u][r][h]);
+      }
   }
 };
 
@@ -44,7 +60,10 @@ struct VnniW4 {
                   __m256i (&acc)[R][2]) {
     const int8_t* a = static_cast<const int8_t*>(ap);
     const __m256i mask = _mm256_set1_epi8(0x0F);
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    constexpr int U = R >= 3 ? 1 : 2;  // low and high nibbles into separate chains for 1-2 rows
+    __m256i c[U][R][2];
+    for (int u = 0; u < U; ++u)
+      for (int r = 0; r < R; ++r) c[u][r][0] = c[u][r][1] = _mm256_setzero_si256();
     for (int64_t o = q0 / 2; o < q1 / 2; ++o) {
       __m256i lo[2], hi[2];
       for (int h = 0; h < 2; ++h) {
@@ -56,11 +75,13 @@ struct VnniW4 {
         const __m256i a0 = ymm::broadcast_quad(a + 4 * (2 * o * R + r));
         const __m256i a1 = ymm::broadcast_quad(a + 4 * ((2 * o + 1) * R + r));
         for (int h = 0; h < 2; ++h) {
-          dpbusd(acc[r][h], lo[h], a0);
-          dpbusd(acc[r][h], hi[h], a1);
+          dpbusd(c[0][r][h], lo[h], a0);
+          dpbusd(c[U - 1][r][h], hi[h], a1);
         }
       }
     }
+    for (int r = 0; r < R; ++r)
+      for (int h = 0; h < 2; ++h) acc[r][h] = U == 1 ? c[0][r][h] : _mm256_add_epi32(c[0][r][h], c[U - 1][r][h]);
   }
 };
 
