@@ -11,7 +11,6 @@
 #include "outq/core/error.h"
 
 namespace outq::kernels {
-using detail::round_clamp;
 namespace {
 
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
@@ -102,7 +101,10 @@ PackedWeights pack_weights(const int32_t* codes, int64_t n, int64_t k, int bits,
 }
 
 void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, const ActivationFormat& f,
-                          int64_t group_size, QuantizedActivations* out) {
+                          int64_t group_size, QuantizedActivations* out, Isa isa) {
+  OUTQ_CHECK(isa_supported(isa), "quantize_activations: this CPU cannot run the ", isa_name(isa), " code");
+  const bool avx2 = isa != Isa::kRef;
+  auto run = avx2 ? detail::quantize_run_avx2 : detail::quantize_run;
   OUTQ_CHECK(f.bits >= 2 && f.bits <= 8, "quantize_activations: bits: expected 2..8, found ", f.bits);
   OUTQ_CHECK(m >= 0 && k > 0 && ldx >= k, "quantize_activations: shape: expected m >= 0, k > 0, ldx >= k, found ", m, ", ",
              k, ", ", ldx);
@@ -143,15 +145,14 @@ void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, con
   for (int64_t r = 0; r < m; ++r) {
     const float* row = x + r * ldx;
     float scale, zero;
-    if (!detail::row_grid(row, k, f, qmax, &scale, &zero)) {
+    if (!(avx2 ? detail::row_grid_avx2 : detail::row_grid)(row, k, f, qmax, &scale, &zero)) {
 #pragma omp critical
       bad_row = r;
     }
     int8_t* codes = out->codes.data() + r * out->k_padded;
     int32_t* sums = out->group_sum.data() + r * groups;
     if (peg) {  // gathered columns, each group on its own static grid; the row keeps scale 1, zero 0
-      // The gather first (into a buffer), so the quantizing loop is the plain vectorizable one; the
-      // group's scale and zero in locals (codes are int8_t, which may alias anything).
+      // The gather first (into a buffer), so the quantizing loop is the plain vectorized one.
       thread_local std::vector<float> gathered;
       const float* src = row;
       if (!f.gather.empty()) {
@@ -161,15 +162,8 @@ void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, con
         src = gathered.data();
       }
       for (int64_t g = 0; g < groups; ++g) {
-        const float gs = f.peg_scale[g], gz = f.peg_zero[g];
         const int64_t i0 = f.peg_bounds[g], i1 = f.peg_bounds[g + 1];
-        int32_t sum = 0;
-        for (int64_t i = i0; i < i1; ++i) {
-          const int32_t q = round_clamp(src[i] / gs + gz, qmin, qmax) + shift;
-          codes[i] = static_cast<int8_t>(q);
-          sum += q;
-        }
-        sums[g] = sum;
+        sums[g] = run(src + i0, i1 - i0, f.peg_scale[g], f.peg_zero[g], qmin, qmax, shift, codes + i0);
       }
       out->scale[r] = 1;
       out->zero[r] = 0;
@@ -177,13 +171,7 @@ void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, con
     }
     for (int64_t g0 = 0, g = 0; g0 < k; g0 += out->group_size, ++g) {
       const int64_t g1 = std::min(k, g0 + out->group_size);
-      int32_t sum = 0;
-      for (int64_t i = g0; i < g1; ++i) {
-        const int32_t q = round_clamp(row[i] / scale + zero, qmin, qmax) + shift;  // as outq::quantize
-        codes[i] = static_cast<int8_t>(q);
-        sum += q;
-      }
-      sums[g] = sum;
+      sums[g] = run(row + g0, g1 - g0, scale, zero, qmin, qmax, shift, codes + g0);  // as outq::quantize
     }
     out->scale[r] = scale;
     out->zero[r] = zero + static_cast<float>(shift);

@@ -46,25 +46,48 @@ inline int32_t round_clamp(float v, int32_t lo, int32_t hi) {
   return static_cast<int32_t>((c + kMagic) - kMagic);
 }
 
-/// The grid of one activation row: the static (scale, zero) of `f`, or with f.dynamic the row's
-/// own min-max range (always including 0) on codes up to `qmax`; a zero-width range gets scale 1.
-/// Returns false when the row holds NaN or infinite values (0 * x is NaN exactly then).
+/// The grid of a row whose range is [lo, hi] (lo <= 0 <= hi): the static (scale, zero) of `f`, or
+/// with f.dynamic the row's own min-max range on codes up to `qmax`; a zero-width range gets scale 1.
+inline void grid_from_range(float lo, float hi, const ActivationFormat& f, int32_t qmax, float* scale, float* zero) {
+  *scale = f.static_scale, *zero = f.static_zero;
+  if (!f.dynamic) return;
+  if (f.symmetric) {
+    *scale = std::max(-lo, hi) / static_cast<float>(qmax);
+    *zero = 0;
+  } else {
+    *scale = (hi - lo) / static_cast<float>(qmax);
+    if (*scale > 0) *zero = std::nearbyint(-lo / *scale);
+  }
+  if (!(*scale > 0)) *scale = 1, *zero = 0;
+}
+
+/// The grid of one activation row (its range always includes 0). Returns false when the row holds
+/// NaN or infinite values (0 * x is NaN exactly then).
 inline bool row_grid(const float* row, int64_t k, const ActivationFormat& f, int32_t qmax, float* scale, float* zero) {
   float lo = 0, hi = 0, probe = 0;
   for (int64_t i = 0; i < k; ++i) lo = std::min(lo, row[i]), hi = std::max(hi, row[i]), probe += row[i] * 0.0f;
-  *scale = f.static_scale, *zero = f.static_zero;
-  if (f.dynamic) {
-    if (f.symmetric) {
-      *scale = std::max(-lo, hi) / static_cast<float>(qmax);
-      *zero = 0;
-    } else {
-      *scale = (hi - lo) / static_cast<float>(qmax);
-      if (*scale > 0) *zero = std::nearbyint(-lo / *scale);
-    }
-    if (!(*scale > 0)) *scale = 1, *zero = 0;
-  }
+  grid_from_range(lo, hi, f, qmax, scale, zero);
   return probe == 0.0f;
 }
+
+/// Codes of x[0..n) on the grid (scale, zero): round_clamp(x / scale + zero, qmin, qmax) + shift,
+/// stored as int8; returns their sum.
+inline int32_t quantize_run(const float* x, int64_t n, float scale, float zero, int32_t qmin, int32_t qmax, int32_t shift,
+                            int8_t* codes) {
+  int32_t sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t q = round_clamp(x[i] / scale + zero, qmin, qmax) + shift;  // as outq::quantize
+    codes[i] = static_cast<int8_t>(q);
+    sum += q;
+  }
+  return sum;
+}
+
+/// The same two with AVX2 (cpu/quantize_avx2.cpp): equal results (the same IEEE operations per
+/// element; min and max of finite values do not depend on the order).
+bool row_grid_avx2(const float* row, int64_t k, const ActivationFormat& f, int32_t qmax, float* scale, float* zero);
+int32_t quantize_run_avx2(const float* x, int64_t n, float scale, float zero, int32_t qmin, int32_t qmax, int32_t shift,
+                          int8_t* codes);
 
 /// Writes a 16-wide row segment of y (only the columns that exist).
 inline void store_row(const float* tile, float* y, int64_t n0, int64_t n) {

@@ -179,6 +179,41 @@ TEST(Gemm, ExtremeCodesOverTheLongestRowsStayExact) {
   }
 }
 
+TEST(Gemm, VectorizedQuantizerEqualsTheScalarOne) {
+  // Every ISA's quantizer (AVX2 on all but ref) gives the scalar loop's codes, scales, zero points
+  // and group sums: rows of awkward lengths with exact rounding ties (x / s + z = n + 0.5), values
+  // beyond both clip ends, dynamic and static grids, and per-embedding groups with a gather.
+  std::mt19937 rng(41);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  ActivationFormat peg(8, false, false);
+  peg.peg_bounds = {0, 40, 96, 104};
+  peg.peg_scale = {0.05f, 0.5f, 0.25f};
+  peg.peg_zero = {3.0f, -7.5f, 128.0f};
+  for (int64_t i = 0; i < 104; ++i) peg.gather.push_back((i * 37) % 104);
+  const std::vector<ActivationFormat> formats = {
+      {8, false, true}, {8, true, true}, {4, false, true}, {4, true, true}, {8, false, false, 0.25f, 3.0f},
+      {4, true, false, 0.5f, 0.0f}, peg};
+  for (const ActivationFormat& f : formats)
+    for (int64_t k : {5L, 31L, 33L, 104L, 1000L}) {
+      if (!f.peg_bounds.empty() && k != 104) continue;
+      const int64_t m = 7;
+      std::vector<float> x(m * k);
+      for (auto& v : x) v = normal(rng);
+      for (int64_t i = 0; i < m * k; i += 3) x[i] = f.dynamic ? std::round(x[i]) : 0.25f * (std::round(x[i] * 4.0f) + 0.5f);
+      x[1 % x.size()] = 1e4f, x[2 % x.size()] = -1e4f;
+      QuantizedActivations want;
+      quantize_activations(x.data(), m, k, k, f, 32, &want, Isa::kRef);
+      for (Isa isa : isa_available()) {
+        QuantizedActivations got;
+        quantize_activations(x.data(), m, k, k, f, 32, &got, isa);
+        ASSERT_EQ(got.codes, want.codes) << isa_name(isa) << " k " << k << " bits " << f.bits;
+        ASSERT_EQ(got.group_sum, want.group_sum) << isa_name(isa);
+        ASSERT_EQ(got.scale, want.scale) << isa_name(isa);
+        ASSERT_EQ(got.zero, want.zero) << isa_name(isa);
+      }
+    }
+}
+
 TEST(Gemm, QuantizerMatchesTheSpecGrid) {
   // Asymmetric 8-bit per token: codes q = round(x / s + z) in [0, 255] are stored as q - 128.
   const std::vector<float> x = {-1.0f, 0.0f, 0.5f, 3.0f};

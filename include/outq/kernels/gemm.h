@@ -120,9 +120,10 @@ struct QuantizedActivations {
 
 /// Quantizes x (m x k, row stride ldx) with ties-to-even rounding of x / scale + zero, clamped
 /// to the grid, into `out` (reusing its buffers). `group_size` must be the weights' (PEG formats
-/// take the groups from format.peg_bounds, which must be the weights' bounds).
+/// take the groups from format.peg_bounds, which must be the weights' bounds). Vectorized with AVX2
+/// on every ISA but ref; the codes are the same on each.
 void quantize_activations(const float* x, int64_t m, int64_t k, int64_t ldx, const ActivationFormat& format,
-                          int64_t group_size, QuantizedActivations* out);
+                          int64_t group_size, QuantizedActivations* out, Isa isa = isa_active());
 
 struct GemmArguments {
   const QuantizedActivations* a = nullptr;
