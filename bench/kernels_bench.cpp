@@ -1,6 +1,6 @@
 // Google Benchmark suite for the integer kernels and the machine's limits:
-//   Peak_*      vpdpbusd int8 and vfmadd fp32 rates, read bandwidth from memory and from the
-//               last-level cache (1 and 2 threads)
+//   Peak/*      machine limits (outq/kernels/machine_limits.h; probe numbers in the order of the
+//               Probe enum): fp32 FMA, int8 dot-product steps per ISA, read bandwidth (1, 2 threads)
 //   Gemm/*      outq W8A8 / W4A8 / W4A4 on each ISA, with ("Linear": float in, float out,
 //               the per-token activation quantizer included) and without activation quantization
 //   WeightOnly/* outq W8A16 / W4A16: float activations, int8 / int4 weights dequantized in the product
@@ -19,8 +19,8 @@
 
 #include "outq/kernels/gemm.h"
 #include "outq/kernels/hadamard.h"
+#include "outq/kernels/machine_limits.h"
 #include "outq/kernels/weight_only.h"
-#include "peak_probes.h"
 
 namespace {
 
@@ -31,59 +31,19 @@ void set_rate(benchmark::State& state, double ops, double bytes = 0) {
   if (bytes > 0) state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// Peaks run one OpenMP team of state.range(0) threads inside each iteration, so the rates are
-// totals for that many cores.
-void Peak_Vnni(benchmark::State& state) {
-  if (!isa_supported(Isa::kAvx512Vnni)) return state.SkipWithError("no AVX-512 VNNI");
-  const int threads = static_cast<int>(state.range(0));
-  const int64_t it = 1 << 20;
-  for (auto _ : state) {
-#pragma omp parallel num_threads(threads)
-    benchmark::DoNotOptimize(outq::bench::probe_vnni(it));
-  }
-  set_rate(state, 12.0 * it * 64 * 2 * threads);  // 64 multiply-adds per instruction, 2 ops each
+// Machine limits (outq/kernels/machine_limits.h): each probe runs on an OpenMP team of
+// state.range(1) threads for 0.2 s per iteration; the counter is the team's rate.
+void Peak(benchmark::State& state) {
+  const auto probe = static_cast<Probe>(state.range(0));
+  if (!probe_supported(probe)) return state.SkipWithError("not supported on this CPU");
+  ProbeResult r;
+  double total = 0;
+  for (auto _ : state) total += (r = probe_run(probe, static_cast<int>(state.range(1)), 0.2)).rate;
+  state.counters[r.unit] = total / static_cast<double>(state.iterations());
+  state.SetLabel(r.what);
 }
-BENCHMARK(Peak_Vnni)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
-
-void Peak_Amx(benchmark::State& state) {
-  if (!isa_supported(Isa::kAmxInt8)) return state.SkipWithError("no AMX int8");
-  const int threads = static_cast<int>(state.range(0));
-  const int64_t it = 1 << 16;
-  for (auto _ : state) {
-#pragma omp parallel num_threads(threads)
-    benchmark::DoNotOptimize(outq::bench::probe_amx(it));
-  }
-  set_rate(state, 4.0 * it * 16 * 16 * 64 * 2 * threads);  // 16 x 16 x 64 multiply-adds per instruction
-}
-BENCHMARK(Peak_Amx)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
-
-void Peak_Fma(benchmark::State& state) {
-  if (!isa_supported(Isa::kAvx512Vnni)) return state.SkipWithError("no AVX-512");
-  const int threads = static_cast<int>(state.range(0));
-  const int64_t it = 1 << 20;
-  for (auto _ : state) {
-#pragma omp parallel num_threads(threads)
-    benchmark::DoNotOptimize(outq::bench::probe_fma(it));
-  }
-  set_rate(state, 12.0 * it * 16 * 2 * threads);
-}
-BENCHMARK(Peak_Fma)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
-
-// Read bandwidth over a buffer of state.range(1) MiB per thread: 512 MiB measures memory, 8 MiB
-// the last-level cache (which on this machine holds a whole 4096 x 4096 int4 or int8 matrix).
-void Peak_Read(benchmark::State& state) {
-  if (!isa_supported(Isa::kAvx512Vnni)) return state.SkipWithError("no AVX-512");
-  const int threads = static_cast<int>(state.range(0));
-  const int64_t bytes = state.range(1) << 20;
-  std::vector<std::vector<uint8_t>> data(threads, std::vector<uint8_t>(bytes, 1));
-  for (auto _ : state) {
-#pragma omp parallel num_threads(threads)
-    benchmark::DoNotOptimize(outq::bench::probe_read(data[omp_get_thread_num()].data(), bytes));
-  }
-  state.counters["GB/s"] = benchmark::Counter(1e-9 * bytes * threads, benchmark::Counter::kIsIterationInvariantRate);
-}
-BENCHMARK(Peak_Read)->ArgNames({"threads", "MiB"})->Args({1, 512})->Args({2, 512})->Args({2, 8})->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(Peak)->ArgNames({"probe", "threads"})->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 2}})->Iterations(1)
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
 
 struct Operands {
   std::vector<float> x;

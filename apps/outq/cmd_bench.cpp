@@ -1,6 +1,8 @@
 // `outq bench`: speed of the integer kernels and of the integer runtime.
-//   kernels: y = x W^T (activation quantization included) for the model's linear shapes and
-//            LLaMA-7B-like shapes at several M, per format, against LibTorch's float32 matmul
+//   kernels: the machine's limits (int8 / fp32 peaks of the active ISA, read bandwidth), then
+//            y = x W^T (activation quantization included) for the model's linear shapes and
+//            LLaMA-7B-like shapes at several M, per format, against LibTorch's float32 matmul and
+//            as a percent of the bound that limits it
 //   runtime: prefill and decode tokens/s of a model (the [model] config with random weights, or
 //            --model) in float32 and on the integer kernels for each format (RTN weights,
 //            per-token activations: no calibration data needed)
@@ -16,6 +18,7 @@
 #include "outq/core/error.h"
 #include "outq/core/table.h"
 #include "outq/kernels/isa.h"
+#include "outq/kernels/machine_limits.h"
 #include "outq/ptq/quantize_model.h"
 #include "outq/ptq/quantized_io.h"
 #include "outq/runtime/integer_runtime.h"
@@ -129,23 +132,34 @@ int run(const CommonOptions& common, OutqConfig& config) {
   torch::set_num_threads(g_threads);
   std::vector<KernelFormat> formats;
   for (const auto& s : g_formats) formats.push_back(parse_kernel_format(s));
-  nlohmann::json out = {{"isa", kernels::isa_name(kernels::isa_active())}, {"threads", g_threads}};
-  Table kt({"shape", "N x K", "M", "format", "ms", "GOPS", "weight GB/s", "float32 ms", "vs float32"});
+  nlohmann::json out = {{"isa", kernels::isa_name(kernels::isa_active())}, {"threads", g_threads},
+                        {"cpu", kernels::cpu_model_name()}};
+  Table kt({"shape", "N x K", "M", "format", "ms", "GOPS", "weight GB/s", "of bound", "float32 ms", "vs float32"});
+  Table lt({"probe", "what", "rate"});
+  KernelPeaks peaks;
   Table rt({"model", "prefill tok/s", "decode tok/s", "prefill vs float", "decode vs float"});
   if (!g_skip_kernels) {
     OUTQ_CHECK(g_shapes == "model" || g_shapes == "llama7b" || g_shapes == "all",
                "--shapes: expected model, llama7b or all, found '", g_shapes, "'");
     const auto shapes = kernel_shapes(config.model, g_shapes == "all" ? std::vector<std::string>{"model", "llama7b"}
                                                                        : std::vector<std::string>{g_shapes});
-    out["kernels"] = bench_kernels(shapes, g_m, formats, g_min_time, &kt);
+    peaks = measure_kernel_peaks(g_threads);
+    out["machine_limits"] = peaks.json;
+    add_peak_rows(peaks.json, &lt);
+    out["kernels"] = bench_kernels(shapes, g_m, formats, g_min_time, &kt, &peaks);
   }
   if (!g_skip_runtime) out["runtime"] = bench_runtime(config, formats, &rt);
   if (common.json) {
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
-  std::printf("integer kernels: %s, %d threads\n", kernels::isa_name(kernels::isa_active()), g_threads);
-  if (!g_skip_kernels) std::printf("\n%s", kt.render().c_str());
+  std::printf("integer kernels: %s, %d threads, %s\n", kernels::isa_name(kernels::isa_active()), g_threads,
+              kernels::cpu_model_name().c_str());
+  if (!g_skip_kernels)
+    std::printf("\nmachine limits (register-only loops and streaming reads, %d threads)\n%s\nkernels (\"of bound\": "
+                "GOPS / the %s peak for M > 1; weight bytes read per second / the cache or memory read bandwidth for M "
+                "= 1)\n%s",
+                g_threads, lt.render().c_str(), peaks.int8_name.c_str(), kt.render().c_str());
   if (!g_skip_runtime)
     std::printf("\nruntime: %.1fM parameters, prefill %lld tokens, decode %lld tokens\n%s",
                 out["runtime"]["parameters"].get<double>() / 1e6, static_cast<long long>(g_prefill),

@@ -9,6 +9,7 @@
 
 #include "outq/core/error.h"
 #include "outq/kernels/gemm.h"
+#include "outq/kernels/machine_limits.h"
 
 namespace outq::app {
 namespace {
@@ -56,8 +57,35 @@ std::vector<KernelShape> kernel_shapes(const ModelConfig& c, const std::vector<s
   return out;
 }
 
+KernelPeaks measure_kernel_peaks(int threads) {
+  KernelPeaks p;
+  p.json = nlohmann::json::array();
+  const kernels::Isa isa = kernels::isa_active();
+  for (const auto& r : kernels::machine_limits(isa, threads, 0.1)) {
+    p.json.push_back({{"name", r.name}, {"what", r.what}, {"unit", r.unit}, {"rate", r.rate}});
+    if (r.probe == kernels::int8_peak(isa)) p.int8_gops = r.rate, p.int8_name = r.name;
+    if (r.probe == kernels::Probe::kReadLlc) p.llc_gbs = r.rate;
+    if (r.probe == kernels::Probe::kReadMemory) p.memory_gbs = r.rate;
+  }
+  p.llc_bytes = int64_t{8} * threads << 20;
+  return p;
+}
+
+double KernelPeaks::percent(int64_t m, double gops, double weight_bytes, double seconds) const {
+  if (m > 1) return int8_gops > 0 ? 100.0 * gops / int8_gops : 0.0;
+  const double bound = weight_bytes <= static_cast<double>(llc_bytes) ? llc_gbs : memory_gbs;
+  return bound > 0 ? 100.0 * weight_bytes / seconds / 1e9 / bound : 0.0;
+}
+
+void add_peak_rows(const nlohmann::json& limits, Table* table) {
+  for (const auto& l : limits)
+    table->add_row({l.at("name").get<std::string>(), l.at("what").get<std::string>(),
+                    fmt::format("{:.1f} {}", l.at("rate").get<double>(), l.at("unit").get<std::string>())});
+}
+
 nlohmann::json bench_kernels(const std::vector<KernelShape>& shapes, const std::vector<int64_t>& ms,
-                             const std::vector<KernelFormat>& formats, double min_time, Table* table) {
+                             const std::vector<KernelFormat>& formats, double min_time, Table* table,
+                             const KernelPeaks* peaks) {
   nlohmann::json rows = nlohmann::json::array();
   std::mt19937 rng(1);
   for (const auto& shape : shapes)
@@ -88,10 +116,13 @@ nlohmann::json bench_kernels(const std::vector<KernelShape>& shapes, const std::
         rows.push_back({{"shape", shape.name}, {"n", shape.n}, {"k", shape.k}, {"m", m}, {"format", f.name},
                         {"seconds", t}, {"gops", gops}, {"weight_gb_per_s", gbs}, {"float_seconds", t_float},
                         {"speedup_vs_float", t_float / t}});
+        const double pct = peaks ? peaks->percent(m, gops, static_cast<double>(packed.bytes()), t) : 0.0;
+        if (peaks) rows.back()["percent_of_bound"] = pct;
         if (table)
           table->add_row({shape.name, fmt::format("{}x{}", shape.n, shape.k), std::to_string(m), f.name,
                           fmt::format("{:.3f}", t * 1e3), fmt::format("{:.1f}", gops), fmt::format("{:.1f}", gbs),
-                          fmt::format("{:.3f}", t_float * 1e3), fmt::format("{:.2f}x", t_float / t)});
+                          peaks ? fmt::format("{:.0f}%", pct) : "", fmt::format("{:.3f}", t_float * 1e3),
+                          fmt::format("{:.2f}x", t_float / t)});
       }
     }
   return rows;

@@ -28,10 +28,26 @@ struct KernelShape {
 /// The linear shapes of `config` ("model") and of LLaMA-7B ("llama7b").
 std::vector<KernelShape> kernel_shapes(const ModelConfig& config, const std::vector<std::string>& sets);
 
+/// The active ISA's machine limits (outq/kernels/machine_limits.h) the kernel rates are compared with.
+struct KernelPeaks {
+  double int8_gops = 0;        ///< the int8 dot-product probe of the active ISA
+  double llc_gbs = 0, memory_gbs = 0;  ///< read bandwidth from the last-level cache and from memory
+  int64_t llc_bytes = 0;       ///< the LLC probe's footprint: weights up to this size are read from cache
+  nlohmann::json json;         ///< every probe: name, what, unit, rate
+  std::string int8_name;
+  /// Percent of the bound that limits a call: the int8 peak for M > 1, else read bandwidth.
+  double percent(int64_t m, double gops, double weight_bytes, double seconds) const;
+};
+KernelPeaks measure_kernel_peaks(int threads);
+/// Rows of a table of the probes.
+void add_peak_rows(const nlohmann::json& limits, Table* table);
+
 /// Times y = x W^T on the kernels (activation quantization included) for every shape, M and format;
-/// one JSON row each, and a table row each when `table` is given.
+/// one JSON row each, and a table row each when `table` is given; with `peaks`, the percent of the
+/// bound each call runs at.
 nlohmann::json bench_kernels(const std::vector<KernelShape>& shapes, const std::vector<int64_t>& ms,
-                             const std::vector<KernelFormat>& formats, double min_time, Table* table);
+                             const std::vector<KernelFormat>& formats, double min_time, Table* table,
+                             const KernelPeaks* peaks = nullptr);
 
 struct ModelSpeed {
   double prefill, decode;  ///< tokens per second

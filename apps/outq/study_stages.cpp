@@ -14,6 +14,7 @@
 #include "outq/core/log.h"
 #include "outq/eval/perplexity.h"
 #include "outq/kernels/isa.h"
+#include "outq/kernels/machine_limits.h"
 #include "outq/model/block_schema.h"
 #include "outq/ptq/method.h"
 #include "outq/ptq/quantize_model.h"
@@ -229,8 +230,11 @@ json study_runtime(const std::string& model_dir, const Recipe& recipe, const std
 
 json study_kernels(const OutqConfig& config) {
   const auto shapes = kernel_shapes(config.model, config.study.bench_shapes);
-  const json rows = bench_kernels(shapes, {1, 128}, {parse_kernel_format("w8a8"), parse_kernel_format("w4a4")}, 0.1, nullptr);
-  return {{"isa", kernels::isa_name(kernels::isa_active())}, {"threads", config.study.threads}, {"rows", rows}};
+  const KernelPeaks peaks = measure_kernel_peaks(config.study.threads);
+  const json rows =
+      bench_kernels(shapes, {1, 128}, {parse_kernel_format("w8a8"), parse_kernel_format("w4a4")}, 0.1, nullptr, &peaks);
+  return {{"isa", kernels::isa_name(kernels::isa_active())}, {"threads", config.study.threads}, {"rows", rows},
+          {"machine_limits", peaks.json}, {"int8_peak", peaks.int8_name}, {"cpu", kernels::cpu_model_name()}};
 }
 
 }  // namespace outq::app

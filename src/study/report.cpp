@@ -164,11 +164,22 @@ std::string kernels_section(const json& r) {
   const json& k = r.at("kernels");
   std::string out = fmt::format("## Kernel speeds\n\n{} threads, {}; float32 is LibTorch's matmul on the same shape.\n\n",
                                 k.at("threads").get<int>(), k.at("isa").get<std::string>());
-  Table t({"shape", "N x K", "M", "format", "ms", "GOPS", "vs float32"});
+  if (k.contains("machine_limits")) {
+    out += fmt::format("Machine limits on {} (register-only loops and streaming reads):\n\n", k.value("cpu", std::string("this CPU")));
+    Table l({"probe", "what", "rate"});
+    for (const auto& p : k.at("machine_limits"))
+      l.add_row({p.at("name").get<std::string>(), p.at("what").get<std::string>(),
+                 fmt::format("{:.1f} {}", p.at("rate").get<double>(), p.at("unit").get<std::string>())});
+    out += l.render_markdown() + fmt::format("\n\"Of bound\": GOPS / the {} peak for M > 1, weight bytes per second / "
+                                              "the read bandwidth (cache or memory) for M = 1.\n\n",
+                                              k.value("int8_peak", std::string("int8")));
+  }
+  Table t({"shape", "N x K", "M", "format", "ms", "GOPS", "of bound", "vs float32"});
   for (const auto& x : k.at("rows"))
     t.add_row({x.at("shape").get<std::string>(), fmt::format("{}x{}", x.at("n").get<long long>(), x.at("k").get<long long>()),
                std::to_string(x.at("m").get<long long>()), x.at("format").get<std::string>(),
                fmt::format("{:.3f}", 1e3 * x.at("seconds").get<double>()), fmt::format("{:.1f}", x.at("gops").get<double>()),
+               x.contains("percent_of_bound") ? fmt::format("{:.0f}%", x.at("percent_of_bound").get<double>()) : "",
                fmt::format("{:.2f}x", x.at("speedup_vs_float").get<double>())});
   return out + t.render_markdown();
 }

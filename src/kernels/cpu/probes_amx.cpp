@@ -1,14 +1,14 @@
-// The AMX int8 peak for docs/benchmarks.md: tdpbsud on four independent accumulator tiles from
-// tiles loaded once (register-only, like the VNNI probe). Compiled with AMX flags for this file
-// only; the benchmark checks that the CPU and the kernel allow AMX before calling it.
+// The AMX int8 probe loop: tdpbsud on four independent accumulator tiles from tiles loaded once
+// (register-only, like the VNNI probes). Compiled with AMX flags for this file only;
+// machine_limits.cpp checks that the CPU and the kernel allow AMX before calling it.
 #include <immintrin.h>
 
 #include <cstdint>
 #include <cstring>
 
-#include "peak_probes.h"
+#include "../probes_internal.h"
 
-namespace outq::bench {
+namespace outq::kernels::detail {
 
 int64_t probe_amx(int64_t iterations) {
   struct alignas(64) {
@@ -40,4 +40,4 @@ int64_t probe_amx(int64_t iterations) {
   return out[0];
 }
 
-}  // namespace outq::bench
+}  // namespace outq::kernels::detail
