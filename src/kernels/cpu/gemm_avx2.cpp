@@ -63,7 +63,7 @@ struct Avx2W8 {
 };
 
 struct Avx2W4 {
-  static constexpr int kRows = 4;
+  static constexpr int kRows = 3;
   static constexpr bool kWide = false;
   template <int R>
   static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int bound,

@@ -79,11 +79,15 @@ void tile(const GemmArguments& args, int64_t m0, int64_t b, const void* apack) {
   alignas(32) float bias[PackedWeights::kBlock] = {};
   if (args.bias)
     for (int64_t c = 0; c < PackedWeights::kBlock && n0 + c < pw.n; ++c) bias[c] = args.bias[n0 + c];
+  const bool whole = n0 + PackedWeights::kBlock <= pw.n;
   for (int r = 0; r < R; ++r) {
     alignas(32) float out[PackedWeights::kBlock];
-    for (int h = 0; h < 2; ++h)
-      _mm256_store_ps(out + 8 * h, _mm256_fmadd_ps(_mm256_set1_ps(a.scale[m0 + r]), facc[r][h], _mm256_load_ps(bias + 8 * h)));
-    store_row(out, args.y + (m0 + r) * args.ldy, n0, pw.n);
+    float* y = args.y + (m0 + r) * args.ldy;
+    for (int h = 0; h < 2; ++h) {
+      const __m256 v = _mm256_fmadd_ps(_mm256_set1_ps(a.scale[m0 + r]), facc[r][h], _mm256_load_ps(bias + 8 * h));
+      whole ? _mm256_storeu_ps(y + n0 + 8 * h, v) : _mm256_store_ps(out + 8 * h, v);
+    }
+    if (!whole) store_row(out, y, n0, pw.n);
   }
 }
 
