@@ -238,19 +238,24 @@ TEST_F(QuantizeCli, BenchRunsEveryIsaAndTheRuntime) {
                            " --set model.hidden_size=32 --set model.intermediate_size=64 --set model.num_hidden_layers=2"
                            " --set model.num_attention_heads=2 --set model.num_key_value_heads=2 --set model.vocab_size=300"
                            " --set model.max_position_embeddings=64";
-  for (const char* isa : {"ref", "avx2", "avx512_vnni", "amx_int8"}) {
+  for (const char* isa : {"ref", "avx2", "avx_vnni", "avx512_vnni", "amx_int8"}) {
     const auto r = test::run_shell(kOutq + args, {{"OUTQ_ISA", isa}, {"OUTQ_LOG", "quiet"}});
     if (r.exit_code != 0 && r.err.find("does not support") != std::string::npos) continue;  // CPU lacks it
     ASSERT_EQ(r.exit_code, 0) << isa << ": " << r.err;
     const auto j = nlohmann::json::parse(r.out);
     EXPECT_EQ(j["isa"], isa);
     EXPECT_EQ(j["kernels"].size(), 3u * 2u * 3u);  // shapes x M x formats
+    if (std::string(isa) != "ref") {  // the machine limits of that ISA, and each row's percent of its bound
+      ASSERT_GE(j["machine_limits"].size(), 3u) << isa;
+      for (const auto& l : j["machine_limits"]) EXPECT_GT(l["rate"].get<double>(), 0.0) << l["name"];
+      for (const auto& row : j["kernels"]) EXPECT_GT(row["percent_of_bound"].get<double>(), 0.0);
+    }
     EXPECT_EQ(j["runtime"]["rows"].size(), 4u);     // float + three formats
     for (const auto& row : j["runtime"]["rows"]) EXPECT_GT(row["decode_tokens_per_s"].get<double>(), 0.0);
   }
   const auto bad = test::run_shell(kOutq + args, {{"OUTQ_ISA", "sse9"}});
   EXPECT_EQ(bad.exit_code, 1);
-  EXPECT_NE(bad.err.find("expected ref, avx2, avx512_vnni or amx_int8"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("expected ref, avx2, avx_vnni, avx512_vnni or amx_int8"), std::string::npos) << bad.err;
   const auto fmt_bad = test::run_shell(kOutq + args + " --formats w2a2", {});
   EXPECT_EQ(fmt_bad.exit_code, 1);
   EXPECT_NE(fmt_bad.err.find("kernel format: expected w8a8, w4a8 or w4a4, found 'w2a2'"), std::string::npos) << fmt_bad.err;
