@@ -126,6 +126,10 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
     EXPECT_GT(x.at("decode_tokens_per_s").get<double>(), 0);
   }
   EXPECT_EQ(r.at("kernels").at("rows").size(), 3u * 2 * 2);  // 3 model shapes x M {1, 128} x {w8a8, w4a4}
+  // The machine's limits are in the record and the report, and every kernel row has its percent.
+  ASSERT_GE(r.at("kernels").at("machine_limits").size(), 3u);
+  for (const auto& x : r.at("kernels").at("rows")) EXPECT_GT(x.at("percent_of_bound").get<double>(), 0.0);
+  EXPECT_NE(md.find("Machine limits on"), std::string::npos);
   // The headline's numbers are the evaluations' numbers.
   const std::regex headline(R"(\| float baseline \| ([0-9.]+) \(W16A16\) \| w4a4-tensor-gptq \| ([0-9.]+) \|)");
   std::smatch m;
