@@ -5,7 +5,10 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <c10/util/Exception.h>
+#include <cstdlib>
 #include <exception>
+#include <string>
 
 #include "app_config.h"
 #include "command.h"
@@ -105,6 +108,12 @@ int main(int argc, char** argv) {
     return 3;
   } catch (const outq::Error& e) {
     std::fprintf(stderr, "outq: error: %s\n", e.what());
+    return 1;
+  } catch (const c10::Error& e) {
+    // LibTorch's message: its first line only (its trace with OUTQ_TRACE=1).
+    const std::string msg = e.what_without_backtrace();
+    std::fprintf(stderr, "outq: error: LibTorch: %s (OUTQ_TRACE=1 prints its trace)\n", msg.substr(0, msg.find('\n')).c_str());
+    if (const char* trace = std::getenv("OUTQ_TRACE"); trace && std::string(trace) == "1") std::fprintf(stderr, "%s\n", e.what());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "outq: error: %s\n", e.what());

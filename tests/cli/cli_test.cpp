@@ -91,6 +91,21 @@ TEST(Cli, UnknownConfigKey) {
   expect_one_line_error(outq("data --set data.vocabsize=5", dir), "unknown config key 'data.vocabsize'");
 }
 
+TEST(Cli, LibTorchErrorsAreOneLineWithTheTraceOnRequest) {
+  // A model too large to allocate fails inside LibTorch: one line naming it, exit 1; OUTQ_TRACE=1
+  // adds LibTorch's trace.
+  test::TempDir dir;
+  const std::string args = "bench --no-kernels --set model.hidden_size=65536 --set model.intermediate_size=1000000"
+                           " --set model.num_attention_heads=64 --set model.num_key_value_heads=64";
+  const auto r = outq(args, dir);
+  expect_one_line_error(r, "LibTorch: ");
+  EXPECT_NE(r.err.find("can't allocate memory"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("frame #"), std::string::npos) << r.err;
+  const auto traced = outq(args, dir, {{"OUTQ_TRACE", "1"}});
+  EXPECT_EQ(traced.exit_code, 1);
+  EXPECT_NE(traced.err.find("frame #"), std::string::npos) << traced.err;
+}
+
 TEST(Cli, MissingCorpusPath) {
   test::TempDir dir;
   const auto r = outq("data --set data.corpus=" + dir / "nope.txt", dir);
