@@ -24,7 +24,7 @@ namespace {
 std::string g_model, g_split = "val", g_data_dir, g_out, g_point, g_checkpoints, g_run_dir;
 int64_t g_max_tokens = 100000, g_seq_len = 0, g_batch = 8, g_emergence_tokens = 16384;
 int g_threads = 2;
-bool g_unclipped = false;
+bool g_unclipped = false, g_overwrite = false;
 
 void add_options(CLI::App& app) {
   app.add_option("--model", g_model, "model directory, float or quantized")->required();
@@ -34,7 +34,10 @@ void add_options(CLI::App& app) {
   app.add_option("--seq-len", g_seq_len, "window length (0 = the model's max_position_embeddings)")->capture_default_str()->check(whole(0));
   app.add_option("--batch", g_batch, "windows per forward pass")->capture_default_str()->check(whole(1));
   app.add_option("--point", g_point, "observation point for the heat map (default: the linear input with the most prominent outlier channel)");
-  app.add_option("--out", g_out, "output directory (default: <model>/analysis)");
+  app.add_option("--out", g_out,
+                 "output directory (default: <model>/analysis); built aside and moved into place complete, replacing "
+                 "only an earlier analysis (analysis.json) unless --overwrite");
+  app.add_flag("--overwrite", g_overwrite, "replace --out even when it is not an earlier analysis output");
   app.add_option("--checkpoints", g_checkpoints, "emergence: a directory of model/checkpoint directories (e.g. RUN/checkpoints)");
   app.add_option("--emergence-tokens", g_emergence_tokens, "tokens analysed per checkpoint for emergence")->capture_default_str()->check(whole(1));
   app.add_option("--run-dir", g_run_dir, "emergence: an `outq train` run directory whose metrics.jsonl has light statistics");
@@ -47,6 +50,13 @@ void add_options(CLI::App& app) {
 
 int run(const CommonOptions& common, OutqConfig& config) {
   torch::set_num_threads(g_threads);
+  // The default <model>/analysis lives inside the model directory by design; any other --out must
+  // not be (or hold) an input, and replaces only an earlier analysis.
+  const fs::path default_out = fs::path(g_model) / "analysis";
+  const std::string out = g_out.empty() ? default_out.string() : g_out;
+  const bool in_model = fs::weakly_canonical(fs::absolute(out)) == fs::weakly_canonical(fs::absolute(default_out));
+  check_output_dir("--out", out, {in_model ? "" : g_model, g_data_dir, g_checkpoints, g_run_dir}, "analysis.json",
+                   g_overwrite);
   LoadedModel lm = load_model_dir(g_model);
   const std::string dir = resolve_data_dir(g_data_dir, config);
   const TokenShard shard = open_eval_shard(dir, g_split, *lm.tokenizer, g_model);
@@ -111,8 +121,8 @@ int run(const CommonOptions& common, OutqConfig& config) {
     OUTQ_CHECK(!series.empty(), g_run_dir, "/metrics.jsonl: expected light statistics (train.stats_every > 0), found none");
   }
 
-  const std::string out = g_out.empty() ? (fs::path(g_model) / "analysis").string() : g_out;
-  fs::create_directories(out);
+  StagedDirectory stage(out);
+  const fs::path staged = stage.path();
   nlohmann::json j = analysis_json(r, lm.tokenizer.get());
   j["model"] = g_model;
   j["source"] = dir + ":" + g_split;
@@ -123,21 +133,24 @@ int run(const CommonOptions& common, OutqConfig& config) {
     j["emergence"] = e;
     if (!emergence_clips.empty()) j["emergence_clips"] = emergence_clips;
   }
-  write_file_atomic(fs::path(out) / "analysis.json", j.dump(1) + "\n");
+  write_file_atomic(staged / "analysis.json", j.dump(1) + "\n");
   std::string summary = analysis_summary(r, lm.tokenizer.get());
   if (!series.empty()) summary += "\noutlier channels by training step (per depth):\n" + emergence_table(series);
-  write_file_atomic(fs::path(out) / "summary.txt", summary);
+  write_file_atomic(staged / "summary.txt", summary);
+  std::string plot_error;
+  try {
+    analysis_plots(r, staged.string());
+    if (!series.empty()) emergence_plot(series, (staged / "emergence.png").string());
+  } catch (const Error& e) {
+    plot_error = e.what();
+  }
+  stage.commit();  // statistics (and the plots, when they could be drawn) appear together
   if (common.json) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("%s\nwritten: %s/analysis.json, summary.txt\n", summary.c_str(), out.c_str());
   }
-  try {
-    analysis_plots(r, out);
-    if (!series.empty()) emergence_plot(series, (fs::path(out) / "emergence.png").string());
-  } catch (const Error& e) {
-    throw Error(fmt::format("statistics written to {}, but no plots: {}", out, e.what()));
-  }
+  if (!plot_error.empty()) throw Error(fmt::format("statistics written to {}, but no plots: {}", out, plot_error));
   if (!common.json) std::printf("plots: %s/{heatmap,weights,spikes%s}.png\n", out.c_str(), series.empty() ? "" : ",emergence");
   return 0;
 }

@@ -369,6 +369,35 @@ TEST_F(QuantizeCli, AnalyzeWritesStatisticsPlotsAndEmergence) {
   EXPECT_NE(r.out.find("largest activations"), std::string::npos) << r.out;
 }
 
+TEST_F(QuantizeCli, AnalyzeOutputDirectoryPolicy) {
+  // --out replaces only an earlier analysis (built aside, moved into place complete), never an input
+  // or someone's directory unless --overwrite; no staging directory is left next to it.
+  const std::string args = "analyze --model " + model() + " --max-tokens 2000 --data-dir " + *dir_ / "data";
+  const std::string foreign = *dir_ / "notes";
+  fs::create_directories(foreign);
+  test::write_text(foreign + "/mine.txt", "keep me");
+  auto r = outq(args + " --out " + foreign);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is not an earlier output of this command (no analysis.json)"), std::string::npos) << r.err;
+  EXPECT_EQ(test::read_text(foreign + "/mine.txt"), "keep me");
+  EXPECT_FALSE(fs::exists(foreign + "/analysis.json"));
+  r = outq(args + " --out " + model());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("would replace or write into the input"), std::string::npos) << r.err;
+  const std::string out = *dir_ / "analysis-again";
+  ASSERT_EQ(outq(args + " --out " + out).exit_code, 0);
+  test::write_text(out + "/stale.txt", "from before");
+  r = outq(args + " --out " + out);  // an earlier analysis: replaced as a whole
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(out + "/analysis.json"));
+  EXPECT_FALSE(fs::exists(out + "/stale.txt"));
+  r = outq(args + " --out " + foreign + " --overwrite");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(foreign + "/mine.txt"));
+  for (const auto& e : fs::directory_iterator(fs::path(*dir_ / "")))
+    EXPECT_EQ(e.path().filename().string().find(".staging."), std::string::npos) << e.path();
+}
+
 TEST_F(QuantizeCli, AnalyzeBadInputs) {
   // Statistics are written even without gnuplot; the missing plots are an error that says so.
   fs::create_directories(*dir_ / "nobin");
