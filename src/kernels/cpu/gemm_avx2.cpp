@@ -6,9 +6,9 @@
 //    added (vphaddd) at the end of each group.
 //  - int4 weights: nibbles (0..15) as vpmaddubsw's unsigned operand against int8 activations; the
 //    int16 lane of one octet (two vpmaddubsw, four products) is within 4 * 15 * B for activation
-//    codes bounded by B in magnitude (QuantizedActivations::code_bound), so floor(32767 / (60 B))
-//    octets accumulate in int16 before vpmaddwd widens them: 4 octets for 8-bit activations
-//    (30720 <= 32767), 36 for asymmetric 4-bit ones (B = 15), 68 for symmetric 4-bit ones.
+//    codes bounded by B in magnitude (QuantizedActivations::code_bound), so runs of n octets with
+//    60 n B <= 32767 accumulate in int16 before vpmaddwd widens them: 4 octets for any int8 code
+//    (B <= 128: 30720), 32 for 4-bit codes (B <= 15: 28800).
 // Tiles of 4 rows x 16 channels (int8 weights: one 8-channel half per pass for 3-4 rows, so the
 // int16 weights and the partial sums fit the 16 registers); driver, packing and epilogue in ymm_gemm.h. Compiled with -mavx2 -mfma only for this file; never called unless
 // CPUID says so.
@@ -65,34 +65,53 @@ struct Avx2W8 {
 struct Avx2W4 {
   static constexpr int kRows = 3;
   static constexpr bool kWide = false;
+  // One octet of R rows x 16 channels into the int16 sums.
   template <int R>
-  static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int bound,
-                  __m256i (&acc)[R][2]) {
-    const int8_t* a = static_cast<const int8_t*>(ap);
-    const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    const int64_t run = std::max(1, 32767 / (60 * std::max(bound, 1)));  // octets per int16 run (see the top)
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-    for (int64_t o0 = q0 / 2; o0 < q1 / 2; o0 += run) {
-      const int64_t o1 = std::min(q1 / 2, o0 + run);
+  static void octet(const int8_t* a, const uint8_t* w, int64_t o, __m256i (&s16)[R][2]) {
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    __m256i lo[2], hi[2];
+    for (int h = 0; h < 2; ++h) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * o + 32 * h));
+      lo[h] = _mm256_and_si256(v, mask);
+      hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m256i a0 = ymm::broadcast_quad(a + 4 * (2 * o * R + r));
+      const __m256i a1 = ymm::broadcast_quad(a + 4 * ((2 * o + 1) * R + r));
+      for (int h = 0; h < 2; ++h)
+        s16[r][h] = _mm256_add_epi16(s16[r][h], _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], a0), _mm256_maddubs_epi16(hi[h], a1)));
+    }
+  }
+  // Octets [o0, o1) in int16 runs of Run octets (a compile-time count, so the run loop unrolls
+  // and its exit is predictable), each widened into acc by vpmaddwd.
+  template <int R, int Run>
+  static void runs(const int8_t* a, const uint8_t* w, int64_t o0, int64_t o1, __m256i (&acc)[R][2]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t o = o0; o < o1;) {
       __m256i s16[R][2];
       for (int r = 0; r < R; ++r) s16[r][0] = s16[r][1] = _mm256_setzero_si256();
-      for (int64_t o = o0; o < o1; ++o) {
-        __m256i lo[2], hi[2];
-        for (int h = 0; h < 2; ++h) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * o + 32 * h));
-          lo[h] = _mm256_and_si256(v, mask);
-          hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-        }
-        for (int r = 0; r < R; ++r) {
-          const __m256i a0 = ymm::broadcast_quad(a + 4 * (2 * o * R + r));
-          const __m256i a1 = ymm::broadcast_quad(a + 4 * ((2 * o + 1) * R + r));
-          for (int h = 0; h < 2; ++h)
-            s16[r][h] = _mm256_add_epi16(s16[r][h], _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], a0), _mm256_maddubs_epi16(hi[h], a1)));
-        }
+      if (o + Run <= o1) {
+#pragma GCC unroll 4
+        for (int j = 0; j < Run; ++j) octet<R>(a, w, o + j, s16);
+        o += Run;
+      } else {
+        for (; o < o1; ++o) octet<R>(a, w, o, s16);
       }
       for (int r = 0; r < R; ++r)
         for (int h = 0; h < 2; ++h) acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(s16[r][h], ones));
     }
+  }
+  template <int R>
+  static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int bound,
+                  __m256i (&acc)[R][2]) {
+    const int8_t* a = static_cast<const int8_t*>(ap);
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    // Runs of 32 octets hold for B <= 17 (32767 / (60 * 32)), so for every 4-bit format; runs of 4
+    // for B <= 136, so for any int8 code.
+    if (bound <= 17)
+      runs<R, 32>(a, w, q0 / 2, q1 / 2, acc);
+    else
+      runs<R, 4>(a, w, q0 / 2, q1 / 2, acc);
   }
 };
 
