@@ -5,7 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <csignal>
 #include <filesystem>
+#include <random>
+#include <sstream>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
@@ -32,15 +37,18 @@ class QuantizeCli : public ::testing::Test {
     return " --set data.corpus=" + *dir_ / "corpus.txt" + " --set data.vocab_size=" + std::to_string(vocab) +
            " --set data.out=" + *dir_ / data;
   }
-  static test::RunResult outq(const std::string& args) {
-    return test::run_shell(kOutq + " " + args + data_args() +
-                               " --set model.hidden_size=32 --set model.intermediate_size=64"
-                               " --set model.num_hidden_layers=2 --set model.num_attention_heads=2"
-                               " --set model.num_key_value_heads=2"
-                               " --set model.vocab_size=300 --set model.max_position_embeddings=64"
-                               " --set train.seq_len=64 --set train.batch_size=4 --set train.eval_tokens=1024",
-                           {{"OUTQ_CACHE", *dir_ / "cache"}, {"OUTQ_PROGRESS", "off"}, {"OUTQ_LOG", "quiet"}});
+  static std::string command(const std::string& args) {
+    return kOutq + " " + args + data_args() +
+           " --set model.hidden_size=32 --set model.intermediate_size=64"
+           " --set model.num_hidden_layers=2 --set model.num_attention_heads=2"
+           " --set model.num_key_value_heads=2"
+           " --set model.vocab_size=300 --set model.max_position_embeddings=64"
+           " --set train.seq_len=64 --set train.batch_size=4 --set train.eval_tokens=1024";
   }
+  static std::map<std::string, std::string> env() {
+    return {{"OUTQ_CACHE", *dir_ / "cache"}, {"OUTQ_PROGRESS", "off"}, {"OUTQ_LOG", "quiet"}};
+  }
+  static test::RunResult outq(const std::string& args) { return test::run_shell(command(args), env()); }
   static std::string model() { return *dir_ / "run/model"; }
   static double ppl(const test::RunResult& r) { return nlohmann::json::parse(r.out)["perplexity"].get<double>(); }
   static test::TempDir* dir_;
@@ -396,6 +404,82 @@ TEST_F(QuantizeCli, AnalyzeOutputDirectoryPolicy) {
   EXPECT_FALSE(fs::exists(foreign + "/mine.txt"));
   for (const auto& e : fs::directory_iterator(fs::path(*dir_ / "")))
     EXPECT_EQ(e.path().filename().string().find(".staging."), std::string::npos) << e.path();
+}
+
+// The contents of `names` under `dir` ("" for a missing file), without the lines that state how
+// long the command took (`"seconds":`, "analysed ... in 2.8 s").
+std::vector<std::string> contents(const std::string& dir, const std::vector<std::string>& names) {
+  std::vector<std::string> out;
+  for (const auto& n : names) {
+    std::istringstream in(fs::exists(dir + "/" + n) ? test::read_text(dir + "/" + n) : "");
+    std::string kept, line;
+    while (std::getline(in, line))
+      if (line.find("\"seconds\":") == std::string::npos && line.rfind("analysed ", 0) != 0) kept += line + "\n";
+    out.push_back(kept);
+  }
+  return out;
+}
+
+// `args` writes `out`; it runs `times` times killed with SIGKILL at a random moment of a run's
+// duration, alternately with no `out` yet and with a complete earlier output there (of
+// `before_args`). After each kill `out` must be what was there before (nothing, or the earlier
+// output) or wholly the new output (`compared` byte for byte, `files` present), never a mix or a
+// partial directory; a last normal run succeeds and leaves no staging or replaced copy next to
+// `out` (those of the killed processes are cleaned up).
+template <class Run, class Command>
+void expect_kills_leave_complete_outputs(Run run, Command command, const std::map<std::string, std::string>& env,
+                                         const std::string& before_args, const std::string& args, const std::string& out,
+                                         const std::vector<std::string>& files, const std::vector<std::string>& compared,
+                                         int times) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(run(args).exit_code, 0);
+  const double full = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto fresh = contents(out, compared);
+  ASSERT_EQ(run(before_args).exit_code, 0);
+  const auto before = contents(out, compared);
+  ASSERT_NE(before, fresh) << "the two outputs must differ for the test to tell them apart";
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<double> moment(0.0, full);
+  for (int i = 0; i < times; ++i) {
+    const bool from_nothing = i % 2 == 0;
+    if (from_nothing) {
+      fs::remove_all(out);
+    } else if (contents(out, compared) != before) {
+      ASSERT_EQ(run(before_args).exit_code, 0);
+    }
+    const int pid = test::spawn_shell(command(args), env);
+    std::this_thread::sleep_for(std::chrono::duration<double>(moment(rng)));
+    ::kill(pid, SIGKILL);
+    test::wait_process(pid);
+    if (from_nothing && !fs::exists(out)) continue;  // killed before the move: still nothing
+    for (const auto& f : files) ASSERT_TRUE(fs::exists(out + "/" + f)) << "kill " << i << ": " << f << " missing";
+    const auto now = contents(out, compared);
+    std::string differs;
+    for (size_t f = 0; f < compared.size(); ++f)
+      differs += compared[f] + (now[f] == before[f] ? " = earlier, " : now[f] == fresh[f] ? " = new, " : " = neither, ");
+    ASSERT_TRUE(now == fresh || (!from_nothing && now == before))
+        << "kill " << i << (from_nothing ? " (no earlier output)" : "") << ": a partial or mixed output: " << differs;
+  }
+  ASSERT_EQ(run(args).exit_code, 0);
+  EXPECT_EQ(contents(out, compared), fresh);
+  for (const auto& e : fs::directory_iterator(fs::path(out).parent_path())) {
+    const std::string name = e.path().filename().string();
+    EXPECT_TRUE(name.find(".staging.") == std::string::npos && name.find(".old.") == std::string::npos) << name;
+  }
+}
+
+TEST_F(QuantizeCli, KilledQuantizeAndAnalyzeLeaveCompleteOutputs) {
+  const std::string root = *dir_ / "kills";
+  fs::create_directories(root);
+  auto run = [](const std::string& a) { return outq(a); };
+  auto cmd = [](const std::string& a) { return command(a); };
+  const std::string q = "quantize --model " + model() + " --out " + root + "/q --recipe " + kRecipes;
+  expect_kills_leave_complete_outputs(run, cmd, env(), q + "w4a8-token-rtn.toml", q + "w8a8-token-rtn.toml", root + "/q",
+                                      {"model.safetensors", "config.json", "tokenizer.model"},
+                                      {"quant_config.json", "recipe.toml", "model.safetensors"}, 20);
+  const std::string a = "analyze --model " + model() + " --data-dir " + *dir_ / "data" + " --out " + root + "/a";
+  expect_kills_leave_complete_outputs(run, cmd, env(), a + " --max-tokens 1000", a + " --max-tokens 2000", root + "/a",
+                                      {"heatmap.png", "weights.png", "spikes.png"}, {"analysis.json", "summary.txt"}, 20);
 }
 
 TEST_F(QuantizeCli, AnalyzeBadInputs) {
