@@ -7,8 +7,8 @@
 //  - int4 weights: nibbles (0..15) as vpmaddubsw's unsigned operand against int8 activations; the
 //    int16 lane of one octet (two vpmaddubsw, four products) is within 4 * 15 * B for activation
 //    codes bounded by B in magnitude (QuantizedActivations::code_bound), so runs of n octets with
-//    60 n B <= 32767 accumulate in int16 before vpmaddwd widens them: 4 octets for any int8 code
-//    (B <= 128: 30720), 32 for 4-bit codes (B <= 15: 28800).
+//    60 n B <= 32767 accumulate in int16 before vpmaddwd widens them: 32 octets for 4-bit codes
+//    (B <= 15: 28800), 1 for any int8 code (7680).
 // Tiles of 4 rows x 16 channels (int8 weights: one 8-channel half per pass for 3-4 rows, so the
 // int16 weights and the partial sums fit the 16 registers); driver, packing and epilogue in ymm_gemm.h. Compiled with -mavx2 -mfma only for this file; never called unless
 // CPUID says so.
@@ -62,8 +62,13 @@ struct Avx2W8 {
   }
 };
 
+// Rows per tile and the int16 run length (octets) are fixed per instantiation: runs of 32 octets
+// with 3 rows for 4-bit activations (the int16 and int32 sums of 3 rows fill the registers), and
+// for 5- to 8-bit ones a vpmaddwd after every octet with 4 rows (runs of 4 ran slower: their int32
+// sums spilled on every run).
+template <int Rows, int Run>
 struct Avx2W4 {
-  static constexpr int kRows = 3;
+  static constexpr int kRows = Rows;
   static constexpr bool kWide = false;
   // One octet of R rows x 16 channels into the int16 sums.
   template <int R>
@@ -84,7 +89,7 @@ struct Avx2W4 {
   }
   // Octets [o0, o1) in int16 runs of Run octets (a compile-time count, so the run loop unrolls
   // and its exit is predictable), each widened into acc by vpmaddwd.
-  template <int R, int Run>
+  template <int R>
   static void runs(const int8_t* a, const uint8_t* w, int64_t o0, int64_t o1, __m256i (&acc)[R][2]) {
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t o = o0; o < o1;) {
@@ -102,23 +107,24 @@ struct Avx2W4 {
     }
   }
   template <int R>
-  static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int bound,
+  static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int,
                   __m256i (&acc)[R][2]) {
-    const int8_t* a = static_cast<const int8_t*>(ap);
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-    // Runs of 32 octets hold for B <= 17 (32767 / (60 * 32)), so for every 4-bit format; runs of 4
-    // for B <= 136, so for any int8 code.
-    if (bound <= 17)
-      runs<R, 32>(a, w, q0 / 2, q1 / 2, acc);
-    else
-      runs<R, 4>(a, w, q0 / 2, q1 / 2, acc);
+    runs<R>(static_cast<const int8_t*>(ap), w, q0 / 2, q1 / 2, acc);
   }
 };
 
 }  // namespace
 
 void gemm_blocks_avx2(const GemmArguments& args, int64_t b0, int64_t b1) {
-  args.w->bits == 4 ? ymm::gemm_blocks<Avx2W4>(args, b0, b1) : ymm::gemm_blocks<Avx2W8>(args, b0, b1);
+  // Runs of 32 octets hold for codes within 17 in magnitude (60 * 32 * 17 <= 32767): every 4-bit
+  // format; runs of 1 for any int8 code (60 * 128).
+  if (args.w->bits == 8)
+    ymm::gemm_blocks<Avx2W8>(args, b0, b1);
+  else if (args.a->code_bound <= 17)
+    ymm::gemm_blocks<Avx2W4<3, 32>>(args, b0, b1);
+  else
+    ymm::gemm_blocks<Avx2W4<4, 1>>(args, b0, b1);
 }
 
 }  // namespace outq::kernels::detail
