@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -33,12 +34,20 @@ nlohmann::json spec_json(const QuantSpec& s) {
 
 QuantSpec spec_from_json(const nlohmann::json& j, const std::string& where) {
   QuantSpec s;
+  auto get_int = [&](const char* key) {  // checked: a 64-bit value must not narrow (4294967300 -> 4)
+    const nlohmann::json& v = j.at(key);
+    if (!v.is_number_integer()) fail_mismatch(where, key, "an integer", v.dump());
+    const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(INT32_MAX)
+                                             : v.get<int64_t>() >= INT32_MIN && v.get<int64_t>() <= INT32_MAX;
+    if (!fits) fail_mismatch(where, key, "an integer in [-2147483648, 2147483647]", v.dump());
+    return v.get<int>();
+  };
   try {
-    s.bits = j.at("bits").get<int>();
+    s.bits = get_int("bits");
     s.symmetric = j.at("symmetric").get<bool>();
     s.granularity = granularity_parse(j.at("granularity").get<std::string>(), where);
-    s.group_size = j.at("group_size").get<int>();
-    s.peg_groups = j.at("peg_groups").get<int>();
+    s.group_size = get_int("group_size");
+    s.peg_groups = get_int("peg_groups");
     s.peg_permute = j.at("peg_permute").get<bool>();
     s.range = range_parse(j.at("range").get<std::string>(), where);
     s.percentile = j.at("percentile").get<double>();

@@ -74,6 +74,15 @@ void QuantSpec::validate(const std::string& where, bool is_weight) const {
       fail_mismatch(where, "dynamic", "true for per-token activations (tokens differ at run time)", "false");
     }
   }
+  // A setting that would change nothing is an error, not silently ignored.
+  if (group_size != 0 && granularity != Granularity::kGroup) {
+    fail_mismatch(where, "group_size", "only with granularity = \"group\"",
+                  fmt::format("{} with granularity = \"{}\"", group_size, granularity_name(granularity)));
+  }
+  if (peg_groups != 0 && granularity != Granularity::kPeg) {
+    fail_mismatch(where, "peg_groups", "only with granularity = \"peg\"",
+                  fmt::format("{} with granularity = \"{}\"", peg_groups, granularity_name(granularity)));
+  }
   if (granularity == Granularity::kGroup && group_size < 1) {
     fail_mismatch(where, "group_size", "a positive number of input columns per group", std::to_string(group_size));
   }

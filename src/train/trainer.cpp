@@ -210,7 +210,6 @@ TrainResult train_run(const TrainOptions& opt) {
     }
   }
 
-  fs::create_directories(tc.run_dir);
   int64_t step = 0;
   double elapsed_before = 0;
   if (opt.resume) {
@@ -237,6 +236,7 @@ TrainResult train_run(const TrainOptions& opt) {
     throw Error(fmt::format("{}: holds checkpoints of an earlier run; expected an empty run directory "
                             "(pass --resume to continue it, or choose another train.run_dir)", tc.run_dir));
   }
+  fs::create_directories(tc.run_dir);  // after the checks: a refused run creates nothing
   write_file_atomic(fs::path(tc.run_dir) / "config.json", opt.config_json);
   MetricsLog metrics(fs::path(tc.run_dir) / "metrics.jsonl", opt.resume ? step : -1);
 
