@@ -139,6 +139,7 @@ std::vector<QuantizedPoint> plan_points(Llama& model, const Recipe& recipe) {
     for (const auto& t : recipe.tensors) named = named || !glob_matches(t.pattern, {p.name}).empty();
     if (p.kind == PointKind::kAttention && q.spec.granularity == Granularity::kPeg && !named) {
       q.spec.granularity = Granularity::kTensor;
+      q.spec.peg_groups = 0;
       q.spec.peg_permute = q.spec.peg_shared = false;
     }
     const std::string where = recipe.source_path + ": " + p.name + " activations";

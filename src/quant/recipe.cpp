@@ -79,6 +79,10 @@ void read_spec(const toml::table& t, QuantSpec& spec, const std::string& origin,
   if (t.contains("granularity")) {
     read(t, "granularity", text, origin, section);
     spec.granularity = granularity_parse(text, at(origin, *t.get("granularity")) + ": " + section);
+    // A table that changes the granularity (an override of the base spec) drops the parameters of
+    // the granularity it inherited, unless it sets them itself.
+    if (spec.granularity != Granularity::kGroup) spec.group_size = 0;
+    if (spec.granularity != Granularity::kPeg) spec.peg_groups = 0, spec.peg_permute = spec.peg_shared = false;
   }
   if (t.contains("range")) {
     read(t, "range", text, origin, section);
