@@ -1,11 +1,10 @@
 // ModelConfig validation and Hugging Face config.json conversion.
 #include "outq/model/model_config.h"
 
-#include <cstdint>
-
 #include <fmt/format.h>
 
 #include "outq/core/error.h"
+#include "outq/core/json_file.h"
 
 namespace outq {
 
@@ -70,12 +69,7 @@ ModelConfig ModelConfig::from_hf_json(const nlohmann::json& j, const std::string
   ModelConfig c;
   auto get_int = [&](const char* key, int& out) {
     if (!j.contains(key)) fail_mismatch(where, key, "an integer field", "none");
-    if (!j[key].is_number_integer()) fail_mismatch(where, key, "an integer", j[key].dump());
-    // Checked: a 64-bit value must not narrow silently (4294967300 would become 4).
-    const bool fits = j[key].is_number_unsigned() ? j[key].get<uint64_t>() <= static_cast<uint64_t>(INT32_MAX)
-                                                  : j[key].get<int64_t>() >= INT32_MIN && j[key].get<int64_t>() <= INT32_MAX;
-    if (!fits) fail_mismatch(where, key, "an integer in [-2147483648, 2147483647]", j[key].dump());
-    out = j[key].get<int>();
+    out = json_int32(j[key], where, key);
   };
   auto get_double = [&](const char* key, double& out, bool required) {
     if (!j.contains(key)) {

@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -34,14 +33,7 @@ nlohmann::json spec_json(const QuantSpec& s) {
 
 QuantSpec spec_from_json(const nlohmann::json& j, const std::string& where) {
   QuantSpec s;
-  auto get_int = [&](const char* key) {  // checked: a 64-bit value must not narrow (4294967300 -> 4)
-    const nlohmann::json& v = j.at(key);
-    if (!v.is_number_integer()) fail_mismatch(where, key, "an integer", v.dump());
-    const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(INT32_MAX)
-                                             : v.get<int64_t>() >= INT32_MIN && v.get<int64_t>() <= INT32_MAX;
-    if (!fits) fail_mismatch(where, key, "an integer in [-2147483648, 2147483647]", v.dump());
-    return v.get<int>();
-  };
+  auto get_int = [&](const char* key) { return json_int32(j.at(key), where, key); };
   try {
     s.bits = get_int("bits");
     s.symmetric = j.at("symmetric").get<bool>();

@@ -11,4 +11,8 @@ namespace outq {
 /// missing file, invalid JSON, or a value that is not an object.
 nlohmann::json json_read_object(const std::filesystem::path& path, std::string_view what);
 
+/// `v` as an int: an error naming `where` and `field` unless it is an integer that fits 32 bits
+/// (no silent narrowing: 4294967300 must not become 4).
+int json_int32(const nlohmann::json& v, std::string_view where, std::string_view field);
+
 }  // namespace outq
