@@ -89,6 +89,22 @@ bool row_grid_avx2(const float* row, int64_t k, const ActivationFormat& f, int32
 int32_t quantize_run_avx2(const float* x, int64_t n, float scale, float zero, int32_t qmin, int32_t qmax, int32_t shift,
                           int8_t* codes);
 
+/// Packs activation rows [m_begin, m_end) tile by tile (`rows` per tile, the last tile what is
+/// left), quad-major: quad q of row r of a tile at 4 (q R + r) elements from the tile's start (R the
+/// tile's rows), as int8 or widened to int16. The vector paths read each tile as one stream.
+template <class T>
+void pack_tile_rows(const QuantizedActivations& a, int64_t m_begin, int64_t m_end, int rows, T* out) {
+  const int64_t quads = a.k_padded / 4;
+  for (int64_t t0 = m_begin; t0 < m_end; t0 += rows) {
+    const int64_t R = std::min<int64_t>(rows, m_end - t0);
+    const int8_t* src = a.codes.data() + t0 * a.k_padded;
+    T* dst = out + (t0 - m_begin) * a.k_padded;
+    for (int64_t q = 0; q < quads; ++q)
+      for (int64_t r = 0; r < R; ++r)
+        for (int i = 0; i < 4; ++i) dst[4 * (q * R + r) + i] = static_cast<T>(src[r * a.k_padded + 4 * q + i]);
+  }
+}
+
 /// Writes a 16-wide row segment of y (only the columns that exist).
 inline void store_row(const float* tile, float* y, int64_t n0, int64_t n) {
   const int64_t count = std::min<int64_t>(PackedWeights::kBlock, n - n0);

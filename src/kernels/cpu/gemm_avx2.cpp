@@ -50,8 +50,7 @@ struct Avx2W8 {
         acc[r][h0 + h] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(part[r][2 * h], part[r][2 * h + 1]), 0xD8);
   }
   template <int R>
-  static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int,
-                  __m256i (&acc)[R][2]) {
+  static void dot(const void* ap, const uint8_t* w, int64_t q0, int64_t q1, __m256i (&acc)[R][2]) {
     const int16_t* a = static_cast<const int16_t*>(ap);
     if constexpr (R <= 2) {  // both halves in one pass: each weight line is read once (GEMV streams them)
       pass<R, 2>(a, w, 0, q0, q1, acc);
@@ -73,13 +72,8 @@ struct Avx2W4 {
   // One octet of R rows x 16 channels into the int16 sums.
   template <int R>
   static void octet(const int8_t* a, const uint8_t* w, int64_t o, __m256i (&s16)[R][2]) {
-    const __m256i mask = _mm256_set1_epi8(0x0F);
     __m256i lo[2], hi[2];
-    for (int h = 0; h < 2; ++h) {
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * o + 32 * h));
-      lo[h] = _mm256_and_si256(v, mask);
-      hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-    }
+    ymm::split_octet(w, o, lo, hi);
     for (int r = 0; r < R; ++r) {
       const __m256i a0 = ymm::broadcast_quad(a + 4 * (2 * o * R + r));
       const __m256i a1 = ymm::broadcast_quad(a + 4 * ((2 * o + 1) * R + r));
@@ -107,8 +101,7 @@ struct Avx2W4 {
     }
   }
   template <int R>
-  static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int,
-                  __m256i (&acc)[R][2]) {
+  static void dot(const void* ap, const uint8_t* w, int64_t q0, int64_t q1, __m256i (&acc)[R][2]) {
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
     runs<R>(static_cast<const int8_t*>(ap), w, q0 / 2, q1 / 2, acc);
   }

@@ -129,18 +129,6 @@ void rows(const GemmArguments& args, int64_t b, const uint8_t* const* w, int64_t
   }
 }
 
-// Packs rows [m_begin, m_end) tile by tile (kRows rows, the last tile what is left), quad-major.
-void pack_rows(const QuantizedActivations& a, int64_t m_begin, int64_t m_end, int8_t* out) {
-  const int64_t quads = a.k_padded / 4;
-  for (int64_t t0 = m_begin; t0 < m_end; t0 += kRows) {
-    const int64_t R = std::min<int64_t>(kRows, m_end - t0);
-    const int8_t* src = a.codes.data() + t0 * a.k_padded;
-    int8_t* dst = out + (t0 - m_begin) * a.k_padded;
-    for (int64_t q = 0; q < quads; ++q)
-      for (int64_t r = 0; r < R; ++r) __builtin_memcpy(dst + 4 * (q * R + r), src + r * a.k_padded + 4 * q, 4);
-  }
-}
-
 }  // namespace
 
 void gemm_blocks_avx512(const GemmArguments& args, int64_t b0, int64_t b1) {
@@ -162,7 +150,7 @@ void gemm_blocks_avx512(const GemmArguments& args, int64_t b0, int64_t b1) {
   for (int64_t r0 = 0; r0 < m; r0 += row_block) {
     const int64_t r1 = std::min(m, r0 + row_block);
     apack.resize((r1 - r0) * pw.k_padded);
-    pack_rows(*args.a, r0, r1, apack.data());
+    pack_tile_rows(*args.a, r0, r1, kRows, apack.data());
     for (int64_t b = b0; b < b1; b += 2) {
       const int nb = b + 1 < b1 ? 2 : 1;
       const uint8_t* w[2];

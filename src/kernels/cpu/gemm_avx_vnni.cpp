@@ -24,8 +24,7 @@ struct VnniW8 {
   static constexpr int kRows = 6;
   static constexpr bool kWide = false;
   template <int R>
-  static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int,
-                  __m256i (&acc)[R][2]) {
+  static void dot(const void* ap, const uint8_t* w, int64_t q0, int64_t q1, __m256i (&acc)[R][2]) {
     const int8_t* a = static_cast<const int8_t*>(ap);
     constexpr int U = kChains<R>;
     __m256i c[U][R][2];
@@ -56,21 +55,15 @@ struct VnniW4 {
   static constexpr int kRows = 4;
   static constexpr bool kWide = false;
   template <int R>
-  static void dot(const void* ap, const uint8_t* w, const PackedWeights&, int64_t q0, int64_t q1, int,
-                  __m256i (&acc)[R][2]) {
+  static void dot(const void* ap, const uint8_t* w, int64_t q0, int64_t q1, __m256i (&acc)[R][2]) {
     const int8_t* a = static_cast<const int8_t*>(ap);
-    const __m256i mask = _mm256_set1_epi8(0x0F);
     constexpr int U = R >= 3 ? 1 : 2;  // low and high nibbles into separate chains for 1-2 rows
     __m256i c[U][R][2];
     for (int u = 0; u < U; ++u)
       for (int r = 0; r < R; ++r) c[u][r][0] = c[u][r][1] = _mm256_setzero_si256();
     for (int64_t o = q0 / 2; o < q1 / 2; ++o) {
       __m256i lo[2], hi[2];
-      for (int h = 0; h < 2; ++h) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * o + 32 * h));
-        lo[h] = _mm256_and_si256(v, mask);
-        hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-      }
+      ymm::split_octet(w, o, lo, hi);
       for (int r = 0; r < R; ++r) {
         const __m256i a0 = ymm::broadcast_quad(a + 4 * (2 * o * R + r));
         const __m256i a1 = ymm::broadcast_quad(a + 4 * ((2 * o + 1) * R + r));

@@ -1,12 +1,13 @@
 // The 256-bit GEMM driver shared by the AVX2 and AVX-VNNI paths (include only from files compiled
-// with -mavx2 -mfma): cache blocking, activation packing, tiles and the group epilogue; the
+// with -mavx2 -mfma): cache blocking, tiles and the group epilogue (activations packed by
+// pack_tile_rows in gemm_internal.h, int4 octets split by split_octet below); the
 // integer dot products come from a Kernel type (see gemm_avx2.cpp, gemm_avx_vnni.cpp):
 //
 //   struct Kernel {
 //     static constexpr int kRows;          // rows per tile (1..kRows instantiated)
 //     static constexpr bool kWide;         // activations packed as int16 (else int8)
-//     template <int R> static void dot(const void* a, const uint8_t* w, const PackedWeights& pw,
-//                                      int64_t q0, int64_t q1, int bound, __m256i (&acc)[R][2]);
+//     template <int R> static void dot(const void* a, const uint8_t* w, int64_t q0, int64_t q1,
+//                                      __m256i (&acc)[R][2]);
 //   };
 //
 // dot() returns the exact int32 sums D over quads [q0, q1) for R rows and the column block's two
@@ -34,18 +35,14 @@ inline __m256i broadcast_quad(const int8_t* p) {
   return _mm256_set1_epi32(v);
 }
 
-// Packs rows [m_begin, m_end) tile by tile (R rows, the last tile what is left), quad-major: quad q
-// of row r of a tile at 4 (q R + r) elements from the tile's start; int16 when `wide`.
-template <class T>
-void pack_rows(const QuantizedActivations& a, int64_t m_begin, int64_t m_end, int rows, T* out) {
-  const int64_t quads = a.k_padded / 4;
-  for (int64_t t0 = m_begin; t0 < m_end; t0 += rows) {
-    const int64_t R = std::min<int64_t>(rows, m_end - t0);
-    const int8_t* src = a.codes.data() + t0 * a.k_padded;
-    T* dst = out + (t0 - m_begin) * a.k_padded;
-    for (int64_t q = 0; q < quads; ++q)
-      for (int64_t r = 0; r < R; ++r)
-        for (int i = 0; i < 4; ++i) dst[4 * (q * R + r) + i] = static_cast<T>(src[r * a.k_padded + 4 * q + i]);
+// Octet o of a packed int4 column block as unsigned bytes, per 8-channel half h: lo[h] holds the
+// octet's first quad (low nibbles), hi[h] its second (high nibbles).
+inline void split_octet(const uint8_t* w, int64_t o, __m256i (&lo)[2], __m256i (&hi)[2]) {
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * o + 32 * h));
+    lo[h] = _mm256_and_si256(v, mask);
+    hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
   }
 }
 
@@ -61,7 +58,7 @@ void tile(const GemmArguments& args, int64_t m0, int64_t b, const void* apack) {
     int64_t q0, q1;
     group_quads(pw, g, &q0, &q1);
     __m256i acc[R][2];
-    Kernel::template dot<R>(apack, w, pw, q0, q1, a.code_bound, acc);
+    Kernel::template dot<R>(apack, w, q0, q1, acc);
     for (int h = 0; h < 2; ++h) {
       const int64_t i = pw.at(b * PackedWeights::kBlock + 8 * h, g);
       const __m256 sw = _mm256_loadu_ps(pw.scale.data() + i);
@@ -113,9 +110,9 @@ void gemm_blocks(const GemmArguments& args, int64_t b0, int64_t b1) {
     const int64_t r1 = std::min(m, r0 + row_block);
     apack.resize((r1 - r0) * kp * E);
     if (Kernel::kWide)
-      pack_rows(*args.a, r0, r1, Kernel::kRows, reinterpret_cast<int16_t*>(apack.data()));
+      pack_tile_rows(*args.a, r0, r1, Kernel::kRows, reinterpret_cast<int16_t*>(apack.data()));
     else
-      pack_rows(*args.a, r0, r1, Kernel::kRows, reinterpret_cast<int8_t*>(apack.data()));
+      pack_tile_rows(*args.a, r0, r1, Kernel::kRows, reinterpret_cast<int8_t*>(apack.data()));
     for (int64_t b = b0; b < b1; ++b) rows<Kernel>(args, b, r0, r1, apack.data());
   }
 }
