@@ -115,24 +115,16 @@ std::string BadInput::setup_error_;
 std::vector<Case> cases(const std::string& model, const std::string& q, const std::string& data) {
   const std::string R = kRecipes;
   auto copy = [](const std::string& src, const fs::path& dst) { fs::copy(src, dst, fs::copy_options::recursive); };
-  auto model_copy = [=](std::function<void(const fs::path&)> edit) {
-    return [=](const fs::path& w) {
-      copy(model, w / "m");
-      edit(w / "m");
+  // A copy of `src` as the case's directory `name`, then `edit` applied to it.
+  auto copy_then = [=](const std::string& src, const std::string& name) {
+    return [=](std::function<void(const fs::path&)> edit) {
+      return [=](const fs::path& w) {
+        copy(src, w / name);
+        edit(w / name);
+      };
     };
   };
-  auto quantized_copy = [=](std::function<void(const fs::path&)> edit) {
-    return [=](const fs::path& w) {
-      copy(q, w / "m");
-      edit(w / "m");
-    };
-  };
-  auto data_copy = [=](std::function<void(const fs::path&)> edit) {
-    return [=](const fs::path& w) {
-      copy(data, w / "d");
-      edit(w / "d");
-    };
-  };
+  auto model_copy = copy_then(model, "m"), quantized_copy = copy_then(q, "m"), data_copy = copy_then(data, "d");
   auto recipe = [](const std::string& text) { return [=](const fs::path& w) { test::write_text(w / "r.toml", text); }; };
   auto none = [](const fs::path&) {};
   auto eval_m = [](const fs::path& w) { return "eval --model " + (w / "m").string(); };
