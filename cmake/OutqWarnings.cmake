@@ -1,7 +1,7 @@
 # outq_options: warnings (and optional sanitizers) applied to every outq target, never to
 # third-party code, whose headers are included as SYSTEM by their imported targets.
 add_library(outq_options INTERFACE)
-target_compile_options(outq_options INTERFACE -Wall -Wextra -Wshadow=local -Wnon-virtual-dtor)
+target_compile_options(outq_options INTERFACE -Wall -Wextra $<$<CXX_COMPILER_ID:GNU>:-Wshadow=local> -Wnon-virtual-dtor)
 if(OUTQ_WERROR)
   target_compile_options(outq_options INTERFACE -Werror)
 endif()

