@@ -72,7 +72,7 @@ double train_estimate(const OutqConfig& c) {
 }
 
 
-// Copies a stage's plot into <out>/plots/<name>.png and records it in report["plots"].
+// Copies a stage's plot into <report dir>/plots/<name>.png and records it in report["plots"].
 void copy_plot(json& report, const fs::path& out, const std::string& from, const std::string& name) {
   if (from.empty() || !fs::exists(from)) return;
   const std::string rel = "plots/" + name + ".png";
@@ -80,7 +80,17 @@ void copy_plot(json& report, const fs::path& out, const std::string& from, const
   report["plots"][name] = rel;
 }
 
-json assemble_report(OutqConfig& config, const std::vector<ModelPlan>& models,
+// A report of the layout before report/ (report.md, report.json and plots/ at the top of the
+// study directory) would sit stale beside the new one: it is removed, once, with a note.
+void remove_legacy_report(const fs::path& out) {
+  std::error_code ec;
+  if (!fs::exists(out / "report.md") || !fs::exists(out / "report.json")) return;
+  for (const char* name : {"report.md", "report.json", "plots"}) fs::remove_all(out / name, ec);
+  log_info("the report is now in {}/report/; the earlier report.md, report.json and plots/ beside stages/ were removed",
+           out.string());
+}
+
+json assemble_report(OutqConfig& config, const std::vector<ModelPlan>& models, const fs::path& report_dir,
                      const std::map<std::string, json>& results, const std::string& data_dir,
                      const json& stage_times, const std::string& config_source) {
   const StudyConfig& sc = config.study;
@@ -110,7 +120,6 @@ json assemble_report(OutqConfig& config, const std::vector<ModelPlan>& models,
   r["evals"] = json::array();
   r["runtime"] = json::array();
   r["plots"] = json::object();
-  const fs::path out(sc.out);
   for (const auto& m : models) {
     json train = results.at("train-" + m.id);
     const json curve = train.at("curve");
@@ -118,7 +127,7 @@ json assemble_report(OutqConfig& config, const std::vector<ModelPlan>& models,
     const json& analysis = results.at("analyze-" + m.id);
     r["models"].push_back({{"id", m.id}, {"label", m.label}, {"mode", m.config.qat.mode}, {"train", train},
                            {"curve", curve}, {"analysis", analysis}});
-    for (const auto& [name, path] : analysis.at("plots").items()) copy_plot(r, out, path.get<std::string>(), m.id + "-" + name);
+    for (const auto& [name, path] : analysis.at("plots").items()) copy_plot(r, report_dir, path.get<std::string>(), m.id + "-" + name);
     json e = results.at("eval-" + m.id + "-float");
     e.update({{"model", m.id}, {"recipe", "float"}});
     r["evals"].push_back(e);
@@ -249,10 +258,15 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
 
   // The report, from the stage results: rebuilt on every run (it is cheap), identical when
   // every stage was cached.
-  json report = assemble_report(config, models, results, data_dir, stage_times,
+  // It goes to <out>/report/ (report.md, report.json, plots/) as one staged directory, so a
+  // kill at any moment leaves the previous report or the new one, never a mix of the two.
+  StagedDirectory report_dir(fs::path(sc.out) / "report");
+  remove_legacy_report(sc.out);
+  json report = assemble_report(config, models, report_dir.path(), results, data_dir, stage_times,
                                 common.config_file.empty() ? "embedded default" : common.config_file);
-  study_report_plots(report, sc.out);
-  study_report_write(report, sc.out);
+  study_report_plots(report, report_dir.path());
+  study_report_write(report, report_dir.path());
+  report_dir.commit();
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   if (common.json) {
     std::printf("%s\n", report.dump(2).c_str());
@@ -267,7 +281,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
              fmt::format("{:.2f}", h.qat_w4a4), fmt::format("{:.2f}x", h.qat_ratio()), fmt::format("{:.2f}x", h.qat_vs_baseline_float())});
   std::printf("%s\n", t.render().c_str());
   for (const auto& c : study_conclusions(report)) std::printf("- %s\n", c.c_str());
-  std::printf("\nreport: %s/report.md (and report.json, plots/); this run took %s\n", sc.out.c_str(),
+  std::printf("\nreport: %s/report/report.md (and report.json, plots/ there); this run took %s\n", sc.out.c_str(),
               format_duration(wall).c_str());
   return 0;
 }

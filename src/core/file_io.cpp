@@ -2,6 +2,7 @@
 #include "outq/core/file_io.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc >= 2.28)
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -37,10 +38,33 @@ void create_parent(const fs::path& path) {
   OUTQ_CHECK(!ec, parent.string(), ": cannot create directory: ", ec.message());
 }
 
+// Leftovers of a process killed while it wrote `final_dir` (the siblings "<name><kind><pid>":
+// staging directories, replaced copies, temporary files) whose pid no longer runs are removed; a
+// live process's are kept.
+void remove_stale_siblings(const fs::path& final_dir, std::initializer_list<const char*> kinds) {
+  std::error_code ec;
+  const fs::path parent = final_dir.parent_path().empty() ? fs::path(".") : final_dir.parent_path();
+  const std::string name = final_dir.filename().string();
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string f = e.path().filename().string();
+    for (const std::string kind : kinds) {
+      const std::string head = name + kind;
+      if (f.size() <= head.size() || f.compare(0, head.size(), head) != 0) continue;
+      const std::string pid_text = f.substr(head.size());
+      if (pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) continue;
+      const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+      if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+      std::error_code rm;
+      fs::remove_all(e.path(), rm);
+    }
+  }
+}
+
 }  // namespace
 
 AtomicWriter::AtomicWriter(fs::path path) : path_(std::move(path)) {
   create_parent(path_);
+  remove_stale_siblings(path_, {".tmp."});
   tmp_ = path_;
   tmp_ += fmt::format(".tmp.{}", ::getpid());
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -128,36 +152,11 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-namespace {
-
-// Leftovers of a process killed while it built or replaced `final_dir` (`<name>.staging.<pid>`,
-// `<name>.old.<pid>` whose pid is no longer running) are removed; a live process's are kept.
-void remove_stale_stages(const fs::path& final_dir) {
-  std::error_code ec;
-  const fs::path parent = final_dir.parent_path().empty() ? fs::path(".") : final_dir.parent_path();
-  const std::string name = final_dir.filename().string();
-  for (const auto& e : fs::directory_iterator(parent, ec)) {
-    const std::string f = e.path().filename().string();
-    for (const std::string kind : {".staging.", ".old."}) {
-      const std::string head = name + kind;
-      if (f.size() <= head.size() || f.compare(0, head.size(), head) != 0) continue;
-      const std::string pid_text = f.substr(head.size());
-      if (pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) continue;
-      const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
-      if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
-      std::error_code rm;
-      fs::remove_all(e.path(), rm);
-    }
-  }
-}
-
-}  // namespace
-
 StagedDirectory::StagedDirectory(fs::path final_dir) : final_(std::move(final_dir)) {
   if (final_.filename().empty()) final_ = final_.parent_path();  // trailing slash
   stage_ = final_;
   stage_ += fmt::format(".staging.{}", ::getpid());
-  remove_stale_stages(final_);
+  remove_stale_siblings(final_, {".staging.", ".old."});
   std::error_code ec;
   fs::remove_all(stage_, ec);
   fs::create_directories(stage_, ec);
@@ -173,9 +172,20 @@ StagedDirectory::~StagedDirectory() {
 void StagedDirectory::commit() {
   OUTQ_ASSERT(!committed_, "double commit of ", final_.string());
   std::error_code ec;
+  const bool had_old = fs::exists(final_, ec);
+  // Replacing: swap the finished stage and the previous output in one step (Linux's
+  // RENAME_EXCHANGE), so a reader, or a kill at any moment, sees one or the other, never
+  // neither; the previous output, now at the stage's path, is removed afterwards (or, if this
+  // process dies first, by the next stage's clean-up of dead processes' stages).
+  if (had_old && ::renameat2(AT_FDCWD, stage_.c_str(), AT_FDCWD, final_.c_str(), RENAME_EXCHANGE) == 0) {
+    committed_ = true;
+    fsync_directory(final_.parent_path());
+    fs::remove_all(stage_, ec);
+    return;
+  }
+  // No exchange (a file system without it): move the previous output aside first.
   fs::path old = final_;
   old += fmt::format(".old.{}", ::getpid());
-  const bool had_old = fs::exists(final_, ec);
   if (had_old) {
     fs::rename(final_, old, ec);
     OUTQ_CHECK(!ec, final_.string(), ": cannot replace existing directory: ", ec.message());

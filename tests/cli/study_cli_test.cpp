@@ -2,14 +2,20 @@
 // evaluations): every section of the report is filled from real stage results; a rerun is all
 // cached and prints the same report; a removed stage is redone alone and gives the same numbers
 // (determinism); a changed setting reruns only the stages that depend on it; bad study settings
-// are clear errors.
+// are clear errors; a study killed at random moments leaves the earlier report or a complete new one.
 #include <gtest/gtest.h>
+#include <signal.h>
 
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <map>
+#include <random>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "test_util.h"
 
@@ -67,7 +73,7 @@ test::TempDir* StudyCli::dir_ = nullptr;
 test::RunResult* StudyCli::first_ = nullptr;
 
 TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
-  const std::string md = slurp(out() / "report.md");
+  const std::string md = slurp(out() / "report" / "report.md");
   for (const char* section : {"## Headline", "## Setup", "## Training", "## Outliers", "## All recipes", "## Integer runtime",
                               "## Kernel speeds", "## Stages"})
     EXPECT_NE(md.find(section), std::string::npos) << section;
@@ -88,7 +94,7 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   EXPECT_NE(md.find("QFeP prefix <s> "), std::string::npos);
   EXPECT_NE(md.find("w4a4-tensor-gptq "), std::string::npos);
   EXPECT_NE(md.find(" -> qfem "), std::string::npos);
-  const auto r = nlohmann::json::parse(slurp(out() / "report.json"));
+  const auto r = nlohmann::json::parse(slurp(out() / "report" / "report.json"));
   const auto& recipes = r.at("study").at("recipes");
   ASSERT_EQ(r.at("models").size(), 2u);
   // Every model has trained, been analysed and has a validation curve.
@@ -144,23 +150,23 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   if (test::run_shell("command -v gnuplot").exit_code == 0) {
     for (const char* p : {"curves", "recipes", "baseline-heatmap", "qat-heatmap", "qat-emergence"}) {
       ASSERT_TRUE(r.at("plots").contains(p)) << p;
-      EXPECT_GT(fs::file_size(out() / r.at("plots").at(p).get<std::string>()), 1000u) << p;
+      EXPECT_GT(fs::file_size(out() / "report" / r.at("plots").at(p).get<std::string>()), 1000u) << p;
     }
   }
   EXPECT_NE(first_->out.find("report: "), std::string::npos);
 }
 
 TEST_F(StudyCli, RerunIsCachedAndIdentical) {
-  const std::string before = slurp(out() / "report.md");
+  const std::string before = slurp(out() / "report" / "report.md");
   const auto again = study("");
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_EQ(count(again.err, ": starting;"), 0) << again.err;
   EXPECT_GT(count(again.err, "(cached)"), 20);
-  EXPECT_EQ(slurp(out() / "report.md"), before);
+  EXPECT_EQ(slurp(out() / "report" / "report.md"), before);
 }
 
 TEST_F(StudyCli, RemovedStageIsRedoneAloneWithTheSameNumbers) {
-  const auto before = nlohmann::json::parse(slurp(out() / "report.json"));
+  const auto before = nlohmann::json::parse(slurp(out() / "report" / "report.json"));
   int removed = 0;
   const std::string stage = "eval-qat-w4a4-tensor-rtn-";  // then the hash (not "rot-<hash>")
   for (const auto& e : fs::directory_iterator(out() / "stages")) {
@@ -178,7 +184,7 @@ TEST_F(StudyCli, RemovedStageIsRedoneAloneWithTheSameNumbers) {
       for (const char* t : {"seconds", "stage_seconds", "quantize_seconds"}) e.erase(t);
     return evals;
   };
-  const auto after = nlohmann::json::parse(slurp(out() / "report.json"));
+  const auto after = nlohmann::json::parse(slurp(out() / "report" / "report.json"));
   EXPECT_EQ(figures(after.at("evals")), figures(before.at("evals")));
 }
 
@@ -190,6 +196,102 @@ TEST_F(StudyCli, ChangedEvaluationSettingKeepsTheTrainedModels) {
   EXPECT_NE(again.err.find("eval-baseline-float: starting"), std::string::npos);
   // Put the report back as the other tests expect it.
   ASSERT_EQ(study("").exit_code, 0);
+}
+
+// Every file under `dir` by relative path, with its bytes.
+std::map<std::string, std::string> snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> files;
+  if (!fs::exists(dir)) return files;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) files[fs::relative(e.path(), dir).string()] = slurp(e.path());
+  return files;
+}
+
+// The figures of the evaluations, without the measured times.
+nlohmann::json eval_figures(const fs::path& report_json) {
+  nlohmann::json evals = nlohmann::json::parse(slurp(report_json)).at("evals");
+  for (auto& e : evals)
+    for (const char* t : {"seconds", "stage_seconds", "quantize_seconds"}) e.erase(t);
+  return evals;
+}
+
+// Removes the records of the stages that redo work on the QAT model (its analysis, evaluations and
+// integer runtime), so that a run spends its time in real stage work, not only in the report.
+int forget_qat_stages(const fs::path& stages) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(stages)) {
+    const std::string name = e.path().filename().string();
+    for (const char* prefix : {"analyze-qat-", "eval-qat-", "runtime-qat-"})
+      if (name.rfind(prefix, 0) == 0) n += fs::remove(e.path() / "done.json");
+  }
+  return n;
+}
+
+// A study killed with SIGKILL at 20 random moments while it redoes stages and writes its report
+// leaves, each time, the report that was there before or a complete new one (report.md and
+// report.json of the same run, every plot the report names), and every stage record whole. The
+// run after the kills gives the same figures as before them and leaves no staging directory or
+// temporary file behind (those of the killed processes are cleaned up).
+TEST_F(StudyCli, KilledStudyLeavesTheEarlierOrACompleteReport) {
+  const fs::path report = out() / "report", stages = out() / "stages";
+  const auto figures = eval_figures(report / "report.json");
+  // How long a run that redoes the QAT model's stages takes, to draw kill moments within it.
+  ASSERT_GT(forget_qat_stages(stages), 5);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(study("").exit_code, 0);
+  const double full = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string d = dir_->path().string();
+  // The same command line as study(""), spawned so that it can be killed.
+  const std::string command = kOutq + " study --set data.corpus=" + d + "/corpus.txt --set data.vocab_size=300 --set data.out=" + d +
+      "/data --set model.hidden_size=32 --set model.intermediate_size=64 --set model.num_hidden_layers=2"
+      " --set model.num_attention_heads=2 --set model.num_key_value_heads=2 --set model.vocab_size=300"
+      " --set model.max_position_embeddings=64 --set train.seq_len=64 --set train.batch_size=4"
+      " --set train.steps=8 --set train.warmup_steps=2 --set train.eval_every=4 --set train.checkpoint_every=4"
+      " --set train.stats_every=4 --set train.eval_tokens=1024 --set study.out=" + d + "/study" +
+      " --set study.eval_tokens=2048 --set study.analyze_tokens=1024 --set 'study.bench_shapes=[\"model\"]'"
+      " --set study.runtime_prefill=16 --set study.runtime_decode=4 >/dev/null 2>&1";
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> moment(0.0, full);
+  int replaced = 0;
+  for (int i = 0; i < 20; ++i) {
+    const auto before = snapshot(report);
+    forget_qat_stages(stages);
+    const int pid = test::spawn_shell(command, {{"OUTQ_CACHE", d + "/cache"}, {"OUTQ_PROGRESS", "off"}});
+    std::this_thread::sleep_for(std::chrono::duration<double>(moment(rng)));
+    ::kill(pid, SIGKILL);
+    test::wait_process(pid);
+    const auto now = snapshot(report);
+    if (now == before) continue;
+    ++replaced;
+    // A new report: complete, and of one run (its markdown made from its JSON).
+    ASSERT_TRUE(now.count("report.md") && now.count("report.json")) << "kill " << i << ": report/ incomplete";
+    const auto r = nlohmann::json::parse(now.at("report.json"));
+    EXPECT_EQ(r.at("format"), "outq-study-report");
+    const std::string& md = now.at("report.md");
+    EXPECT_NE(md.find("Reproduce: `"), std::string::npos) << "kill " << i;
+    for (const auto& x : r.at("runtime")) {
+      char tps[64];  // as the report prints it
+      std::snprintf(tps, sizeof tps, "%.1f", x.at("decode_tokens_per_s").get<double>());
+      EXPECT_NE(md.find(tps), std::string::npos) << "kill " << i << ": report.md is not of report.json's run";
+    }
+    for (const auto& [name, rel] : r.at("plots").items()) EXPECT_TRUE(now.count(rel.get<std::string>())) << rel;
+    // Every stage record that exists is whole.
+    for (const auto& e : fs::directory_iterator(stages)) {
+      if (!fs::exists(e.path() / "done.json")) continue;
+      EXPECT_NO_THROW(nlohmann::json::parse(slurp(e.path() / "done.json"))) << e.path();
+    }
+  }
+  ASSERT_EQ(study("").exit_code, 0);
+  EXPECT_EQ(eval_figures(report / "report.json"), figures);
+  std::vector<std::string> leftovers;
+  for (const auto& e : fs::recursive_directory_iterator(out())) {
+    const std::string name = e.path().filename().string();
+    if (name.find(".staging.") != std::string::npos || name.find(".old.") != std::string::npos ||
+        name.find(".tmp.") != std::string::npos)
+      leftovers.push_back(e.path().string());
+  }
+  EXPECT_TRUE(leftovers.empty()) << leftovers.front();
+  std::printf("study killed 20 times (runs of %.1f s); %d kills came after the new report was in place\n", full, replaced);
 }
 
 TEST_F(StudyCli, BadSettingsAreClearErrors) {

@@ -1,5 +1,8 @@
 // Atomic writes, reads, memory maps and staged directories: complete-or-absent outputs.
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -83,6 +86,34 @@ TEST(StagedDirectory, CommitMovesIntoPlaceReplacingOld) {
   EXPECT_EQ(entries_in(dir.path()), 1u);
 }
 
+// Replacing an output swaps it in one step: a reader polling the path while it is replaced 300
+// times never finds it missing (with two renames, the old moved aside and then the new moved in,
+// it does within a few hundred replacements).
+TEST(StagedDirectory, ReplacingNeverLeavesThePathMissing) {
+  test::TempDir dir;
+  const fs::path target = dir.path() / "out";
+  fs::create_directories(target);
+  std::atomic<bool> done{false};
+  std::atomic<int> missing{0}, polls{0};
+  std::thread reader([&] {
+    while (!done) {
+      if (!fs::exists(target)) ++missing;
+      ++polls;
+    }
+  });
+  for (int i = 0; i < 300; ++i) {
+    StagedDirectory stage(target);
+    write_file_atomic(stage.path() / "f", std::to_string(i));
+    stage.commit();
+  }
+  done = true;
+  reader.join();
+  EXPECT_GT(polls.load(), 300);
+  EXPECT_EQ(missing.load(), 0) << "of " << polls.load() << " polls";
+  EXPECT_EQ(test::read_text((target / "f").string()), "299");
+  EXPECT_EQ(entries_in(dir.path()), 1u);
+}
+
 TEST(StagedDirectory, UncommittedStageIsRemoved) {
   test::TempDir dir;
   {
@@ -112,6 +143,22 @@ TEST(StagedDirectory, LeftoversOfKilledProcessesAreRemovedOthersKept) {
   EXPECT_TRUE(fs::exists(dir.path() / ("out.staging." + live)));  // a running process's stage
   EXPECT_TRUE(fs::exists(dir.path() / ("other.staging." + dead)));  // another output's
   EXPECT_TRUE(fs::exists(target));
+}
+
+TEST(AtomicWriter, TemporaryFilesOfKilledProcessesAreRemovedOthersKept) {
+  test::TempDir dir;
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);
+  const std::string dead = std::to_string(child), live = std::to_string(::getppid());
+  for (const std::string& name : {"f.tmp." + dead, "f.tmp." + live, "g.tmp." + dead})
+    test::write_text((dir.path() / name).string(), "x");
+  write_file_atomic(dir.path() / "f", "new");
+  EXPECT_FALSE(fs::exists(dir.path() / ("f.tmp." + dead)));
+  EXPECT_TRUE(fs::exists(dir.path() / ("f.tmp." + live)));  // a running process's
+  EXPECT_TRUE(fs::exists(dir.path() / ("g.tmp." + dead)));  // another file's
+  EXPECT_EQ(test::read_text((dir.path() / "f").string()), "new");
 }
 
 }  // namespace

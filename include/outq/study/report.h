@@ -39,7 +39,7 @@ std::string study_report_markdown(const nlohmann::json& results);
 /// (gnuplot missing), which the report then lists instead of an image.
 std::vector<std::string> study_report_plots(nlohmann::json& results, const std::filesystem::path& dir);
 
-/// Writes report.json and report.md into `dir` (atomically, JSON first).
+/// Writes report.json and report.md into `dir` (the study stages the report directory as a whole).
 void study_report_write(const nlohmann::json& results, const std::filesystem::path& dir);
 
 }  // namespace outq

@@ -28,7 +28,7 @@ struct StudyConfig {
 
   template <class V>
   void visit(V& v) {
-    v("out", out, "directory of the study: stages/ (cached work), report.md, report.json, plots/");
+    v("out", out, "directory of the study: stages/ (cached work), report/ (report.md, report.json, plots/)");
     v("recipes", recipes, "recipes applied to both models: built-in names (recipes/*.toml) or .toml paths");
     v("headline_baseline", headline_baseline, "the baseline's W4A4 recipe in the headline table");
     v("headline_qat", headline_qat, "the QAT model's W4A4 recipe in the headline table");
