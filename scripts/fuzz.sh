@@ -40,12 +40,14 @@ python3 fuzz/make_seeds.py "$work/seeds"
 run_one() {
   local t="$1" minutes="$2" work="$3"
   mkdir -p "$work/corpus/$t" "build-fuzz/artifacts/$t" "fuzz/corpus/$t"
+  local start=$SECONDS
   # detect_leaks=0: LibTorch keeps per-thread caches that LeakSanitizer would report on every input.
   ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
     "build-fuzz/fuzz/${t}_fuzz" -max_total_time=$((minutes * 60)) -timeout=20 -rss_limit_mb=4096 \
     -malloc_limit_mb=2048 -max_len=65536 -print_final_stats=1 -dict="$work/seeds/$t.dict" \
     -artifact_prefix="build-fuzz/artifacts/$t/" "$work/corpus/$t" "fuzz/corpus/$t" "$work/seeds/$t" \
-    >"$work/$t.log" 2>&1 || true
+    $( [ -d "fuzz/crashers/$t" ] && echo "fuzz/crashers/$t" ) >"$work/$t.log" 2>&1 || true
+  echo $((SECONDS - start)) >"$work/$t.seconds"
   # Keep the inputs that add coverage to the committed corpus.
   ASAN_OPTIONS=detect_leaks=0 "build-fuzz/fuzz/${t}_fuzz" -merge=1 "fuzz/corpus/$t" "$work/corpus/$t" "$work/seeds/$t" \
     >"$work/$t.merge.log" 2>&1 || true
@@ -63,16 +65,17 @@ for t in targets:
     stat = dict(re.findall(r"^stat::(\w+):\s+(\d+)", log, re.M))
     cov = re.findall(r"cov: (\d+) ft: (\d+)", log)
     findings = sorted(os.listdir(os.path.join("build-fuzz/artifacts", t)))
-    rows.append({"target": t, "minutes": minutes, "executions": int(stat.get("number_of_executed_units", 0)),
+    seconds = int(open(os.path.join(work, t + ".seconds")).read())
+    rows.append({"target": t, "seconds": seconds, "executions": int(stat.get("number_of_executed_units", 0)),
                  "execs_per_sec": int(stat.get("average_exec_per_sec", 0)),
                  "edges": int(cov[-1][0]) if cov else 0, "features": int(cov[-1][1]) if cov else 0,
                  "corpus": len(os.listdir(os.path.join("fuzz/corpus", t))), "peak_rss_mb": int(stat.get("peak_rss_mb", 0)),
                  "findings": findings})
 with open("build-fuzz/fuzz-summary.json", "w") as f:
     json.dump(rows, f, indent=2)
-print("%-18s %7s %12s %9s %7s %9s %7s %s" % ("target", "minutes", "executions", "exec/s", "edges", "features", "corpus", "findings"))
+print("%-18s %7s %12s %9s %7s %9s %7s %s" % ("target", "seconds", "executions", "exec/s", "edges", "features", "corpus", "findings"))
 for r in rows:
-    print("%-18s %7d %12d %9d %7d %9d %7d %s" % (r["target"], r["minutes"], r["executions"], r["execs_per_sec"], r["edges"],
+    print("%-18s %7d %12d %9d %7d %9d %7d %s" % (r["target"], r["seconds"], r["executions"], r["execs_per_sec"], r["edges"],
                                                r["features"], r["corpus"], ", ".join(r["findings"]) or "none"))
 sys.exit(1 if any(r["findings"] for r in rows) else 0)
 PY

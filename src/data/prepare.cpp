@@ -70,13 +70,19 @@ DataSummary summary_from_manifest(const nlohmann::json& m, const std::string& di
 nlohmann::json read_manifest(const std::string& dir) {
   const std::string path = (fs::path(dir) / "manifest.json").string();
   const nlohmann::json m = json_read_object(path, "data manifest");
-  if (m.value("format", "") != kManifestFormat) {
-    fail_mismatch(path, "format", std::string("\"") + kManifestFormat + "\"",
-                  m.contains("format") ? m["format"].dump() : "none");
+  const std::string format = json_value<std::string>(m, "format", "none", path);
+  if (format != kManifestFormat) fail_mismatch(path, "format", std::string("\"") + kManifestFormat + "\"", format);
+  if (json_value<int64_t>(m, "version", 0, path) != kManifestVersion) {
+    fail_mismatch(path, "version", std::to_string(kManifestVersion), m.contains("version") ? m["version"].dump() : "none");
   }
-  if (m.value("version", 0) != kManifestVersion) {
-    fail_mismatch(path, "version", std::to_string(kManifestVersion),
-                  m.contains("version") ? m["version"].dump() : "none");
+  // Every field read later, checked here: a hand-edited or corrupt manifest is one clear error.
+  try {
+    (void)summary_from_manifest(m, dir);
+    for (const char* name : kSplitNames) (void)json_value<std::string>(m.at("splits").at(name), "file", "", path);
+    (void)json_value<std::string>(m, "inputs_key", "", path);
+  } catch (const nlohmann::json::exception& e) {
+    fail_mismatch(path, "", "the manifest `outq data` writes (source, tokenizer, splits with their sizes)",
+                  std::string("a malformed one (") + e.what() + ")");
   }
   return m;
 }

@@ -57,8 +57,8 @@ LearnedRanges learned_ranges_from_json(const nlohmann::json& j, const std::strin
     OUTQ_CHECK(v.is_object() && v.contains("alpha") && v.contains("beta") && v["alpha"].is_number() &&
                    v["beta"].is_number(),
                where, ": expected an object with numbers \"alpha\" and \"beta\", found ", v.dump());
-    LearnedRange r{v["alpha"].get<double>(), v["beta"].get<double>(), v.value("bits", 4)};
-    const std::string kind = v.value("kind", "quantize");
+    LearnedRange r{v["alpha"].get<double>(), v["beta"].get<double>(), json_value<int>(v, "bits", 4, where)};
+    const std::string kind = json_value<std::string>(v, "kind", "quantize", where);
     if (kind != "quantize" && kind != "clamp") fail_mismatch(where, "kind", "\"quantize\" or \"clamp\"", kind);
     r.clamp_only = kind == "clamp";
     if (!(std::isfinite(r.alpha) && std::isfinite(r.beta) && r.alpha > r.beta)) {

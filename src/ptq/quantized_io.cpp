@@ -77,7 +77,7 @@ std::vector<AppliedMethod> load_methods(const nlohmann::json& qc, const std::str
     saved.name = entry.name;
     saved.settings = entry.settings;
     saved.state = j["state"];
-    saved.runtime_unsupported = j.value("runtime_unsupported", "");
+    saved.runtime_unsupported = json_value<std::string>(j, "runtime_unsupported", "", qc_path + ": methods: " + entry.name);
     for (const auto& key : j["tensors"]) {
       OUTQ_CHECK(key.is_string(), qc_path, ": methods: ", entry.name, ": expected tensor names, found ", key.dump());
       saved.tensors[key.get<std::string>()] = tensor_from_view(file.get(method_tensor_name(entry.name, key.get<std::string>())));
@@ -233,9 +233,13 @@ bool is_quantized_dir(const std::string& dir) { return fs::exists(fs::path(dir) 
 Llama quantized_load(const std::string& dir, QuantizedModel* info) {
   const std::string qc_path = (fs::path(dir) / "quant_config.json").string();
   const nlohmann::json qc = json_read_object(qc_path, "quantization config");
-  if (qc.value("format", "") != kFormat) fail_mismatch(qc_path, "format", kFormat, qc.value("format", "none"));
-  const nlohmann::json version = qc.value("version", nlohmann::json());
-  if (!version.is_number_integer() || version.get<int>() < 1 || version.get<int>() > kVersion) {
+  const std::string format = json_value<std::string>(qc, "format", "none", qc_path);
+  if (format != kFormat) fail_mismatch(qc_path, "format", kFormat, format);
+  const nlohmann::json version = qc.contains("version") ? qc.at("version") : nlohmann::json();
+  const bool known = version.is_number_unsigned() ? version.get<uint64_t>() >= 1 && version.get<uint64_t>() <= static_cast<uint64_t>(kVersion)
+                                                  : version.is_number_integer() && version.get<int64_t>() >= 1 &&
+                                                        version.get<int64_t>() <= kVersion;
+  if (!known) {
     fail_mismatch(qc_path, "version", fmt::format("1 to {} (requantize the float model with this outq: outq quantize "
                   "--model <float model> --recipe {}/recipe.toml --out <new dir>)", kVersion, dir), version.dump());
   }
@@ -275,6 +279,18 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
                  rec.weight_spec.bits, "-bit ", rec.weight_spec.symmetric ? "symmetric" : "asymmetric", ", as ", qc_path,
                  " says), found codes in [", lo, ", ", hi, "]");
       const auto scales = tensor_from_view(file.get(module + ".scales")), zeros = tensor_from_view(file.get(module + ".zeros"));
+      // One scale and zero point per row and group of the spec's grouping (tensor: [1, 1]; channel:
+      // [out, 1]; group: [out, in / group_size]).
+      const torch::Tensor grouped = grouped_view(weight, rec.weight_spec);
+      const std::vector<int64_t> qp_shape = {grouped.size(0), grouped.size(1)};
+      for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor&>{".scales", scales}, {".zeros", zeros}}) {
+        if (t.scalar_type() != torch::kFloat32 || t.sizes() != c10::IntArrayRef(qp_shape)) {
+          fail_mismatch(file.path(), module + name,
+                        fmt::format("F32 of shape [{}, {}] ({} weights, as {} says)", qp_shape[0], qp_shape[1],
+                                    granularity_name(rec.weight_spec.granularity), qc_path),
+                        fmt::format("{} of shape {}", std::string(c10::toString(t.scalar_type())), t.sizes()));
+        }
+      }
       OUTQ_CHECK(torch::isfinite(scales).all().item<bool>() && (scales > 0).all().item<bool>(), file.path(), ": ", module,
                  ".scales: expected finite positive scales, found non-finite or non-positive values");
       rec.weight_qp = {scales.unsqueeze(-1), zeros.unsqueeze(-1)};

@@ -217,11 +217,16 @@ TrainResult train_run(const TrainOptions& opt) {
     OUTQ_CHECK(latest.has_value(), tc.run_dir, ": --resume: expected a checkpoint in ", tc.run_dir,
                "/checkpoints, found none (start without --resume)");
     const nlohmann::json state = train_detail::checkpoint_load(*latest, model, optimizer, device);
-    check_same_run(state.at("resume_key"), key, resume_key(ModelConfig{}, TrainConfig{}, QatConfig{}, ""),
-                   *latest + "/trainer_state.json");
-    step = state.at("step").get<int64_t>();
-    sampler.restore({state.at("sampler_seed").get<uint64_t>(), state.at("sampler_drawn").get<uint64_t>()});
-    elapsed_before = state.value("elapsed_seconds", 0.0);
+    const std::string state_path = *latest + "/trainer_state.json";
+    try {
+      check_same_run(state.at("resume_key"), key, resume_key(ModelConfig{}, TrainConfig{}, QatConfig{}, ""), state_path);
+      step = state.at("step").get<int64_t>();
+      sampler.restore({state.at("sampler_seed").get<uint64_t>(), state.at("sampler_drawn").get<uint64_t>()});
+      elapsed_before = json_value<double>(state, "elapsed_seconds", 0.0, state_path);
+    } catch (const nlohmann::json::exception& e) {
+      fail_mismatch(state_path, "", "the step, sampler state and resume key of a training run",
+                    std::string("a malformed state (") + e.what() + ")");
+    }
     if (qat) {
       auto extra = train_detail::checkpoint_extra(*latest);
       qat->load_clips(extra);

@@ -10,6 +10,7 @@
 
 #include "outq/core/error.h"
 #include "outq/core/file_io.h"
+#include "outq/core/json_file.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -159,6 +160,27 @@ TEST(AtomicWriter, TemporaryFilesOfKilledProcessesAreRemovedOthersKept) {
   EXPECT_TRUE(fs::exists(dir.path() / ("f.tmp." + live)));  // a running process's
   EXPECT_TRUE(fs::exists(dir.path() / ("g.tmp." + dead)));  // another file's
   EXPECT_EQ(test::read_text((dir.path() / "f").string()), "new");
+}
+
+// Optional JSON fields read with their types checked: the fallback when absent, the value when of
+// the right type, and an outq::Error naming the file and key otherwise (nlohmann's value() throws
+// its own type_error, which the fuzzers found in clips.json).
+TEST(JsonValue, TypesAreCheckedAndAbsentKeysFallBack) {
+  const auto j = nlohmann::json::parse(R"({"b": true, "i": 7, "big": 4294967300, "x": 2.5, "s": "t", "n": null})");
+  EXPECT_EQ(json_value<bool>(j, "b", false, "f.json"), true);
+  EXPECT_EQ(json_value<int>(j, "i", 0, "f.json"), 7);
+  EXPECT_EQ(json_value<int64_t>(j, "big", 0, "f.json"), 4294967300);
+  EXPECT_EQ(json_value<double>(j, "i", 0.0, "f.json"), 7.0);
+  EXPECT_EQ(json_value<std::string>(j, "s", "", "f.json"), "t");
+  EXPECT_EQ(json_value<std::string>(j, "absent", "fallback", "f.json"), "fallback");
+  EXPECT_EQ(test::error_of([&] { json_value<int>(j, "big", 0, "f.json"); }),
+            "f.json: big: expected an integer in [-2147483648, 2147483647], found 4294967300");
+  EXPECT_EQ(test::error_of([&] { json_value<std::string>(j, "i", "", "f.json"); }), "f.json: i: expected a string, found 7");
+  EXPECT_EQ(test::error_of([&] { json_value<bool>(j, "s", false, "f.json"); }),
+            "f.json: s: expected true or false, found \"t\"");
+  EXPECT_EQ(test::error_of([&] { json_value<double>(j, "n", 0.0, "f.json"); }), "f.json: n: expected a number, found null");
+  EXPECT_EQ(test::error_of([&] { json_value<int64_t>(j, "x", 0, "f.json"); }), "f.json: x: expected an integer, found 2.5");
+  EXPECT_THROW(json_value<int>(nlohmann::json::array(), "i", 0, "f.json"), Error);
 }
 
 }  // namespace

@@ -64,6 +64,14 @@ TEST(QuantizedDirectory, MetadataIsCheckedAgainstTheTensors) {
        "granularity: expected tensor, token or peg for activations"},
       {w8, "float relabel of a quantized module", [](json& qc) { qc["modules"][kModule]["weights"]["bits"] = 16; },
        "bits = 16 (not quantized), but"},
+      {w4, "per-channel weights relabelled per-tensor", [](json& qc) { qc["modules"][kModule]["weights"]["granularity"] = "tensor"; },
+       fmt::format("{}.scales: expected F32 of shape [1, 1] (tensor weights", kModule)},
+      {w4, "per-channel weights relabelled in groups of 8", [](json& qc) {
+         qc["modules"][kModule]["weights"]["granularity"] = "group";
+         qc["modules"][kModule]["weights"]["group_size"] = 8;
+       }, fmt::format("{}.scales: expected F32 of shape [24, 5] (group weights", kModule)},
+      {w8, "format of another type", [](json& qc) { qc["format"] = 7; }, "quant_config.json: format: expected a string, found 7"},
+      {w8, "version beyond 32 bits", [](json& qc) { qc["version"] = 4294967298; }, "quant_config.json: version: expected 1 to 2"},
       {w8, "no modules", [](json& qc) { qc.erase("modules"); }, "quant_config.json: modules: expected an object"},
       {w8, "module without activations", [](json& qc) { qc["modules"][kModule].erase("activations"); },
        fmt::format("quant_config.json: modules.{}: expected \"weights\" and \"activations\" specs", kModule)},
