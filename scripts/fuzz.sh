@@ -49,7 +49,8 @@ run_one() {
     $( [ -d "fuzz/crashers/$t" ] && echo "fuzz/crashers/$t" ) >"$work/$t.log" 2>&1 || true
   echo $((SECONDS - start)) >"$work/$t.seconds"
   # Keep the inputs that add coverage to the committed corpus.
-  ASAN_OPTIONS=detect_leaks=0 "build-fuzz/fuzz/${t}_fuzz" -merge=1 "fuzz/corpus/$t" "$work/corpus/$t" "$work/seeds/$t" \
+  ASAN_OPTIONS=detect_leaks=0 "build-fuzz/fuzz/${t}_fuzz" -merge=1 -artifact_prefix="build-fuzz/artifacts/$t/merge-" \
+    "fuzz/corpus/$t" "$work/corpus/$t" "$work/seeds/$t" \
     >"$work/$t.merge.log" 2>&1 || true
   echo "fuzz.sh: $t done"
 }
