@@ -236,10 +236,7 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
   const std::string format = json_value<std::string>(qc, "format", "none", qc_path);
   if (format != kFormat) fail_mismatch(qc_path, "format", kFormat, format);
   const nlohmann::json version = qc.contains("version") ? qc.at("version") : nlohmann::json();
-  const bool known = version.is_number_unsigned() ? version.get<uint64_t>() >= 1 && version.get<uint64_t>() <= static_cast<uint64_t>(kVersion)
-                                                  : version.is_number_integer() && version.get<int64_t>() >= 1 &&
-                                                        version.get<int64_t>() <= kVersion;
-  if (!known) {
+  if (!version.is_number_integer() || version < 1 || version > kVersion) {  // nlohmann compares across int types
     fail_mismatch(qc_path, "version", fmt::format("1 to {} (requantize the float model with this outq: outq quantize "
                   "--model <float model> --recipe {}/recipe.toml --out <new dir>)", kVersion, dir), version.dump());
   }
@@ -283,14 +280,15 @@ Llama quantized_load(const std::string& dir, QuantizedModel* info) {
       // [out, 1]; group: [out, in / group_size]).
       const torch::Tensor grouped = grouped_view(weight, rec.weight_spec);
       const std::vector<int64_t> qp_shape = {grouped.size(0), grouped.size(1)};
-      for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor&>{".scales", scales}, {".zeros", zeros}}) {
-        if (t.scalar_type() != torch::kFloat32 || t.sizes() != c10::IntArrayRef(qp_shape)) {
-          fail_mismatch(file.path(), module + name,
-                        fmt::format("F32 of shape [{}, {}] ({} weights, as {} says)", qp_shape[0], qp_shape[1],
-                                    granularity_name(rec.weight_spec.granularity), qc_path),
-                        fmt::format("{} of shape {}", std::string(c10::toString(t.scalar_type())), t.sizes()));
-        }
-      }
+      auto check_qparams = [&](const char* name, const torch::Tensor& t) {
+        if (t.scalar_type() == torch::kFloat32 && t.sizes() == c10::IntArrayRef(qp_shape)) return;
+        fail_mismatch(file.path(), module + name,
+                      fmt::format("F32 of shape [{}, {}] ({} weights, as {} says)", qp_shape[0], qp_shape[1],
+                                  granularity_name(rec.weight_spec.granularity), qc_path),
+                      fmt::format("{} of shape {}", std::string(c10::toString(t.scalar_type())), t.sizes()));
+      };
+      check_qparams(".scales", scales);
+      check_qparams(".zeros", zeros);
       OUTQ_CHECK(torch::isfinite(scales).all().item<bool>() && (scales > 0).all().item<bool>(), file.path(), ": ", module,
                  ".scales: expected finite positive scales, found non-finite or non-positive values");
       rec.weight_qp = {scales.unsqueeze(-1), zeros.unsqueeze(-1)};

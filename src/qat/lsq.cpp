@@ -48,8 +48,9 @@ class LsqQuant : public torch::autograd::Function<LsqQuant> {
     const auto gx = g * inside.to(g.scalar_type());
     // Per element dx^/dstep, then the sums in float64 (a tensor of millions of elements).
     const auto dstep = torch::where(inside, r - x / s, torch::where(above, levels - z, -z));
-    const auto gstep = (g.to(torch::kFloat64) * dstep.to(torch::kFloat64)).sum() * scale;
-    const auto goffset = -(g.to(torch::kFloat64) * (~inside).to(torch::kFloat64)).sum() * s.to(torch::kFloat64) * scale;
+    const auto g64 = g.to(torch::kFloat64);
+    const auto gstep = (g64 * dstep.to(torch::kFloat64)).sum() * scale;
+    const auto goffset = -(g64 * (below | above).to(torch::kFloat64)).sum() * s.to(torch::kFloat64) * scale;
     return {gx, gstep.to(s.scalar_type()).reshape(ctx->saved_data["step_sizes"].toIntVector()),
             goffset.to(s.scalar_type()).reshape(ctx->saved_data["offset_sizes"].toIntVector()), torch::Tensor(), torch::Tensor()};
   }

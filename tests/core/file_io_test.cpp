@@ -22,6 +22,15 @@ size_t entries_in(const fs::path& dir) {
   return static_cast<size_t>(std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
 }
 
+// A pid that surely ran and ended: a child that has exited and been reaped ("" if fork failed).
+std::string ended_pid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  if (child < 0) return "";
+  ::waitpid(child, nullptr, 0);
+  return std::to_string(child);
+}
+
 TEST(AtomicWriter, CommitReplacesTheFile) {
   test::TempDir dir;
   write_file_atomic(dir / "a/b/f.txt", "first");
@@ -126,13 +135,9 @@ TEST(StagedDirectory, UncommittedStageIsRemoved) {
 
 TEST(StagedDirectory, LeftoversOfKilledProcessesAreRemovedOthersKept) {
   test::TempDir dir;
-  // A pid that surely ran and ended: a child that has exited and been reaped.
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  ASSERT_GT(child, 0);
-  ::waitpid(child, nullptr, 0);
+  const std::string dead = ended_pid(), live = std::to_string(::getppid());
+  ASSERT_FALSE(dead.empty());
   const fs::path target = dir.path() / "out";
-  const std::string dead = std::to_string(child), live = std::to_string(::getppid());
   for (const std::string& name : {"out.staging." + dead, "out.old." + dead, "out.staging." + live, "other.staging." + dead})
     test::write_text((dir.path() / name / "f").string(), "x");
   {
@@ -148,11 +153,8 @@ TEST(StagedDirectory, LeftoversOfKilledProcessesAreRemovedOthersKept) {
 
 TEST(AtomicWriter, TemporaryFilesOfKilledProcessesAreRemovedOthersKept) {
   test::TempDir dir;
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  ASSERT_GT(child, 0);
-  ::waitpid(child, nullptr, 0);
-  const std::string dead = std::to_string(child), live = std::to_string(::getppid());
+  const std::string dead = ended_pid(), live = std::to_string(::getppid());
+  ASSERT_FALSE(dead.empty());
   for (const std::string& name : {"f.tmp." + dead, "f.tmp." + live, "g.tmp." + dead})
     test::write_text((dir.path() / name).string(), "x");
   write_file_atomic(dir.path() / "f", "new");
