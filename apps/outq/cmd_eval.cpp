@@ -103,7 +103,8 @@ int run(const CommonOptions& common, OutqConfig& config) {
       if (recipe_needs_calibration_data(recipe))
         calib = open_calibration_shard(g_calib, g_data_dir, config, tokenizer, tokenizer_path);
       const QuantizedModel q =
-          quantize_model(lm.model, recipe, calib.get(), tokenizer.bos_id(), lm.learned ? &*lm.learned : nullptr);
+          quantize_model(lm.model, recipe, calib.get(), tokenizer.bos_id(), lm.learned ? &*lm.learned : nullptr,
+                     lm.learned_weights ? &*lm.learned_weights : nullptr);
       lm.prefix = q.prefix;
       rows.push_back({recipe.name, recipe.weights.describe(), recipe.activations.describe(), {}});
     } else {
@@ -123,7 +124,8 @@ int run(const CommonOptions& common, OutqConfig& config) {
         calib = open_calibration_shard(g_calib, g_data_dir, config, tokenizer, tokenizer_path);
       LoadedModel fresh = load_model_dir(g_model);
       const QuantizedModel q =
-          quantize_model(fresh.model, recipe, calib.get(), tokenizer.bos_id(), fresh.learned ? &*fresh.learned : nullptr);
+          quantize_model(fresh.model, recipe, calib.get(), tokenizer.bos_id(), fresh.learned ? &*fresh.learned : nullptr,
+                     fresh.learned_weights ? &*fresh.learned_weights : nullptr);
       rows.push_back({recipe.name, recipe.weights.describe(), recipe.activations.describe(),
                       evaluate(fresh.model, ref, q.prefix.get())});
     }

@@ -50,7 +50,8 @@ int run(const CommonOptions& common, OutqConfig& config) {
   if (recipe_needs_calibration_data(recipe)) {
     calib = open_calibration_shard(g_calib, g_data_dir, config, *lm.tokenizer, tokenizer_path);
   }
-  const QuantizedModel q = quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id(), lm.learned ? &*lm.learned : nullptr);
+  const QuantizedModel q = quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id(), lm.learned ? &*lm.learned : nullptr,
+                     lm.learned_weights ? &*lm.learned_weights : nullptr);
   quantized_save(lm.model, q, g_out, tokenizer_path);
   const double rss = static_cast<double>(peak_rss_bytes());
   nlohmann::json prefix = nullptr;
@@ -68,7 +69,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
                 fmt::format("{}", fmt::join(describe_tokens(*lm.tokenizer, q.prefix->tokens), " ")).c_str());
   Table t({"recipe", "weights", "activations", "algorithm", "methods", "time", "peak memory"});
   t.add_row({recipe.name, recipe.weights.describe(), recipe.activations.describe(),
-             recipe.algorithm == WeightAlgorithm::kGptq ? "gptq" : "rtn",
+             weight_algorithm_name(recipe.algorithm),
              recipe.methods.empty() ? "none" : recipe.methods_label(), format_duration(q.seconds), format_bytes(rss)});
   std::printf("%s\nquantized model: %s\n", t.render().c_str(), g_out.c_str());
   return 0;

@@ -114,7 +114,8 @@ int run(const CommonOptions& common, OutqConfig& config) {
   const QuantizeFn quantize = [&](const Recipe& r) {
     LoadedModel fresh = load_model_dir(g_model);
     QuantizedModel q = quantize_model(fresh.model, r, calib.get(), fresh.tokenizer->bos_id(),
-                                      fresh.learned ? &*fresh.learned : nullptr);
+                                      fresh.learned ? &*fresh.learned : nullptr,
+                     fresh.learned_weights ? &*fresh.learned_weights : nullptr);
     return std::make_pair(fresh.model, std::move(q));
   };
   SensitivityOptions so;

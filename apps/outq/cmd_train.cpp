@@ -11,14 +11,19 @@ namespace outq::app {
 namespace {
 
 bool g_resume = false;
+std::string g_init_from;
 
 void add_options(CLI::App& app) {
   app.add_flag("--resume", g_resume, "continue the run in train.run_dir from its latest checkpoint");
+  app.add_option("--init-from", g_init_from,
+                 "fine-tune: start from this trained model directory's weights (same shapes and tokenizer) with a fresh "
+                 "optimizer and schedule, in any qat.mode");
 }
 
 int run(const CommonOptions& common, OutqConfig& config) {
   print_effective_config(config);
-  TrainOptions options{config.data, config.model, config.train, config.qat, config_json(config_entries(config)), g_resume};
+  TrainOptions options{config.data, config.model, config.train, config.qat, config_json(config_entries(config)), g_resume,
+                       g_init_from};
   const TrainResult r = train_run(options);
   const nlohmann::json j = {{"steps", r.steps_done},
                             {"train_loss", r.final_train_loss},
@@ -28,6 +33,8 @@ int run(const CommonOptions& common, OutqConfig& config) {
                             {"tokens_per_second", r.tokens_per_second},
                             {"peak_rss_bytes", r.peak_rss_bytes},
                             {"model_dir", r.model_dir},
+                            {"tokens", r.tokens},
+                            {"base_tokens", r.base_tokens},
                             {"stopped_by_signal", r.stopped_by_signal},
                             {"step_seconds", {{"forward", r.forward_s}, {"backward", r.backward_s},
                                               {"optimizer", r.optimizer_s}}}};
@@ -53,7 +60,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
 }  // namespace
 
 Command command_train() {
-  return {"train", "pretrain a LLaMA-style decoder on the prepared corpus (checkpoints, resume, metrics.jsonl)",
+  return {"train", "pretrain (or with --init-from fine-tune) a LLaMA-style decoder on the prepared corpus (checkpoints, resume, metrics.jsonl)",
           "outq train --config configs/tiny.toml --set train.run_dir=runs/tiny", add_options, run};
 }
 

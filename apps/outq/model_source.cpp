@@ -33,6 +33,8 @@ LoadedModel load_model_dir(const std::string& dir, bool simulate) {
              out.tokenizer->vocab_size());
   const fs::path clips = fs::path(dir) / "clips.json";
   if (fs::exists(clips)) out.learned = learned_ranges_load(clips.string());
+  const fs::path steps = fs::path(dir) / kLearnedWeightsFile;
+  if (fs::exists(steps)) out.learned_weights = learned_weights_load(steps.string());
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include "outq/data/tokenizer.h"
 #include "outq/model/llama.h"
 #include "outq/ptq/activation_quant.h"
+#include "outq/quant/learned_weights.h"
 #include "outq/runtime/integer_runtime.h"
 
 namespace outq::app {
@@ -20,12 +21,14 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
   bool quantized = false;
   std::optional<LearnedRanges> learned;  ///< clips.json of a QAT model, when present
+  std::optional<LearnedWeights> learned_weights;  ///< weight_steps.safetensors of a weight-QAT model
   std::optional<IntegerRuntimeReport> runtime;  ///< quantized models on the integer kernels
   std::shared_ptr<const TokenPrefix> prefix;     ///< a quantized model's QFeP prefix, if it has one
 };
 
 /// Loads `dir` (float or quantized, detected by quant_config.json), its tokenizer, checking
-/// that the tokenizer's vocabulary is the model's, and its learned clips if it has clips.json.
+/// that the tokenizer's vocabulary is the model's, its learned clips if it has clips.json and its
+/// learned weight steps if it has weight_steps.safetensors.
 /// A quantized model runs its linear layers on the integer kernels unless `simulate` (then the
 /// fake-quant simulation runs them in float).
 LoadedModel load_model_dir(const std::string& dir, bool simulate = false);

@@ -70,7 +70,8 @@ QuantizedModel quantize_for_study(LoadedModel& lm, const Recipe& recipe, const s
   std::unique_ptr<TokenShard> calib;
   if (recipe_needs_calibration_data(recipe))
     calib = open_calibration_shard("", data_dir, config, *lm.tokenizer, (fs::path(model_dir) / "tokenizer.model").string());
-  return quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id(), lm.learned ? &*lm.learned : nullptr);
+  return quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id(), lm.learned ? &*lm.learned : nullptr,
+                     lm.learned_weights ? &*lm.learned_weights : nullptr);
 }
 
 // What the spike methods found, for the report: QFeM's exclusion and largest spike ratio, QFeP's prefix.
@@ -118,7 +119,7 @@ json study_train(OutqConfig config, const std::string& run_dir) {
   config.train.run_dir = run_dir;
   const bool resume = train_has_checkpoint(run_dir);
   if (resume) log_info("resuming the training in {}", run_dir);
-  const TrainOptions options{config.data, config.model, config.train, config.qat, config_json(config_entries(config)), resume};
+  const TrainOptions options{config.data, config.model, config.train, config.qat, config_json(config_entries(config)), resume, ""};
   const TrainResult r = train_run(options);
   if (r.stopped_by_signal) throw StudyInterrupted{r.stopped_by_signal};
   const int64_t tokens_per_step = config.train.batch_size * config.train.seq_len;

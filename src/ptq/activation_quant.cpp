@@ -65,6 +65,21 @@ LearnedRanges learned_ranges_from_json(const nlohmann::json& j, const std::strin
       fail_mismatch(where, "alpha, beta", "finite clip values with alpha > beta", fmt::format("{}, {}", r.alpha, r.beta));
     }
     if (r.bits < 2 || r.bits > 8) fail_mismatch(where, "bits", "2..8", std::to_string(r.bits));
+    if (v.contains("step") || v.contains("zero_point")) {  // an LSQ grid: its ends must be alpha and beta
+      r.step = json_value<double>(v, "step", 0.0, where);
+      r.zero_point = json_value<double>(v, "zero_point", -1.0, where);
+      const double levels = static_cast<double>((int64_t{1} << r.bits) - 1);
+      if (!(std::isfinite(r.step) && r.step > 0 && r.zero_point >= 0 && r.zero_point <= levels &&
+            r.zero_point == std::floor(r.zero_point))) {
+        fail_mismatch(where, "step, zero_point", fmt::format("a step > 0 and an integer zero point in 0..{}", levels),
+                      fmt::format("{}, {}", r.step, r.zero_point));
+      }
+      const double tol = 1e-6 * (std::abs(r.alpha) + std::abs(r.beta));
+      if (std::abs(r.alpha - (levels - r.zero_point) * r.step) > tol || std::abs(r.beta + r.zero_point * r.step) > tol) {
+        fail_mismatch(where, "alpha, beta", "the ends of the step's grid, (2^bits - 1 - zero_point) * step and -zero_point * step",
+                      fmt::format("{}, {}", r.alpha, r.beta));
+      }
+    }
     out[module] = r;
   }
   OUTQ_CHECK(!out.empty(), path, ": expected learned clip values for the quantized linear layers, found none");
@@ -112,6 +127,9 @@ std::shared_ptr<Observer> learned_input_observer(Llama& model, const LearnedRang
 }
 
 QParams qparams_from_learned(const LearnedRange& range, const QuantSpec& spec) {
+  if (range.step > 0 && range.bits == spec.bits && !spec.symmetric) {  // an LSQ grid, as trained
+    return {torch::full({1, 1, 1}, static_cast<float>(range.step)), torch::full({1, 1, 1}, static_cast<float>(range.zero_point))};
+  }
   const double levels = static_cast<double>(spec.qmax() - spec.qmin());
   const float scale = static_cast<float>((range.alpha - range.beta) / levels);
   const float zero = static_cast<float>(-range.beta / static_cast<double>(scale));

@@ -99,7 +99,7 @@ bool calibrated(const QuantSpec& s) { return s.enabled() && !s.dynamic && s.rang
 
 QParams learned_qparams(const Recipe& recipe, const QuantizedLinear& rec, const LearnedRanges* learned) {
   OUTQ_CHECK(learned != nullptr, recipe.source_path, ": ", rec.module,
-             " activations use range = \"learned\"; expected a model trained with qat.mode = qat or qat+kurtosis "
+             " activations use range = \"learned\"; expected a model trained with qat.mode = qat, qat+kurtosis, lsq or lsq+kurtosis "
              "(its directory has clips.json), found a model without learned clips");
   const auto it = learned->find(rec.module);
   OUTQ_CHECK(it != learned->end(), recipe.source_path, ": ", rec.module,
@@ -109,6 +109,23 @@ QParams learned_qparams(const Recipe& recipe, const QuantizedLinear& rec, const 
              rec.module, it->second.bits, rec.activation_spec.bits);
   }
   return qparams_from_learned(it->second, rec.activation_spec);
+}
+
+// A weight on its learned grid; the recipe's spec for it must be the one it was trained with.
+QuantizedWeight learned_weight(Llama& model, const Recipe& recipe, const QuantizedLinear& rec, const LearnedWeights& lw) {
+  const QuantSpec want = lw.spec(), &have = rec.weight_spec;
+  if (have.bits != want.bits || !have.symmetric || have.granularity != want.granularity ||
+      (want.granularity == Granularity::kGroup && have.group_size != want.group_size)) {
+    fail_mismatch(recipe.source_path, rec.module + " weights",
+                  want.describe() + " (the spec its steps were trained for, weights.algorithm = \"learned\")", have.describe());
+  }
+  const auto it = lw.steps.find(rec.module);
+  OUTQ_CHECK(it != lw.steps.end(), recipe.source_path, ": ", rec.module, ": expected learned weight steps for it (",
+             kLearnedWeightsFile, "), found none");
+  const auto w = model->linear_weight(rec.module).detach();
+  auto [codes, dequantized] = learned_weight_quantize(w, it->second, want, std::string(kLearnedWeightsFile) + ": " + rec.module);
+  QParams qp{it->second.reshape({w.size(0), it->second.size(1), 1}).clone(), torch::zeros({w.size(0), it->second.size(1), 1})};
+  return {dequantized, codes, qp};
 }
 
 // The quantized observation points other than linear inputs (full_integer, [[tensors]]): specs
@@ -163,7 +180,7 @@ std::vector<QuantizedPoint> plan_points(Llama& model, const Recipe& recipe) {
 }  // namespace
 
 QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenShard* calib, int32_t bos_id,
-                              const LearnedRanges* learned) {
+                              const LearnedRanges* learned, const LearnedWeights* learned_weights) {
   const auto t0 = std::chrono::steady_clock::now();
   QuantizedModel out;
   out.recipe = recipe;
@@ -171,6 +188,12 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
   // Outlier methods: constructed (settings checked) and checked against the recipe and each other
   // before any work.
   const auto methods = make_methods(recipe);
+  if (recipe.algorithm == WeightAlgorithm::kLearned) {
+    OUTQ_CHECK(learned_weights != nullptr, recipe.source_path, ": weights.algorithm = \"learned\": expected a model trained "
+               "with qat.weight_bits (its directory has ", kLearnedWeightsFile, "), found a model without learned weight steps");
+    OUTQ_CHECK(methods.empty(), recipe.source_path, ": weights.algorithm = \"learned\" quantizes the weights as they were "
+               "trained; expected no methods (they would change the weights first), found ", methods.size());
+  }
   std::vector<const QuantMethod*> earlier;
   bool methods_need_data = false;
   for (const auto& m : methods) {
@@ -241,6 +264,9 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
   for (const auto& m : methods) m->plan(out.linears);
   if (recipe.algorithm == WeightAlgorithm::kGptq) {
     gptq_all(model, recipe, out.linears, data);
+  } else if (recipe.algorithm == WeightAlgorithm::kLearned) {
+    for (auto& rec : out.linears)
+      if (rec.weight_spec.enabled()) store(rec, model, learned_weight(model, recipe, rec, *learned_weights));
   } else {
     for (auto& rec : out.linears)
       if (rec.weight_spec.enabled()) store(rec, model, rtn_quantize(model->linear_weight(rec.module), rec.weight_spec));

@@ -8,11 +8,22 @@
 
 #include "outq/core/error.h"
 #include "outq/qat/learned_clip.h"
+#include "outq/qat/lsq.h"
+#include "outq/quant/quantizer.h"
 
 namespace outq {
 namespace {
 const std::string& slot_name(int s) { return block_schema().slots[static_cast<size_t>(s)].name; }
 int num_slots() { return static_cast<int>(block_schema().slots.size()); }
+
+// The static quantizer an LSQ range is: asymmetric, per tensor, with the first batch's range
+// estimated as recipes estimate it.
+QuantSpec lsq_spec(const QatConfig& c) {
+  QuantSpec spec;
+  spec.bits = c.bits;
+  spec.range = c.lsq_init == "mse" ? RangeMethod::kMse : RangeMethod::kMinMax;
+  return spec;
+}
 }  // namespace
 
 QatObserver::QatObserver(const Llama& model, const QatConfig& config) : config_(config) {
@@ -22,14 +33,36 @@ QatObserver::QatObserver(const Llama& model, const QatConfig& config) : config_(
   const double init = config.clamps() ? config.clamp_value : config.clip_init;
   for (auto& layer : clips_)
     for (auto& c : layer) {
-      c.alpha = torch::full({}, static_cast<float>(init)).requires_grad_(config.quantizes());
-      c.beta = torch::full({}, static_cast<float>(-init)).requires_grad_(config.quantizes());
+      if (config.learns_steps()) {
+        c.step = torch::zeros({});
+        c.offset = torch::zeros({});
+        set_lsq_range(c, torch::full({}, static_cast<float>(-init)), torch::full({}, static_cast<float>(init)));
+        c.step.requires_grad_(true);
+        c.offset.requires_grad_(true);
+      } else {
+        c.alpha = torch::full({}, static_cast<float>(init)).requires_grad_(config.learns_clips());
+        c.beta = torch::full({}, static_cast<float>(-init)).requires_grad_(config.learns_clips());
+      }
       c.initialized = config.clip_init_from == "fixed" || !config.quantizes();
     }
 }
 
+void QatObserver::set_lsq_range(Clip& c, const torch::Tensor& lo, const torch::Tensor& hi) const {
+  torch::NoGradGuard no_grad;
+  const QParams qp = qparams_from_range(lo, hi, lsq_spec(config_));  // zero: an integer in [0, 2^b - 1]
+  c.step.fill_(qp.scale.item<float>());
+  c.offset.fill_(qp.zero.item<float>());
+}
+
 void QatObserver::init_from_batch(Clip& c, const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
+  if (config_.learns_steps()) {
+    OUTQ_CHECK(torch::isfinite(x).all().item<bool>(), "QAT step initialisation: the first batch holds non-finite values");
+    const auto [lo, hi] = observe_range(x.detach(), lsq_spec(config_));
+    set_lsq_range(c, lo, hi);
+    c.initialized = true;
+    return;
+  }
   const auto [lo, hi] = torch::aminmax(x.detach());
   float a = hi.item<float>(), b = lo.item<float>();
   OUTQ_CHECK(std::isfinite(a) && std::isfinite(b), "QAT clip initialisation: the first batch holds non-finite values");
@@ -53,7 +86,12 @@ torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::T
       if (x.unsafeGetTensorImpl() == last_input_.get() && x.sizes() == last_output_.sizes()) return last_output_;
       Clip& c = clips_[point.layer][s];
       if (!c.initialized && torch::GradMode::is_enabled()) init_from_batch(c, x);
-      last_output_ = learned_clip_quant(x, c.alpha, c.beta, config_.bits);
+      if (config_.learns_steps()) {
+        const double scale = config_.lsq_grad_scale ? lsq_grad_scale(x.numel(), (int64_t{1} << config_.bits) - 1) : 1.0;
+        last_output_ = lsq_quant(x, c.step, c.offset, config_.bits, scale);
+      } else {
+        last_output_ = learned_clip_quant(x, c.alpha, c.beta, config_.bits);
+      }
       last_input_ = x.getIntrusivePtr();
       return last_output_;
     }
@@ -86,6 +124,10 @@ int QatObserver::constrain_clips() {
   int changed = 0;
   for (auto& layer : clips_)
     for (auto& c : layer) {
+      if (config_.learns_steps()) {
+        if (!(c.step.item<double>() >= 0.99 * kMinStep)) c.step.fill_(kMinStep), ++changed;  // slack: float32 storage
+        continue;
+      }
       const double a = c.alpha.item<double>(), b = c.beta.item<double>();
       if (a - b >= 0.99 * kMinClipWidth) continue;  // slack for the float32 storage of a pair set here
       const double mid = 0.5 * (a + b);
@@ -99,7 +141,8 @@ int QatObserver::constrain_clips() {
 std::vector<torch::Tensor> QatObserver::parameters() const {
   std::vector<torch::Tensor> out;
   for (const auto& layer : clips_)
-    for (const auto& c : layer) out.insert(out.end(), {c.alpha, c.beta});
+    for (const auto& c : layer)
+      for (const auto& [name, t] : range_tensors(c)) out.push_back(t);
   return out;
 }
 
@@ -112,24 +155,25 @@ torch::Tensor QatObserver::take_penalty() {
 std::map<std::string, torch::Tensor> QatObserver::named_clips() const {
   std::map<std::string, torch::Tensor> out;
   for (size_t l = 0; l < clips_.size(); ++l)
-    for (int s = 0; s < num_slots(); ++s) {
-      out[fmt::format("layers.{}.{}.alpha", l, slot_name(s))] = clips_[l][s].alpha.detach().reshape({1});
-      out[fmt::format("layers.{}.{}.beta", l, slot_name(s))] = clips_[l][s].beta.detach().reshape({1});
-    }
+    for (int s = 0; s < num_slots(); ++s)
+      for (const auto& [name, t] : range_tensors(clips_[l][s]))
+        out[fmt::format("layers.{}.{}.{}", l, slot_name(s), name)] = t.detach().reshape({1});
   return out;
 }
 
 void QatObserver::load_clips(const std::map<std::string, torch::Tensor>& clips) {
   torch::NoGradGuard no_grad;
   for (size_t l = 0; l < clips_.size(); ++l)
-    for (int s = 0; s < num_slots(); ++s)
-      for (const char* which : {"alpha", "beta"}) {
+    for (int s = 0; s < num_slots(); ++s) {
+      for (auto& [which, t] : range_tensors(clips_[l][s])) {
         const std::string name = fmt::format("layers.{}.{}.{}", l, slot_name(s), which);
         auto it = clips.find(name);
-        OUTQ_CHECK(it != clips.end(), "QAT clips: expected a value for ", name, ", found none");
-        (std::string(which) == "alpha" ? clips_[l][s].alpha : clips_[l][s].beta).copy_(it->second.reshape({}));
-        clips_[l][s].initialized = true;
+        OUTQ_CHECK(it != clips.end() && it->second.numel() == 1, "QAT ranges: expected one value for ", name, ", found ",
+                   it == clips.end() ? "none" : std::to_string(it->second.numel()));
+        t.copy_(it->second.reshape({}));
       }
+      clips_[l][s].initialized = true;
+    }
 }
 
 namespace {
@@ -141,11 +185,17 @@ nlohmann::json QatObserver::clips_json() const {
   nlohmann::json out = nlohmann::json::object();
   for (size_t l = 0; l < clips_.size(); ++l)
     for (int s = 0; s < num_slots(); ++s)
-      for (const auto& m : config_.uses_input(s) ? slot_linears(s) : std::vector<std::string>{})
-        out[block_module(static_cast<int>(l), m)] = {{"alpha", clips_[l][s].alpha.item<double>()},
-                                                         {"beta", clips_[l][s].beta.item<double>()},
-                                                         {"bits", config_.bits},
-                                                         {"kind", config_.clamps() ? "clamp" : "quantize"}};
+      for (const auto& m : config_.uses_input(s) ? slot_linears(s) : std::vector<std::string>{}) {
+        const Clip& c = clips_[l][s];
+        const auto [beta, alpha] = range_of(c);
+        nlohmann::json entry = {{"alpha", alpha}, {"beta", beta}, {"bits", config_.bits},
+                                {"kind", config_.clamps() ? "clamp" : "quantize"}};
+        if (config_.learns_steps()) {
+          entry["step"] = c.step.item<double>();  // exact: float32 values in doubles
+          entry["zero_point"] = std::nearbyint(c.offset.item<double>());
+        }
+        out[block_module(static_cast<int>(l), m)] = entry;
+      }
   return out;
 }
 
@@ -186,11 +236,31 @@ nlohmann::json QatObserver::clip_summary() const {
   for (int s = 0; s < num_slots(); ++s) {
     if (!config_.uses_input(s)) continue;
     double a = 0, b = 0;
-    for (const auto& layer : clips_) a += layer[s].alpha.item<double>(), b += layer[s].beta.item<double>();
+    for (const auto& layer : clips_) {
+      const auto [lo, hi] = range_of(layer[s]);
+      a += hi, b += lo;
+    }
     const double n = static_cast<double>(clips_.size());
     out[slot_name(s)] = {b / n, a / n};
   }
   return out;
+}
+
+}  // namespace outq
+
+namespace outq {
+
+std::pair<double, double> QatObserver::range_of(const Clip& c) const {
+  if (!config_.learns_steps()) return {c.beta.item<double>(), c.alpha.item<double>()};
+  // The grid's ends, as the forward computes them: (0 - z) * step and (N - z) * step in float32.
+  const float step = c.step.item<float>(), z = std::nearbyint(c.offset.item<float>());
+  const float levels = static_cast<float>((1 << config_.bits) - 1);
+  return {(0.0f - z) * step, (levels - z) * step};
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> QatObserver::range_tensors(const Clip& c) const {
+  if (config_.learns_steps()) return {{"step", c.step}, {"offset", c.offset}};
+  return {{"alpha", c.alpha}, {"beta", c.beta}};
 }
 
 }  // namespace outq

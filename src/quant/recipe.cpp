@@ -190,6 +190,15 @@ std::vector<std::string> glob_matches(const std::string& pattern, const std::vec
   return out;
 }
 
+const char* weight_algorithm_name(WeightAlgorithm a) {
+  switch (a) {
+    case WeightAlgorithm::kRtn: return "rtn";
+    case WeightAlgorithm::kGptq: return "gptq";
+    case WeightAlgorithm::kLearned: return "learned";
+  }
+  return "?";
+}
+
 Recipe recipe_parse(const std::string& text, const std::string& origin) {
   toml::table root;
   try {
@@ -241,11 +250,12 @@ Recipe recipe_parse(const std::string& text, const std::string& origin) {
   read(root, "name", r.name, origin, "recipe");
   read(root, "description", r.description, origin, "recipe");
   read(root, "full_integer", r.full_integer, origin, "recipe");
-  std::string algorithm = "rtn";
+  std::string algorithm = weight_algorithm_name(WeightAlgorithm::kRtn);
   if (const toml::table* w = table_of(root, "weights", origin)) read_spec(*w, r.weights, origin, "weights", true, &algorithm);
   if (algorithm == "rtn") r.algorithm = WeightAlgorithm::kRtn;
   else if (algorithm == "gptq") r.algorithm = WeightAlgorithm::kGptq;
-  else fail_mismatch(origin, "weights.algorithm", "\"rtn\" or \"gptq\"", "\"" + algorithm + "\"");
+  else if (algorithm == "learned") r.algorithm = WeightAlgorithm::kLearned;
+  else fail_mismatch(origin, "weights.algorithm", "\"rtn\", \"gptq\" or \"learned\"", "\"" + algorithm + "\"");
   if (const toml::table* a = table_of(root, "activations", origin)) read_spec(*a, r.activations, origin, "activations", false, nullptr);
   if (const toml::table* g = table_of(root, "gptq", origin)) {
     reject_unknown(*g, {"damp", "block_size", "act_order", "true_sequential"}, origin, "gptq");

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -22,9 +23,11 @@
 #include "outq/core/table.h"
 #include "outq/data/prepare.h"
 #include "outq/data/sampler.h"
+#include "outq/data/tokenizer.h"
 #include "outq/eval/perplexity.h"
 #include "outq/model/checkpoint.h"
 #include "outq/qat/qat_observer.h"
+#include "outq/qat/weight_qat.h"
 #include "train_checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -151,6 +154,39 @@ void plot_curve(const fs::path& run_dir) {
   plot_lines(plot, (run_dir / "curve.png").string());
 }
 
+// Fine-tuning: copies a trained model's weights into `model` after checking that it has this
+// run's shapes and vocabulary. Returns the tokens it was trained on (its metadata; 0 if unknown).
+int64_t init_from_model(Llama& model, const std::string& dir, const std::string& tokenizer_checksum) {
+  const std::string where = "--init-from " + dir;
+  const ModelConfig base = model_config_read(dir);
+  const nlohmann::json want = model->config().to_hf_json(), have = base.to_hf_json();
+  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                          "vocab_size", "tie_word_embeddings", "norm_placement", "outq_rotated_by"}) {
+    if (want.value(key, nlohmann::json()) != have.value(key, nlohmann::json())) {
+      fail_mismatch(where, std::string("config ") + key, want.value(key, nlohmann::json()).dump() + " (this run's model)",
+                    have.value(key, nlohmann::json()).dump());
+    }
+  }
+  const fs::path tokenizer = fs::path(dir) / "tokenizer.model";
+  OUTQ_CHECK(fs::exists(tokenizer), where, ": expected the model's tokenizer.model, found none");
+  OUTQ_CHECK(Tokenizer::load(tokenizer.string()).checksum() == tokenizer_checksum, where,
+             ": expected the tokenizer of this run's data (the same vocabulary), found another tokenizer.model");
+  const SafetensorsFile weights((fs::path(dir) / "model.safetensors").string());
+  model_load_weights(model, weights);
+  int64_t tokens = 0;
+  const auto it = weights.metadata().find("tokens");
+  if (it != weights.metadata().end()) {
+    const auto& v = it->second;
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), tokens);
+    OUTQ_CHECK(ec == std::errc() && end == v.data() + v.size() && tokens >= 0, where,
+               ": model.safetensors metadata tokens: expected a count, found \"", v, "\"");
+  } else {
+    log_warn("{}: the model does not record its training tokens (an older outq); counting them as 0", where);
+  }
+  log_info("fine-tuning from {} ({} training tokens)", dir, format_count(tokens));
+  return tokens;
+}
+
 }  // namespace
 
 TrainResult train_run(const TrainOptions& opt) {
@@ -172,6 +208,7 @@ TrainResult train_run(const TrainOptions& opt) {
 
   Llama model(opt.model);
   model->reset_parameters(static_cast<uint64_t>(tc.seed));
+  const int64_t base_tokens = opt.init_from.empty() ? 0 : init_from_model(model, opt.init_from, data.tokenizer().checksum());
   model->to(device);
   torch::manual_seed(static_cast<uint64_t>(tc.seed));
 
@@ -195,8 +232,11 @@ TrainResult train_run(const TrainOptions& opt) {
   // QAT: the observer on the model, and the clip values' own optimizer (Adam without momentum,
   // beta1 = 0, and without weight decay).
   std::shared_ptr<QatObserver> qat;
+  std::unique_ptr<WeightQat> weight_qat;
   std::unique_ptr<torch::optim::AdamW> clip_optimizer;
-  if (opt.qat.active()) {
+  std::vector<double> range_lr_scales;  // per parameter group of clip_optimizer
+  if (opt.qat.quantizes_weights()) weight_qat = std::make_unique<WeightQat>(model, opt.qat);
+  if (opt.qat.mode != "float") {
     OUTQ_CHECK(!opt.qat.quantizes() || opt.qat.start_step < tc.steps, "qat.start_step: expected less than train.steps (",
                tc.steps, "), found ", opt.qat.start_step);
     qat = std::make_shared<QatObserver>(model, opt.qat);
@@ -204,10 +244,17 @@ TrainResult train_run(const TrainOptions& opt) {
       qat->load_clips_json(json_read_object(opt.qat.clamp_clips, "clamp ranges (qat.clamp_clips)"), opt.qat.clamp_clips);
     }
     model->observers().attach(qat);
-    if (opt.qat.quantizes()) {
-      clip_optimizer = std::make_unique<torch::optim::AdamW>(
-          qat->parameters(), torch::optim::AdamWOptions(tc.lr * opt.qat.clip_lr_scale).betas({0.0, tc.beta2}).weight_decay(0));
-    }
+  }
+  {
+    std::vector<torch::optim::OptimizerParamGroup> range_groups;
+    auto add_group = [&](std::vector<torch::Tensor> tensors, double scale) {
+      auto o = torch::optim::AdamWOptions(tc.lr * scale).betas({0.0, tc.beta2}).weight_decay(0);
+      range_groups.emplace_back(std::move(tensors), std::make_unique<torch::optim::AdamWOptions>(o));
+      range_lr_scales.push_back(scale);
+    };
+    if (opt.qat.quantizes()) add_group(qat->parameters(), opt.qat.clip_lr_scale);
+    if (weight_qat) add_group(weight_qat->parameters(), opt.qat.weight_lr_scale);
+    if (!range_groups.empty()) clip_optimizer = std::make_unique<torch::optim::AdamW>(std::move(range_groups));
   }
 
   int64_t step = 0;
@@ -227,9 +274,10 @@ TrainResult train_run(const TrainOptions& opt) {
       fail_mismatch(state_path, "", "the step, sampler state and resume key of a training run",
                     std::string("a malformed state (") + e.what() + ")");
     }
-    if (qat) {
+    if (qat || weight_qat) {
       auto extra = train_detail::checkpoint_extra(*latest);
-      qat->load_clips(extra);
+      if (qat) qat->load_clips(extra);
+      if (weight_qat) weight_qat->load_steps(extra);
       if (clip_optimizer) {
         const auto bytes = extra.at("clip_optimizer").contiguous();
         std::istringstream in(std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), bytes.numel()));
@@ -283,8 +331,9 @@ TrainResult train_run(const TrainOptions& opt) {
                             {"sampler_seed", sampler.state().seed}, {"sampler_drawn", sampler.state().drawn},
                             {"elapsed_seconds", elapsed}, {"resume_key", key}};
     std::map<std::string, torch::Tensor> extra;
-    if (qat) {
-      extra = qat->named_clips();
+    if (qat) extra = qat->named_clips();
+    if (weight_qat) extra.merge(weight_qat->named_steps());
+    {
       if (clip_optimizer) {
         std::ostringstream bytes;
         torch::save(*clip_optimizer, bytes);
@@ -309,11 +358,15 @@ TrainResult train_run(const TrainOptions& opt) {
   while (step < tc.steps) {
     const double lr = tc.lr_at(step);
     if (qat) qat->set_step(step);
+    if (weight_qat) weight_qat->set_step(step);
     for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     for (auto& p : params) p.mutable_grad().reset();  // set to none: the first backward writes, no zero fill
     if (clip_optimizer) {
-      for (auto& g : clip_optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr * opt.qat.clip_lr_scale);
-      for (auto& p : qat->parameters()) p.mutable_grad().reset();
+      auto& range_groups = clip_optimizer->param_groups();
+      for (size_t i = 0; i < range_groups.size(); ++i) {
+        static_cast<torch::optim::AdamWOptions&>(range_groups[i].options()).lr(lr * range_lr_scales[i]);
+        for (auto& p : range_groups[i].params()) p.mutable_grad().reset();
+      }
     }
     double step_penalty = 0;
     double step_loss = 0;
@@ -353,7 +406,8 @@ TrainResult train_run(const TrainOptions& opt) {
     optimizer.step();
     if (clip_optimizer) {
       clip_optimizer->step();
-      qat->constrain_clips();
+      if (qat) qat->constrain_clips();
+      if (weight_qat) weight_qat->constrain();
     }
     phase[2] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_opt).count();
     ++step;
@@ -396,6 +450,8 @@ TrainResult train_run(const TrainOptions& opt) {
     result.final_val_ppl = r.perplexity();
   }
   result.steps_done = step;
+  result.tokens = step * tokens_per_step;
+  result.base_tokens = base_tokens;
   result.seconds = elapsed_now();
   const double run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   result.tokens_per_second = (step - first_step) * tokens_per_step / std::max(run_seconds, 1e-9);
@@ -405,10 +461,16 @@ TrainResult train_run(const TrainOptions& opt) {
   }
   if (!result.stopped_by_signal) {
     result.model_dir = (fs::path(tc.run_dir) / "model").string();
-    model_save(model, result.model_dir, tokenizer_path, {{"steps", std::to_string(step)}, {"qat_mode", opt.qat.mode}});
+    std::map<std::string, std::string> meta = {{"steps", std::to_string(step)}, {"qat_mode", opt.qat.mode},
+                                               {"tokens", std::to_string(base_tokens + step * tokens_per_step)},
+                                               {"run_tokens", std::to_string(step * tokens_per_step)}};
+    if (!opt.init_from.empty()) meta.insert({{"init_from", opt.init_from}, {"base_tokens", std::to_string(base_tokens)}});
+    if (opt.qat.quantizes_weights()) meta["weight_bits"] = std::to_string(opt.qat.weight_bits);
+    model_save(model, result.model_dir, tokenizer_path, meta);
     if (qat && (opt.qat.quantizes() || opt.qat.clamps())) {
       write_file_atomic(fs::path(result.model_dir) / "clips.json", qat->clips_json().dump(2) + "\n");
     }
+    if (weight_qat) learned_weights_write(weight_qat->learned(), (fs::path(result.model_dir) / kLearnedWeightsFile).string());
     try {
       plot_curve(tc.run_dir);
       const auto series = emergence_from_metrics(tc.run_dir);

@@ -202,7 +202,7 @@ std::vector<Case> cases(const std::string& model, const std::string& q, const st
       {"recipe group size not dividing", recipe("name = \"r\"\n[weights]\nbits = 4\ngranularity = \"group\"\ngroup_size = 7\n"), quantize_r,
        1, "group_size: expected a divisor of the input width 32, found 7"},
       {"recipe algorithm", recipe("name = \"r\"\n[weights]\nbits = 4\nalgorithm = \"magic\"\n"), quantize_r, 1,
-       "weights.algorithm: expected \"rtn\" or \"gptq\", found \"magic\""},
+       "weights.algorithm: expected \"rtn\", \"gptq\" or \"learned\", found \"magic\""},
       {"recipe needs learned clips", none,
        [=](const fs::path& w) { return "quantize --model " + model + " --recipe " + R + "w4a4-learned-gptq.toml --out " + (w / "out").string(); },
        1, "expected a model trained with qat.mode"},

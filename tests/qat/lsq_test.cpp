@@ -19,7 +19,7 @@ namespace {
 constexpr int kBits = 4;
 constexpr double kLevels = 15;
 
-// Values that exercise every branch for step 0.25, offset 5.4 (z = 5): ties of x/step (k + 0.5),
+// Values that exercise every branch for step 0.25, offset 5.4 (z = 5): ties of x/step + z (k + 0.5),
 // the grid's ends exactly (r + z = 0 and N, inside) and one past them, far outside, and noise.
 std::vector<float> test_values() {
   std::vector<float> xs = {0.125f, 0.375f, -0.125f, -0.375f, 1.125f,    // ties: 0.5 -> 0, 1.5 -> 2, ...
@@ -42,12 +42,12 @@ Expected reference(const std::vector<float>& xs, const std::vector<float>& g, do
   Expected e;
   const double z = std::nearbyint(o);
   for (size_t i = 0; i < xs.size(); ++i) {
-    const double u = static_cast<double>(xs[i]) / s, r = std::nearbyint(u), grid = r + z;
+    const double u = static_cast<double>(xs[i]) / s, grid = std::nearbyint(u + z);
     const double q = std::min(std::max(grid, 0.0), kLevels);
     e.out.push_back((q - z) * s);
     const bool below = grid < 0, above = grid > kLevels;
     e.gx.push_back(below || above ? 0.0 : g[i]);
-    const double dstep = below ? -z : above ? kLevels - z : r - u;
+    const double dstep = below ? -z : above ? kLevels - z : (grid - z) - u;
     e.gstep += g[i] * dstep * scale;
     e.bound += std::abs(g[i] * dstep) * scale;
     if (below || above) e.goffset += -g[i] * s * scale;
@@ -60,9 +60,10 @@ TEST(Lsq, ForwardEqualsFormulaAtTiesAndClipEnds) {
   const auto out = lsq_quant(torch::tensor(xs), torch::tensor(0.25f), torch::tensor(5.4f), kBits);
   const Expected e = reference(xs, std::vector<float>(xs.size(), 0.0f), 0.25, 5.4, 1.0);
   for (size_t i = 0; i < xs.size(); ++i) EXPECT_EQ(out[i].item<float>(), e.out[i]) << "x = " << xs[i];
-  // Ties to even codes, then the clip ends: -1.25 -> code 0, 2.5 -> code 15, beyond them clipped.
-  EXPECT_EQ(out[0].item<float>(), 0.0f);
-  EXPECT_EQ(out[1].item<float>(), 0.5f);
+  // Ties go to even codes (x / step + z = 5.5 and 6.5 -> 6), then the clip ends: -1.25 -> code 0,
+  // 2.5 -> code 15, beyond them clipped.
+  EXPECT_EQ(out[0].item<float>(), 0.25f);
+  EXPECT_EQ(out[1].item<float>(), 0.25f);
   EXPECT_EQ(out[5].item<float>(), -1.25f);
   EXPECT_EQ(out[6].item<float>(), 2.5f);
   EXPECT_EQ(out[7].item<float>(), -1.25f);
@@ -74,7 +75,7 @@ TEST(Lsq, GradientsEqualTheSpecFormulas) {
   torch::manual_seed(9);
   const auto g = torch::randn({static_cast<int64_t>(xs.size())});
   const std::vector<float> gv(g.data_ptr<float>(), g.data_ptr<float>() + g.numel());
-  for (double scale : {1.0, lsq_grad_scale(static_cast<int64_t>(xs.size()), kBits)}) {
+  for (double scale : {1.0, lsq_grad_scale(static_cast<int64_t>(xs.size()), 15)}) {
     for (float offset : {5.4f, -2.6f, 20.5f}) {  // z = 5, -3 (all above zero clipped low), 20 (half-even of 20.5)
       const auto x = torch::tensor(xs).requires_grad_(true);
       const auto step = torch::tensor(0.25f).requires_grad_(true), off = torch::tensor(offset).requires_grad_(true);
@@ -99,7 +100,7 @@ TEST(Lsq, GradientsEqualAutogradOfTheStraightThroughSurrogate) {
   const auto sd = torch::tensor(s0, torch::kFloat64).requires_grad_(true);
   const auto od = torch::tensor(o0, torch::kFloat64).requires_grad_(true);
   const auto z = ste_round(od);
-  ((torch::clamp(ste_round(xd / sd) + z, 0.0, kLevels) - z) * sd * g).sum().backward();
+  ((torch::clamp(ste_round(xd / sd + z), 0.0, kLevels) - z) * sd * g).sum().backward();
 
   const auto x = torch::tensor(xs).requires_grad_(true);
   const auto s = torch::tensor(static_cast<float>(s0)).requires_grad_(true);
@@ -123,9 +124,9 @@ TEST(Lsq, GradientsEqualFiniteDifferencesOfTheFrozenSurrogate) {
     double sum = 0;
     const double z = o + (z0 - o0);  // frozen residual of round(offset)
     for (size_t i = 0; i < xs.size(); ++i) {
-      const double u0 = xs[i] / s0, grid0 = std::nearbyint(u0) + z0;
-      const double u = xs[i] / s, r = u + (std::nearbyint(u0) - u0);  // frozen residual of round(x / step)
-      const double q = grid0 < 0 ? 0.0 : grid0 > kLevels ? kLevels : r + z;
+      const double u0 = xs[i] / s0, grid0 = std::nearbyint(u0 + z0);
+      const double u = xs[i] / s, r = u + z + (grid0 - (u0 + z0));  // frozen residual of round(x / step + z)
+      const double q = grid0 < 0 ? 0.0 : grid0 > kLevels ? kLevels : r;
       sum += g[i] * (q - z) * s;
     }
     return sum;
@@ -140,18 +141,48 @@ TEST(Lsq, GradientsEqualFiniteDifferencesOfTheFrozenSurrogate) {
   EXPECT_NEAR(o.grad().item<double>(), fd_offset, 1e-6 * std::abs(fd_offset) + 1e-6);
 }
 
-TEST(Lsq, MinMaxInitialisationAndGradientScale) {
-  const auto [step, offset] = lsq_init_minmax(-1.3, 2.2, kBits);
-  EXPECT_DOUBLE_EQ(step, 3.5 / 15);
-  EXPECT_DOUBLE_EQ(offset, 1.3 / step);
-  // Started from [lo, hi], every x in the range is within half a step of its fake-quantized value.
-  const auto x = torch::linspace(-1.3, 2.2, 1001);
-  const auto err = (lsq_quant(x, torch::tensor(static_cast<float>(step)), torch::tensor(static_cast<float>(offset)), kBits) - x)
-                       .abs()
-                       .max()
-                       .item<double>();
-  EXPECT_LE(err, step / 2 + 1e-6);
-  EXPECT_DOUBLE_EQ(lsq_grad_scale(1000, 4), 1.0 / std::sqrt(15000.0));
+// Weights: symmetric codes -8..7, one step per row and per group of 4 columns, against the formula
+// element by element in float64 (steps are powers of two, so every forward value is exact; step
+// gradients summed per row / group within 1e-5 of their absolute sums, float32 terms).
+TEST(Lsq, SymmetricPerChannelAndPerGroupSteps) {
+  torch::manual_seed(5);
+  const int64_t rows = 5, cols = 12, group = 4;
+  auto w = torch::randn({rows, cols}) * 0.7;
+  w.index_put_({0, 0}, 2.0f);     // a tie: 2 / 0.25 = 8 -> clipped to 7
+  w.index_put_({0, 1}, -2.0f);    // -8: the lowest code, inside
+  w.index_put_({0, 2}, 0.125f);   // 0.5 -> 0 (half to even)
+  w.index_put_({0, 3}, -2.25f);   // -9: clipped
+  for (int64_t groups : {int64_t{1}, cols / group}) {
+    auto steps = torch::pow(2.0, torch::randint(-4, 0, {rows, groups, 1}).to(torch::kFloat32));
+    steps.index_put_({0}, 0.25f);
+    const auto x = w.reshape({rows, groups, cols / groups}).clone().requires_grad_(true);
+    const auto s = steps.clone().requires_grad_(true);
+    const auto g = torch::randn({rows, groups, cols / groups});
+    const auto out = lsq_quant_symmetric(x, s, 4, 0.5);
+    (out * g).sum().backward();
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < groups; ++k) {
+        const double st = steps[r][k][0].item<double>();
+        double gs = 0, bound = 0;
+        for (int64_t c = 0; c < cols / groups; ++c) {
+          const double xv = x[r][k][c].item<double>(), gv = g[r][k][c].item<double>(), u = xv / st;
+          const double grid = std::nearbyint(u), q = std::min(std::max(grid, -8.0), 7.0);
+          EXPECT_EQ(out[r][k][c].item<double>(), q * st) << r << "," << k << "," << c;
+          const bool inside = grid >= -8 && grid <= 7;
+          EXPECT_EQ(x.grad()[r][k][c].item<double>(), inside ? gv : 0.0);
+          const double d = inside ? grid - u : grid > 7 ? 7.0 : -8.0;
+          gs += 0.5 * gv * d, bound += 0.5 * std::abs(gv * d);
+        }
+        EXPECT_NEAR(s.grad()[r][k][0].item<double>(), gs, 1e-5 * bound + 1e-9) << r << "," << k;
+      }
+    if (groups == 1) {  // the hand-placed values in row 0 (step 0.25)
+      EXPECT_EQ(out[0][0][0].item<float>(), 1.75f);
+      EXPECT_EQ(out[0][0][1].item<float>(), -2.0f);
+      EXPECT_EQ(out[0][0][2].item<float>(), 0.0f);
+      EXPECT_EQ(out[0][0][3].item<float>(), -2.0f);
+    }
+  }
+  EXPECT_DOUBLE_EQ(lsq_grad_scale(1000, 15), 1.0 / std::sqrt(15000.0));
 }
 
 TEST(Lsq, BadInput) {
@@ -163,7 +194,7 @@ TEST(Lsq, BadInput) {
   EXPECT_THROW(lsq_quant(x, torch::tensor(0.1f), torch::tensor(0.0f), 1), Error);
   EXPECT_THROW(lsq_quant(x, torch::tensor(0.1f), torch::tensor(0.0f), 9), Error);
   EXPECT_THROW(lsq_quant(x.to(torch::kFloat64), torch::tensor(0.1f), torch::tensor(0.0f), 4), Error);
-  EXPECT_THROW(lsq_init_minmax(NAN, 1.0, 4), Error);
+  EXPECT_THROW(lsq_quant_symmetric(x, torch::tensor({0.1f, -0.2f}).reshape({2, 1}), 4), Error);
 }
 
 }  // namespace

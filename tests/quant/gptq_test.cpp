@@ -176,7 +176,7 @@ TEST(Recipe, BadRecipesAreClearErrors) {
             std::string::npos);
   EXPECT_NE(recipe_error("[activations]\nbits = 8\ninteger = true\n").find("integer: expected true only with bits = 16"),
             std::string::npos);
-  EXPECT_NE(recipe_error("[weights]\nalgorithm = \"awq\"\n").find("weights.algorithm: expected \"rtn\" or \"gptq\""),
+  EXPECT_NE(recipe_error("[weights]\nalgorithm = \"awq\"\n").find("weights.algorithm: expected \"rtn\", \"gptq\" or \"learned\""),
             std::string::npos);
   EXPECT_NE(recipe_error("[activations]\nbits = 8\ngranularity = \"token\"\n").find("true for per-token activations"),
             std::string::npos);

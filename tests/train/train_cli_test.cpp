@@ -238,7 +238,7 @@ TEST_F(TrainCli, QatSettingsAreChecked) {
   const std::string run = " --set train.steps=2 --set train.run_dir=" + *dir_ / "qat-bad";
   auto r = outq("train" + base_args() + run + " --set qat.mode=pact");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("qat.mode: expected one of float, clamp, kurtosis, qat, qat+kurtosis, found \"pact\""),
+  EXPECT_NE(r.err.find("qat.mode: expected one of float, clamp, kurtosis, qat, qat+kurtosis, lsq, lsq+kurtosis, found \"pact\""),
             std::string::npos) << r.err;
   r = outq("train" + base_args() + run + " --set qat.mode=qat --set qat.bits=9");
   EXPECT_NE(r.err.find("qat.bits: expected 2..8, found 9"), std::string::npos) << r.err;

@@ -46,6 +46,8 @@ struct LearnedRange {
   double alpha = 0, beta = 0;
   int bits = 4;
   bool clamp_only = false;
+  double step = 0;        ///< LSQ ranges: the learned step (> 0) and integer zero point, the grid
+  double zero_point = 0;  ///< itself (alpha and beta are its ends); 0 for learned clips
 };
 using LearnedRanges = std::map<std::string, LearnedRange>;
 
@@ -58,8 +60,9 @@ LearnedRanges learned_ranges_from_json(const nlohmann::json& j, const std::strin
 /// fake-quantized on that grid (as qparams_from_learned), or clamped to it for a clamp model.
 std::shared_ptr<Observer> learned_input_observer(Llama& model, const LearnedRanges& ranges);
 
-/// Static parameters that reproduce the QAT quantizer exactly: scale = (alpha - beta) / (2^b - 1)
-/// and zero = -beta / scale, not rounded (the trained grid is beta + k * scale).
+/// Static parameters that reproduce the QAT quantizer exactly: for LSQ ranges the learned step and
+/// zero point; for learned clips scale = (alpha - beta) / (2^b - 1) and zero = -beta / scale, not
+/// rounded (the trained grid is beta + k * scale).
 QParams qparams_from_learned(const LearnedRange& range, const QuantSpec& spec);
 
 /// `options.windows` windows of BOS + (seq_len - 1) tokens from seeded random positions: (n, seq_len).

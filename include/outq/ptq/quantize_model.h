@@ -13,6 +13,7 @@
 #include "outq/model/llama.h"
 #include "outq/ptq/activation_quant.h"
 #include "outq/ptq/gptq.h"
+#include "outq/quant/learned_weights.h"
 #include "outq/quant/quantized_model.h"
 #include "outq/quant/recipe.h"
 
@@ -21,9 +22,10 @@ namespace outq {
 /// Quantizes `model` in place as `recipe` says. `calib` (with `bos_id`) is needed for GPTQ and
 /// calibrated static activation ranges; otherwise it may be null. Activations with
 /// range = "learned" take their static range from `learned` (a QAT model's clips.json), which
-/// must then cover every such module. Globs that match no module are warned about with the
-/// list of module names.
+/// must then cover every such module. Weights with algorithm = "learned" are quantized on the grid
+/// of `learned_weights` (a weight-QAT model's steps), whose spec must be the recipe's. Globs that
+/// match no module are warned about with the list of module names.
 QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenShard* calib, int32_t bos_id,
-                              const LearnedRanges* learned = nullptr);
+                              const LearnedRanges* learned = nullptr, const LearnedWeights* learned_weights = nullptr);
 
 }  // namespace outq

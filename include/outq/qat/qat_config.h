@@ -5,6 +5,11 @@
 //   kurtosis      float training plus the kurtosis penalty on quantized layers' outputs
 //   qat           learned-clip fake quantization of the four inputs per block
 //   qat+kurtosis  both (the paper's method)
+//   lsq           LSQ+ fake quantization of the same inputs: a learned step and offset per input
+//                 (asymmetric, per tensor, static; methods §4.8)
+//   lsq+kurtosis  LSQ plus the kurtosis penalty
+// and in any mode, weight QAT (weight_bits > 0): every decoder linear's weights fake-quantized with
+// learned per-channel (or per-group) steps.
 #pragma once
 
 #include <cstdint>
@@ -27,11 +32,17 @@ struct QatConfig {
   std::string clip_init_from = "first_batch";
   std::vector<std::string> inputs = {"qkv", "o", "gate_up", "down"};
   int64_t start_step = 0;
+  std::string lsq_init = "minmax";
+  bool lsq_grad_scale = false;
+  int weight_bits = 0;
+  int64_t weight_group_size = 0;
+  std::string weight_init = "minmax";
+  double weight_lr_scale = 0.01;
 
   template <class V>
   void visit(V& v) {
-    v("mode", mode, "float | clamp | kurtosis | qat | qat+kurtosis");
-    v("bits", bits, "activation bits of the learned-clip quantizers (2..8)");
+    v("mode", mode, "float | clamp | kurtosis | qat | qat+kurtosis | lsq | lsq+kurtosis");
+    v("bits", bits, "activation bits of the learned-clip or LSQ quantizers (2..8)");
     v("clip_init", clip_init, "initial clip values alpha = +clip_init, beta = -clip_init");
     v("clamp_value", clamp_value, "clamp mode: inputs clamped to [-clamp_value, clamp_value]");
     v("clamp_clips", clamp_clips,
@@ -44,15 +55,31 @@ struct QatConfig {
     v("inputs", inputs, "the quantized linear inputs per block: any of qkv, o, gate_up, down");
     v("start_step", start_step,
       "training step at which fake quantization starts (float before it; first_batch clips come from that step's batch)");
+    v("lsq_init", lsq_init,
+      "lsq modes: the range the first quantized batch gives each step and offset: minmax | mse (the recipes' estimators)");
+    v("lsq_grad_scale", lsq_grad_scale,
+      "lsq modes and weight QAT: scale step and offset gradients by 1 / sqrt(elements x qmax) (LSQ's gradient scale)");
+    v("weight_bits", weight_bits,
+      "weight QAT: fake-quantize every decoder linear's weights to this many bits (symmetric, learned steps); 0 = off");
+    v("weight_group_size", weight_group_size, "weight QAT: columns per learned step (0 = one step per output channel)");
+    v("weight_init", weight_init, "weight QAT: initial steps from the weights at the first quantized step: minmax | mse");
+    v("weight_lr_scale", weight_lr_scale,
+      "weight QAT: learning rate of the weight steps as a multiple of train.lr (Adam with beta1 = 0, no decay)");
   }
   /// Impossible settings are errors; settings the mode ignores are warnings (unless !warn: for
   /// settings already checked once, as when the config was read).
   void validate(bool warn = true) const;
 
-  bool quantizes() const { return mode == "qat" || mode == "qat+kurtosis"; }
+  /// Activations fake-quantized: learned clips (qat modes) or LSQ steps and offsets (lsq modes).
+  bool quantizes() const { return learns_clips() || learns_steps(); }
+  bool learns_clips() const { return mode == "qat" || mode == "qat+kurtosis"; }
+  bool learns_steps() const { return mode == "lsq" || mode == "lsq+kurtosis"; }
+  bool quantizes_weights() const { return weight_bits > 0; }
+  /// Anything learned besides the model's weights (clips, steps, offsets, weight steps).
+  bool learns_ranges() const { return quantizes() || quantizes_weights(); }
   bool clamps() const { return mode == "clamp"; }
-  bool penalizes() const { return mode == "kurtosis" || mode == "qat+kurtosis"; }
-  bool active() const { return mode != "float"; }
+  bool penalizes() const { return mode == "kurtosis" || mode == "qat+kurtosis" || mode == "lsq+kurtosis"; }
+  bool active() const { return mode != "float" || quantizes_weights(); }
   /// Whether the block's activation slot `slot` (an index in block_schema().slots: qkv, o, gate_up,
   /// down) is quantized, clamped and penalised.
   bool uses_input(int slot) const;

@@ -31,7 +31,9 @@
 
 namespace outq {
 
-enum class WeightAlgorithm { kRtn, kGptq };
+enum class WeightAlgorithm { kRtn, kGptq, kLearned };
+/// "rtn", "gptq", "learned"
+const char* weight_algorithm_name(WeightAlgorithm a);
 
 struct GptqOptions {
   double damp = 0.01;      ///< added to the Hessian diagonal, as a fraction of its mean

@@ -10,7 +10,8 @@
 //                              extra.safetensors, the clip values and their optimizer)
 //   checkpoints/LATEST         name of the newest complete checkpoint
 //   model/                     the final model directory (what `outq eval` reads); QAT modes add
-//                              clips.json (the learned clip values per quantized linear)
+//                              clips.json (the learned clip values or LSQ grids per quantized
+//                              linear), weight QAT weight_steps.safetensors
 //   curve.png                  training and validation perplexity by step
 #pragma once
 
@@ -31,6 +32,9 @@ struct TrainOptions {
   QatConfig qat;
   std::string config_json;  ///< effective configuration, saved in the run directory
   bool resume = false;
+  /// A trained model directory whose weights start this run (fine-tuning: fresh optimizer and
+  /// schedule); its shapes and vocabulary must be this run's.
+  std::string init_from;
 };
 
 struct TrainResult {
@@ -45,6 +49,8 @@ struct TrainResult {
   /// gradient clipping + AdamW update.
   double forward_s = 0, backward_s = 0, optimizer_s = 0;
   std::string model_dir;
+  int64_t tokens = 0;       ///< training tokens of this run (all its steps, resumed ones included)
+  int64_t base_tokens = 0;  ///< those the --init-from model had been trained on (0 without it)
   int stopped_by_signal = 0;  ///< signal number if stopped early, else 0
 };
 
