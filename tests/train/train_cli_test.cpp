@@ -3,7 +3,7 @@
 // with a clear message; mismatched settings, tokenizer and shapes are clear errors; `outq eval`
 // reproduces the validation perplexity; `outq generate` is deterministic for a seed; a QAT run
 // learns and exports its clips, resumes exactly, and is analysed (model and checkpoints) with
-// its clips applied.
+// its clips applied; a fine-tune (--init-from) with LSQ and weight QAT exports the forward it trained.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -260,6 +260,81 @@ TEST_F(TrainCli, QatSettingsAreChecked) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("warning: qat.kurtosis_lambda / qat.kurtosis_reduction have no effect in mode \"float\""),
             std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace outq
+
+namespace outq {
+namespace {
+
+// Fine-tuning: --init-from a float model in lsq+kurtosis mode with weight QAT. The run starts from
+// the model's weights (its first loss is the float model's level, far below a fresh model's), its
+// tokens and the base model's are stated, a SIGTERM'd run resumes to the same losses and learned
+// steps, and `outq eval` with the recipe that reads the learned grids (w4a4-learned-lw) gives the
+// run's final validation perplexity on the same windows: the exported model is the trained
+// forward (1e-6 relative: q/k/v run as one fused GEMM after export, three during training, which
+// may differ in the last bits; identical in practice). A model of another shape or
+// with another tokenizer is a clear error.
+TEST_F(TrainCli, FineTunesWithLsqAndWeightQatAndExportsTheTrainedForward) {
+  const std::string base = *dir_ / "ft-base";
+  ASSERT_EQ(outq("train" + base_args() + " --set train.steps=12 --set train.eval_every=0 --set train.run_dir=" + base).exit_code, 0);
+  const std::string ft_args = base_args() + " --init-from " + base + "/model --set qat.mode=lsq+kurtosis --set qat.weight_bits=4"
+                              " --set qat.lsq_init=mse --set train.steps=10 --set train.warmup_steps=1 --set train.eval_every=0"
+                              " --set train.checkpoint_every=0";
+  const std::string straight = *dir_ / "ft-straight";
+  const auto r = outq("train" + ft_args + " --set train.run_dir=" + straight + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["tokens"], 10 * 4 * 32);
+  EXPECT_EQ(j["base_tokens"], 12 * 4 * 32);
+  EXPECT_LT(losses(straight, "train", "loss").begin()->second, losses(base, "train", "loss").begin()->second - 0.3)
+      << "the fine-tune starts from the trained weights";
+  const auto clips = nlohmann::json::parse(test::read_text(straight + "/model/clips.json"));
+  EXPECT_TRUE(clips["model.layers.1.mlp.down_proj"].contains("step"));
+  EXPECT_TRUE(clips["model.layers.1.mlp.down_proj"].contains("zero_point"));
+  ASSERT_TRUE(fs::exists(straight + "/model/weight_steps.safetensors"));
+
+  const auto ev = outq("eval --model " + straight + "/model --data-dir " + *dir_ / "data" +
+                       " --split val --batch 4 --max-tokens 2048 --seq-len 32 --json --recipe " + OUTQ_SOURCE_DIR "/recipes/w4a4-learned-lw.toml");
+  ASSERT_EQ(ev.exit_code, 0) << ev.err;
+  const double ppl = nlohmann::json::parse(ev.out)["perplexity"].get<double>();
+  EXPECT_NEAR(ppl, j["val_ppl"].get<double>(), 1e-6 * ppl);
+  const auto plain = outq("eval --model " + straight + "/model --data-dir " + *dir_ / "data" +
+                          " --split val --batch 4 --max-tokens 2048 --seq-len 32 --json");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_GT(std::abs(nlohmann::json::parse(plain.out)["perplexity"].get<double>() - ppl), 1e-4 * ppl)
+      << "the float forward differs from the trained one";
+
+  // Stopped part-way and resumed: the same losses and learned weight steps.
+  const std::string stopped = *dir_ / "ft-stopped";
+  const int pid = test::spawn_shell(kOutq + " train" + ft_args + " --set train.run_dir=" + stopped, env());
+  for (int i = 0; i < 600 && losses(stopped, "train", "loss").size() < 3; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ::kill(pid, SIGTERM);
+  test::wait_process(pid);
+  if (losses(stopped, "train", "loss").size() < 10u) {
+    const auto resumed = outq("train" + ft_args + " --set train.run_dir=" + stopped + " --resume");
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  }
+  EXPECT_EQ(losses(straight, "train", "loss"), losses(stopped, "train", "loss"));
+  EXPECT_EQ(test::read_text(straight + "/model/weight_steps.safetensors"), test::read_text(stopped + "/model/weight_steps.safetensors"));
+  EXPECT_EQ(test::read_text(straight + "/model/clips.json"), test::read_text(stopped + "/model/clips.json"));
+
+  // Another shape, another tokenizer, no model: one clear line each, nothing written.
+  auto refused = outq("train" + ft_args + " --set model.intermediate_size=40 --set train.run_dir=" + *dir_ / "ft-bad");
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("config intermediate_size: expected 40 (this run's model), found 48"), std::string::npos) << refused.err;
+  test::write_text(*dir_ / "corpus2.txt", test::synthetic_text(80, 6, 7));
+  refused = outq("train" + ft_args + " --set data.corpus=" + *dir_ / "corpus2.txt" + " --set data.out=" + *dir_ / "data2" +
+                 " --set train.run_dir=" + *dir_ / "ft-bad");
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("expected the tokenizer of this run's data (the same vocabulary), found another tokenizer.model"),
+            std::string::npos) << refused.err;
+  refused = outq("train" + base_args() + " --init-from " + *dir_ / "no-model" + " --set train.run_dir=" + *dir_ / "ft-bad");
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("no-model"), std::string::npos) << refused.err;
+  EXPECT_FALSE(fs::exists(*dir_ / "ft-bad/model"));
 }
 
 }  // namespace
