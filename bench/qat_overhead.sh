@@ -3,6 +3,7 @@
 # modes run back to back in alternating rounds on the same machine; prints the median tokens/s of
 # each mode and its step-time ratio to float.
 # Usage: bench/qat_overhead.sh [STEPS] [CONFIG]   (ROUNDS=3 by default; MODES="float qat+kurtosis")
+# A mode with a "+w<bits>" suffix (e.g. lsq+kurtosis+w4) adds weight QAT at that many bits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps="${1:-25}"
@@ -16,9 +17,11 @@ declare -A rates
 for ((r = 0; r < rounds; r++)); do
   for mode in "${modes[@]}"; do
     run=$(mktemp -d)
+    qat_mode="${mode%+w[0-9]}"; wbits=0
+    [ "$qat_mode" = "$mode" ] || wbits="${mode##*+w}"
     $outq train --config "$cfg" --set train.run_dir="$run/run" --set train.steps="$steps" --set train.warmup_steps=5 \
       --set train.log_every=5 --set train.eval_every=0 --set train.eval_tokens=2048 --set train.checkpoint_every=0 \
-      --set train.stats_every=0 --set qat.mode="$mode" >/dev/null 2>&1
+      --set train.stats_every=0 --set qat.mode="$qat_mode" --set qat.weight_bits="$wbits" >/dev/null 2>&1
     # Median of the interval rates after the first interval (warm-up), from metrics.jsonl.
     rates[$mode]+="$(python3 -c 'import json,sys,statistics
 r=[json.loads(l) for l in open(sys.argv[1])]

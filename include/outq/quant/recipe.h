@@ -6,7 +6,7 @@
 //   methods = ["smoothquant"]                      # outlier methods, applied in this order
 //   [smoothquant]  alpha = 0.5                     # one settings table per listed method
 //   [weights]      bits = 4  symmetric = false  granularity = "channel"  group_size = 0
-//                  range = "minmax"  algorithm = "gptq"
+//                  range = "minmax"  algorithm = "gptq" (rtn | gptq | learned)
 //   [gptq]         damp = 0.01  block_size = 128  act_order = true  true_sequential = true
 //   [activations]  bits = 4  symmetric = false  granularity = "token"  range = "minmax"  dynamic = true
 //   [calibration]  windows = 128  seq_len = 256  seed = 0  batch_size = 16
