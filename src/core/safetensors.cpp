@@ -5,6 +5,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <charconv>
 #include <nlohmann/json.hpp>
 
 #include "outq/core/error.h"
@@ -157,6 +158,17 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), file_(p
                                 ranges[i - 1].second, ranges[i].first, ranges[i].second));
     }
   }
+}
+
+std::optional<int64_t> SafetensorsFile::metadata_int(const std::string& key, int64_t lo, int64_t hi) const {
+  const auto it = metadata_.find(key);
+  if (it == metadata_.end()) return std::nullopt;
+  const std::string& s = it->second;
+  int64_t v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  OUTQ_CHECK(ec == std::errc() && end == s.data() + s.size() && v >= lo && v <= hi, path_, ": metadata ", key,
+             ": expected an integer in ", lo, "..", hi, ", found \"", s, "\"");
+  return v;
 }
 
 const TensorView& SafetensorsFile::get(const std::string& name) const {

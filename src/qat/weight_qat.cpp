@@ -55,13 +55,11 @@ class FakeQuantWeightKernel : public LinearKernel {
 }  // namespace
 
 WeightQat::WeightQat(Llama& model, const QatConfig& config) : model_(model), state_(std::make_shared<State>()) {
+  config.validate(/*warn=*/false);  // warnings were given when the config was read
+  OUTQ_CHECK(config.quantizes_weights(), "weight QAT: expected qat.weight_bits in 2..8, found 0 (off)");
   state_->config = config;
-  state_->spec.bits = config.weight_bits;
-  state_->spec.symmetric = true;
-  state_->spec.granularity = config.weight_group_size > 0 ? Granularity::kGroup : Granularity::kChannel;
-  state_->spec.group_size = static_cast<int>(config.weight_group_size);
+  state_->spec = LearnedWeights{config.weight_bits, config.weight_group_size, {}}.spec();  // the grid it exports
   state_->spec.range = config.weight_init == "mse" ? RangeMethod::kMse : RangeMethod::kMinMax;
-  OUTQ_CHECK(config.weight_bits >= 2 && config.weight_bits <= 8, "qat.weight_bits: expected 2..8, found ", config.weight_bits);
   for (const auto& module : model->linear_modules()) {
     ObservedLinear linear = model->linear(module);
     OUTQ_CHECK(!linear->kernel, module, ": weight QAT needs the float linear layer, found a kernel attached");
@@ -128,10 +126,8 @@ int WeightQat::constrain() {
 }
 
 LearnedWeights WeightQat::learned() const {
-  LearnedWeights out;
-  out.bits = state_->config.weight_bits;
-  out.group_size = state_->config.weight_group_size;
-  for (const auto& [name, t] : named_steps()) out.steps[name.substr(0, name.size() - std::string(".weight_step").size())] = t.clone();
+  LearnedWeights out{state_->config.weight_bits, state_->config.weight_group_size, {}};
+  for (const auto& e : state_->entries) out.steps[e.module] = e.step.detach().reshape({e.step.size(0), e.step.size(1)}).clone();
   return out;
 }
 

@@ -1,8 +1,6 @@
 // Learned weight steps: file format and quantization on their grid.
 #include "outq/quant/learned_weights.h"
 
-#include <charconv>
-
 #include "outq/core/error.h"
 #include "outq/core/safetensors.h"
 #include "outq/quant/quantizer.h"
@@ -10,17 +8,11 @@
 namespace outq {
 namespace {
 
-int64_t metadata_int(const std::map<std::string, std::string>& meta, const std::string& key, int64_t lo, int64_t hi,
-                     const std::string& path) {
-  const auto it = meta.find(key);
-  OUTQ_CHECK(it != meta.end(), path, ": expected metadata \"", key, "\" (a ", kLearnedWeightsFile,
+int64_t required_int(const SafetensorsFile& file, const char* key, int64_t lo, int64_t hi) {
+  const auto v = file.metadata_int(key, lo, hi);
+  OUTQ_CHECK(v.has_value(), file.path(), ": expected metadata \"", key, "\" (a ", kLearnedWeightsFile,
              " written by outq train), found none");
-  int64_t v = 0;
-  const auto& s = it->second;
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  OUTQ_CHECK(ec == std::errc() && end == s.data() + s.size() && v >= lo && v <= hi, path, ": metadata ", key,
-             ": expected an integer in ", lo, "..", hi, ", found \"", s, "\"");
-  return v;
+  return *v;
 }
 
 }  // namespace
@@ -49,8 +41,8 @@ void learned_weights_write(const LearnedWeights& w, const std::string& path) {
 LearnedWeights learned_weights_load(const std::string& path) {
   const SafetensorsFile file(path);
   LearnedWeights w;
-  w.bits = static_cast<int>(metadata_int(file.metadata(), "bits", 2, 8, path));
-  w.group_size = metadata_int(file.metadata(), "group_size", 0, int64_t{1} << 30, path);
+  w.bits = static_cast<int>(required_int(file, "bits", 2, 8));
+  w.group_size = required_int(file, "group_size", 0, int64_t{1} << 30);
   for (const auto& [name, view] : file.tensors()) {
     OUTQ_CHECK(view.dtype == DType::F32 && view.shape.size() == 2 && view.numel() > 0, path, ": ", name,
                ": expected a float32 (rows, groups) tensor of steps, found another dtype or shape");

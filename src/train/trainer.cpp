@@ -4,7 +4,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
-#include <charconv>
+#include <limits>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -173,16 +173,9 @@ int64_t init_from_model(Llama& model, const std::string& dir, const std::string&
              ": expected the tokenizer of this run's data (the same vocabulary), found another tokenizer.model");
   const SafetensorsFile weights((fs::path(dir) / "model.safetensors").string());
   model_load_weights(model, weights);
-  int64_t tokens = 0;
-  const auto it = weights.metadata().find("tokens");
-  if (it != weights.metadata().end()) {
-    const auto& v = it->second;
-    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), tokens);
-    OUTQ_CHECK(ec == std::errc() && end == v.data() + v.size() && tokens >= 0, where,
-               ": model.safetensors metadata tokens: expected a count, found \"", v, "\"");
-  } else {
-    log_warn("{}: the model does not record its training tokens (an older outq); counting them as 0", where);
-  }
+  const auto recorded = weights.metadata_int("tokens", 0, std::numeric_limits<int64_t>::max());
+  if (!recorded) log_warn("{}: the model does not record its training tokens (an older outq); counting them as 0", where);
+  const int64_t tokens = recorded.value_or(0);
   log_info("fine-tuning from {} ({} training tokens)", dir, format_count(tokens));
   return tokens;
 }
@@ -333,14 +326,12 @@ TrainResult train_run(const TrainOptions& opt) {
     std::map<std::string, torch::Tensor> extra;
     if (qat) extra = qat->named_clips();
     if (weight_qat) extra.merge(weight_qat->named_steps());
-    {
-      if (clip_optimizer) {
-        std::ostringstream bytes;
-        torch::save(*clip_optimizer, bytes);
-        const std::string b = bytes.str();
-        extra["clip_optimizer"] = torch::from_blob(const_cast<char*>(b.data()), {static_cast<int64_t>(b.size())},
-                                                   torch::kUInt8).clone();
-      }
+    if (clip_optimizer) {
+      std::ostringstream bytes;
+      torch::save(*clip_optimizer, bytes);
+      const std::string b = bytes.str();
+      extra["clip_optimizer"] = torch::from_blob(const_cast<char*>(b.data()), {static_cast<int64_t>(b.size())},
+                                                 torch::kUInt8).clone();
     }
     train_detail::checkpoint_save(tc.run_dir, step, model, optimizer, state, tokenizer_path, tc.keep_checkpoints, extra);
   };

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,9 @@ class SafetensorsFile {
   /// The tensor `name`, or an error naming the file and the missing tensor.
   const TensorView& get(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  /// The metadata value `key` as an integer in lo..hi; nullopt when absent, an error naming the
+  /// file and key when it is not such an integer.
+  std::optional<int64_t> metadata_int(const std::string& key, int64_t lo, int64_t hi) const;
 
  private:
   std::string path_;
