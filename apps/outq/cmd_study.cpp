@@ -1,11 +1,13 @@
-// `outq study`: the main job. Prepares the corpus, trains a float baseline and a QAT model,
-// analyses both, quantizes and evaluates them with every recipe of the study, runs the integer
-// runtime and the kernels, and writes report.md / report.json with plots. Every stage is cached
+// `outq study`: the main job. Prepares the corpus, trains a float baseline, a QAT model from
+// scratch and a QAT fine-tune of the baseline, analyses them, quantizes and evaluates them with
+// the study's recipes, runs the integer runtime and the kernels, and writes report.md / report.json with plots. Every stage is cached
 // in <study.out>/stages under a hash of its inputs, so a rerun skips finished work and a killed
 // study resumes (training from its last checkpoint).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -41,8 +43,20 @@ struct Planned {
 
 struct ModelPlan {
   std::string id, label;
-  OutqConfig config;  ///< with this model's [qat] section
+  OutqConfig config;  ///< with this model's [train] and [qat] sections
   Stage train;
+  std::string init_from;             ///< the model directory a fine-tune starts from ("" = from scratch)
+  std::vector<std::string> recipes;  ///< the study recipes evaluated on this model (empty = all)
+
+  bool evaluates(const std::string& entry) const {
+    return recipes.empty() || std::find(recipes.begin(), recipes.end(), entry) != recipes.end();
+  }
+  /// Why `recipe` cannot run on this model ("" if it can).
+  std::string inapplicable(const Recipe& recipe) const {
+    if (recipe.needs_learned_ranges() && !config.qat.quantizes()) return "needs learned clip ranges (QAT models only)";
+    if (recipe.needs_learned_weights() && config.qat.weight_bits == 0) return "needs learned weight steps (weight-QAT models only)";
+    return "";
+  }
 };
 
 // The configuration entries that decide a stage's output, as JSON: all of [data], [model],
@@ -52,6 +66,28 @@ json training_key(OutqConfig c, const std::string& data_dir) {
   c.study = StudyConfig{};
   return {{"version", kStudyVersion}, {"data", fs::path(data_dir).filename().string()},
           {"config", json::parse(config_json(config_entries(c)))}};
+}
+
+// The fine-tune's configuration: the study's, for study.finetune_fraction of its steps (warm-up,
+// evaluations and statistics at a tenth / a quarter of them), then study.finetune_set.
+OutqConfig finetune_config(const OutqConfig& config) {
+  const StudyConfig& sc = config.study;
+  const int64_t steps = std::max<int64_t>(1, std::llround(sc.finetune_fraction * static_cast<double>(config.train.steps)));
+  const std::string origin = "study.finetune_fraction";
+  ConfigValues values = {{"train.steps", {steps, origin}},
+                         {"train.warmup_steps", {std::max<int64_t>(1, steps / 10), origin}},
+                         {"train.eval_every", {std::max<int64_t>(1, steps / 4), origin}},
+                         {"train.stats_every", {std::max<int64_t>(1, steps / 4), origin}}};
+  for (const auto& assignment : sc.finetune_set) {
+    auto [key, value] = config_parse_override(assignment);
+    value.origin = "study.finetune_set";
+    values[key] = value;
+  }
+  OutqConfig ft = config;
+  config_apply(ft, values);
+  OUTQ_CHECK(ft.qat.quantizes(), "study.finetune_set: the fine-tune must learn activation ranges; expected qat.mode qat, "
+             "qat+kurtosis, lsq or lsq+kurtosis, found \"", ft.qat.mode, "\"");
+  return ft;
 }
 
 // A recipe entry as part of a stage name: a path's characters other than letters, digits, '.',
@@ -100,6 +136,7 @@ json assemble_report(OutqConfig& config, const std::vector<ModelPlan>& models, c
   r["config_source"] = config_source;
   r["command"] = config_source == "embedded default" ? "outq study" : "outq study --config " + config_source;
   r["study"] = {{"recipes", sc.recipes}, {"headline_baseline", sc.headline_baseline}, {"headline_qat", sc.headline_qat},
+                {"headline_finetune", sc.finetune_fraction > 0 ? json(sc.headline_finetune) : json(nullptr)},
                 {"runtime_recipes", sc.runtime_recipes}, {"eval_tokens", sc.eval_tokens},
                 {"analyze_tokens", sc.analyze_tokens}, {"runtime_prefill", sc.runtime_prefill},
                 {"runtime_decode", sc.runtime_decode}};
@@ -116,6 +153,12 @@ json assemble_report(OutqConfig& config, const std::vector<ModelPlan>& models, c
                 {"kurtosis_lambda", config.qat.kurtosis_lambda}, {"kurtosis_reduction", config.qat.kurtosis_reduction},
                 {"test_tokens", results.at("eval-baseline-float").at("tokens")}, {"seq_len", mc.max_position_embeddings},
                 {"threads", sc.threads}, {"isa", kernels::isa_name(kernels::isa_active())}};
+  for (const auto& m : models)
+    if (!m.init_from.empty())
+      r["setup"]["finetune"] = {{"fraction", sc.finetune_fraction}, {"steps", m.config.train.steps},
+                                {"tokens", m.config.train.steps * m.config.train.batch_size * m.config.train.seq_len},
+                                {"set", sc.finetune_set}, {"recipes", sc.finetune_recipes}, {"mode", m.config.qat.mode},
+                                {"weight_bits", m.config.qat.weight_bits}, {"lr", m.config.train.lr}};
   r["models"] = json::array();
   r["evals"] = json::array();
   r["runtime"] = json::array();
@@ -125,14 +168,17 @@ json assemble_report(OutqConfig& config, const std::vector<ModelPlan>& models, c
     const json curve = train.at("curve");
     train.erase("curve");
     const json& analysis = results.at("analyze-" + m.id);
-    r["models"].push_back({{"id", m.id}, {"label", m.label}, {"mode", m.config.qat.mode}, {"train", train},
-                           {"curve", curve}, {"analysis", analysis}});
+    r["models"].push_back({{"id", m.id}, {"label", m.label}, {"mode", m.config.qat.mode},
+                           {"weight_bits", m.config.qat.weight_bits}, {"init_from", m.init_from.empty() ? "" : "baseline"},
+                           {"train", train}, {"curve", curve}, {"analysis", analysis}});
     for (const auto& [name, path] : analysis.at("plots").items()) copy_plot(r, report_dir, path.get<std::string>(), m.id + "-" + name);
     json e = results.at("eval-" + m.id + "-float");
     e.update({{"model", m.id}, {"recipe", "float"}});
     r["evals"].push_back(e);
     for (const auto& entry : sc.recipes) {
-      json x = results.at("eval-" + m.id + "-" + stage_label(entry));
+      const auto it = results.find("eval-" + m.id + "-" + stage_label(entry));
+      if (it == results.end()) continue;  // not one of this model's recipes
+      json x = it->second;
       x.update({{"model", m.id}, {"recipe", entry}});
       r["evals"].push_back(x);
     }
@@ -172,12 +218,26 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
   base.qat = QatConfig{};
   OUTQ_CHECK(config.qat.quantizes(), "qat.mode: the study's second model must learn clips; expected qat or qat+kurtosis, "
              "found \"", config.qat.mode, "\"");
-  models.push_back({"baseline", "float baseline", base, cache.stage("train-baseline", training_key(base, data_dir))});
+  models.push_back({"baseline", "float baseline", base, cache.stage("train-baseline", training_key(base, data_dir)), "", {}});
   models.push_back({"qat", config.qat.mode == "qat" ? "QAT" : "QAT + kurtosis", config,
-                    cache.stage("train-qat", training_key(config, data_dir))});
+                    cache.stage("train-qat", training_key(config, data_dir)), "", {}});
+  if (sc.finetune_fraction > 0) {
+    const OutqConfig ft = finetune_config(config);
+    json key = training_key(ft, data_dir);
+    key["init_from"] = models.front().train.hash;
+    models.push_back({"finetune", "QAT fine-tune", ft, cache.stage("train-finetune", key),
+                      (models.front().train.dir / "model").string(), sc.finetune_recipes});
+  }
 
   std::vector<std::pair<std::string, Recipe>> recipes;
   for (const auto& entry : sc.recipes) recipes.emplace_back(entry, study_recipe(entry));
+  for (const auto& m : models) {  // a headline recipe that cannot run on its model is found before any work
+    const std::string& headline = m.id == "baseline" ? sc.headline_baseline : m.id == "qat" ? sc.headline_qat : sc.headline_finetune;
+    const auto it = std::find_if(recipes.begin(), recipes.end(), [&](const auto& r) { return r.first == headline; });
+    const std::string why = m.inapplicable(it->second);
+    OUTQ_CHECK(why.empty(), "study.headline_", m.id, ": \"", headline, "\" cannot run on the ", m.label, " model: it ", why,
+               m.id == "finetune" ? " (see study.finetune_set)" : "");
+  }
   const int64_t eval_tokens = sc.eval_tokens;
 
   // Plan every stage; results are filled in as they finish (or read from the cache).
@@ -185,7 +245,8 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
   std::map<std::string, json> results;
   auto model_dir = [&](const ModelPlan& m) { return (m.train.dir / "model").string(); };
   for (const auto& m : models)
-    plan.push_back({m.train, train_estimate(m.config), [m] { return study_train(m.config, m.train.dir.string()); }});
+    plan.push_back({m.train, train_estimate(m.config),
+                    [m] { return study_train(m.config, m.train.dir.string(), m.init_from); }});
   for (const auto& m : models) {
     const Stage s = cache.stage("analyze-" + m.id, {{"train", m.train.hash}, {"tokens", sc.analyze_tokens}});
     plan.push_back({s, 20.0, [&, m, s] {
@@ -197,14 +258,15 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
     plan.push_back({cache.stage("eval-" + m.id + "-float", base_key), 10.0,
                     [&, m] { return study_eval(model_dir(m), nullptr, data_dir, config, eval_tokens); }});
     for (const auto& [entry, recipe] : recipes) {
+      if (!m.evaluates(entry)) continue;
       json key = base_key;
       key["recipe"] = recipe.source_text;
       const bool gptq = recipe.algorithm == WeightAlgorithm::kGptq;
       const Recipe* rp = &recipe;
-      const bool applicable = m.id == "qat" || !recipe.needs_learned_ranges();
-      plan.push_back({cache.stage("eval-" + m.id + "-" + stage_label(entry), key), applicable ? (gptq ? 35.0 : 15.0) : 0.0,
-                      [&, m, rp, applicable] {
-                        if (!applicable) return json{{"skipped", "needs learned clip ranges (QAT models only)"}};
+      const std::string why = m.inapplicable(recipe);
+      plan.push_back({cache.stage("eval-" + m.id + "-" + stage_label(entry), key), why.empty() ? (gptq ? 35.0 : 15.0) : 0.0,
+                      [&, m, rp, why] {
+                        if (!why.empty()) return json{{"skipped", why}};
                         return study_eval(model_dir(m), rp, data_dir, config, eval_tokens);
                       }});
     }
@@ -213,7 +275,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
     for (const auto& entry : sc.runtime_recipes) {
       const auto it = std::find_if(recipes.begin(), recipes.end(), [&](const auto& r) { return r.first == entry; });
       const Recipe* rp = &it->second;
-      if (m.id != "qat" && rp->needs_learned_ranges()) continue;
+      if (!m.evaluates(entry) || !m.inapplicable(*rp).empty()) continue;
       json key = {{"train", m.train.hash}, {"tokens", eval_tokens}, {"recipe", rp->source_text},
                   {"prefill", sc.runtime_prefill}, {"decode", sc.runtime_decode}, {"threads", sc.threads},
                   {"isa", kernels::isa_name(kernels::isa_active())}, {"version", kStudyVersion}};
@@ -272,14 +334,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
     std::printf("%s\n", report.dump(2).c_str());
     return 0;
   }
-  const StudyHeadline h = study_headline(report);
-  std::printf("\n");
-  Table t({"model", "float weights", "W4A4 recipe", "W4A4 ppl", "vs own float weights", "vs baseline float"});
-  t.add_row({"float baseline", fmt::format("{:.2f}", h.baseline_float), h.baseline_recipe, fmt::format("{:.2f}", h.baseline_w4a4),
-             fmt::format("{:.2f}x", h.baseline_ratio()), fmt::format("{:.2f}x", h.baseline_ratio())});
-  t.add_row({"QAT model", fmt::format("{:.2f}", h.has_native ? h.qat_native : h.qat_float), h.qat_recipe,
-             fmt::format("{:.2f}", h.qat_w4a4), fmt::format("{:.2f}x", h.qat_ratio()), fmt::format("{:.2f}x", h.qat_vs_baseline_float())});
-  std::printf("%s\n", t.render().c_str());
+  std::printf("\n%s\n", study_headline_table(report).render().c_str());
   for (const auto& c : study_conclusions(report)) std::printf("- %s\n", c.c_str());
   std::printf("\nreport: %s/report/report.md (and report.json, plots/ there); this run took %s\n", sc.out.c_str(),
               format_duration(wall).c_str());

@@ -33,8 +33,8 @@ using json = nlohmann::json;
 
 constexpr int64_t kBatch = 8;
 
-// The validation curve from the run's metrics.jsonl.
-json read_curve(const std::string& run_dir, int64_t tokens_per_step) {
+// The validation curve from the run's metrics.jsonl; tokens start at base_tokens.
+json read_curve(const std::string& run_dir, int64_t tokens_per_step, int64_t base_tokens) {
   json curve = {{"step", json::array()}, {"tokens", json::array()}, {"val_ppl", json::array()}};
   std::ifstream in(fs::path(run_dir) / "metrics.jsonl");
   std::string line;
@@ -43,7 +43,7 @@ json read_curve(const std::string& run_dir, int64_t tokens_per_step) {
     if (j.is_discarded() || j.value("type", "") != "eval") continue;
     const int64_t step = j.at("step").get<int64_t>();
     curve["step"].push_back(step);
-    curve["tokens"].push_back(step * tokens_per_step);
+    curve["tokens"].push_back(base_tokens + step * tokens_per_step);
     curve["val_ppl"].push_back(j.at("val_ppl").get<double>());
   }
   return curve;
@@ -115,17 +115,19 @@ Recipe study_recipe(const std::string& entry) {
   throw Error(fmt::format("study.recipes: \"{}\" is neither a recipe file nor a built-in recipe (built-in: {})", entry, names));
 }
 
-json study_train(OutqConfig config, const std::string& run_dir) {
+json study_train(OutqConfig config, const std::string& run_dir, const std::string& init_from) {
   config.train.run_dir = run_dir;
   const bool resume = train_has_checkpoint(run_dir);
   if (resume) log_info("resuming the training in {}", run_dir);
-  const TrainOptions options{config.data, config.model, config.train, config.qat, config_json(config_entries(config)), resume, ""};
+  const TrainOptions options{config.data, config.model, config.train, config.qat, config_json(config_entries(config)), resume,
+                             init_from};
   const TrainResult r = train_run(options);
   if (r.stopped_by_signal) throw StudyInterrupted{r.stopped_by_signal};
   const int64_t tokens_per_step = config.train.batch_size * config.train.seq_len;
-  return {{"steps", r.steps_done}, {"train_loss", r.final_train_loss}, {"val_loss", r.final_val_loss},
-          {"val_ppl", r.final_val_ppl}, {"seconds", r.seconds}, {"tokens_per_second", r.tokens_per_second},
-          {"model_dir", r.model_dir}, {"curve", read_curve(run_dir, tokens_per_step)}};
+  return {{"steps", r.steps_done}, {"tokens", r.tokens}, {"base_tokens", r.base_tokens}, {"train_loss", r.final_train_loss},
+          {"val_loss", r.final_val_loss}, {"val_ppl", r.final_val_ppl}, {"seconds", r.seconds},
+          {"tokens_per_second", r.tokens_per_second}, {"model_dir", r.model_dir},
+          {"curve", read_curve(run_dir, tokens_per_step, r.base_tokens)}};
 }
 
 json study_analyze(const std::string& model_dir, const std::string& run_dir, const std::string& data_dir, int64_t tokens,

@@ -16,9 +16,11 @@ std::vector<std::string> builtin_recipe_names();
 /// A study recipe entry: a .toml path if that file exists, else a built-in recipe name.
 Recipe study_recipe(const std::string& entry);
 
-/// Trains (or resumes) `config` in run_dir; result: steps, losses, speed, the validation curve.
+/// Trains (or resumes) `config` in run_dir, from the weights of the model in init_from if not
+/// empty (a fine-tune); result: steps, tokens (the run's and the base model's), losses, speed and
+/// the validation curve (its tokens counted from the base model's).
 /// A run stopped by a signal throws StudyInterrupted after its checkpoint is written.
-nlohmann::json study_train(OutqConfig config, const std::string& run_dir);
+nlohmann::json study_train(OutqConfig config, const std::string& run_dir, const std::string& init_from = "");
 
 struct StudyInterrupted {
   int signal;

@@ -54,6 +54,15 @@ std::string setup_section(const json& r) {
                                       s.at("qat_mode").get<std::string>(), s.at("qat_bits").get<int>(),
                                       s.at("clip_init_from").get<std::string>(), s.at("kurtosis_lambda").get<double>(),
                                       s.at("kurtosis_reduction").get<std::string>())});
+  if (s.contains("finetune")) {
+    const json& f = s.at("finetune");
+    std::string set;
+    for (const auto& x : f.at("set")) set += (set.empty() ? "" : ", ") + x.get<std::string>();
+    t.add_row({"QAT fine-tune", fmt::format("from the float baseline's weights: {} steps ({:.0f}% of its training) = {} "
+                                            "tokens, settings {}", f.at("steps").get<long long>(),
+                                            100 * f.at("fraction").get<double>(), format_count(f.at("tokens").get<long long>()),
+                                            set)});
+  }
   t.add_row({"evaluation", fmt::format("test split, {} tokens per evaluation, windows of {}", format_count(s.at("test_tokens").get<long long>()),
                                        s.at("seq_len").get<long long>())});
   t.add_row({"machine", fmt::format("{} threads, integer kernels: {}", s.at("threads").get<int>(), s.at("isa").get<std::string>())});
@@ -71,10 +80,17 @@ std::string setup_section(const json& r) {
 
 std::string training_section(const json& r) {
   std::string out = "## Training\n\n";
-  Table t({"model", "mode", "steps", "val perplexity", "tokens/s", "time"});
+  if (r.at("setup").contains("finetune"))
+    out += "The QAT fine-tune starts from the float baseline's weights (fresh optimizer and schedule); its tokens are "
+           "counted on top of the baseline's, and its curve continues the baseline's.\n\n";
+  Table t({"model", "mode", "weight QAT", "steps", "training tokens", "val perplexity", "tokens/s", "time"});
   for (const auto& m : r.at("models")) {
     const json& tr = m.at("train");
-    t.add_row({m.at("label").get<std::string>(), m.at("mode").get<std::string>(), std::to_string(tr.at("steps").get<long long>()),
+    const int wbits = m.value("weight_bits", 0);
+    const long long tokens = tr.value("tokens", 0LL), base = tr.value("base_tokens", 0LL);
+    t.add_row({m.at("label").get<std::string>(), m.at("mode").get<std::string>(), wbits ? fmt::format("W{}", wbits) : "-",
+               std::to_string(tr.at("steps").get<long long>()),
+               base ? fmt::format("{} + {}", format_count(base), format_count(tokens)) : format_count(tokens),
                ppl(tr.at("val_ppl").get<double>()), fmt::format("{:.0f}", tr.at("tokens_per_second").get<double>()),
                format_duration(tr.at("seconds").get<double>())});
   }
@@ -138,7 +154,8 @@ std::string results_section(const json& r) {
   std::string out =
       "## All recipes\n\nPerplexity on the test split; KL divergence and top-1 agreement against the same model "
       "unquantized (weights and activations in float). Simulated quantization (fake-quant in float); the integer "
-      "runtime's own numbers follow below. n/a: the recipe needs learned clip ranges, which only QAT models have.\n\n";
+      "runtime's own numbers follow below. n/a: the recipe needs learned clip ranges (QAT models) or learned weight steps "
+      "(weight-QAT models), or is not among the fine-tune's study.finetune_recipes.\n\n";
   return out + t.render_markdown() + "\n" + image(r, "recipes", "perplexity per recipe");
 }
 
@@ -201,27 +218,67 @@ StudyHeadline study_headline(const json& r) {
   h.baseline_w4a4 = eval_ppl(r, "baseline", h.baseline_recipe);
   h.qat_float = eval_ppl(r, "qat", "float");
   h.qat_w4a4 = eval_ppl(r, "qat", h.qat_recipe);
-  if (const json* native = find_eval(r, "qat", r.at("setup").value("qat_native_recipe", "w16a4-learned"))) {
+  const std::string native_recipe = r.at("setup").value("qat_native_recipe", "w16a4-learned");
+  if (const json* native = find_eval(r, "qat", native_recipe)) {
     h.has_native = true;
     h.qat_native = native->at("perplexity").get<double>();
+  }
+  const json& finetune = r.at("study").value("headline_finetune", json(nullptr));
+  if (finetune.is_string()) {
+    h.has_finetune = true;
+    h.finetune_recipe = finetune.get<std::string>();
+    h.finetune_w4a4 = eval_ppl(r, "finetune", h.finetune_recipe);
+    const json* native = find_eval(r, "finetune", native_recipe);
+    h.finetune_own = native ? native->at("perplexity").get<double>() : eval_ppl(r, "finetune", "float");
   }
   return h;
 }
 
-std::string study_report_markdown(const json& r) {
+std::string study_training_cost(const json& model) {
+  const json& tr = model.at("train");
+  const long long tokens = tr.value("tokens", 0LL), base = tr.value("base_tokens", 0LL);
+  const std::string time = format_duration(tr.at("seconds").get<double>());
+  if (base == 0) return fmt::format("{} tokens, {}", format_count(tokens), time);
+  return fmt::format("+{} tokens ({:.0f}% more), {}", format_count(tokens), 100.0 * static_cast<double>(tokens) / base, time);
+}
+
+Table study_headline_table(const json& r) {
   const StudyHeadline h = study_headline(r);
-  std::string out = fmt::format("# outq study: {}\n\n", r.value("title", "float baseline vs QAT + kurtosis at W4A4"));
+  auto cost = [&](const std::string& id) {
+    for (const auto& m : r.at("models"))
+      if (m.at("id") == id) return study_training_cost(m);
+    return std::string();
+  };
+  Table t({"model", "training", "float weights", "W4A4 recipe", "W4A4 perplexity", "vs own float weights",
+           "vs baseline float"});
+  t.add_row({"float baseline", cost("baseline"), fmt::format("{} (W16A16)", ppl(h.baseline_float)), h.baseline_recipe,
+             ppl(h.baseline_w4a4), pct(h.baseline_ratio()), pct(h.baseline_ratio())});
+  t.add_row({r.at("setup").at("qat_mode") == "qat" ? "QAT from scratch" : "QAT + kurtosis from scratch", cost("qat"),
+             h.has_native ? fmt::format("{} (W16A4, its learned clips)", ppl(h.qat_native)) : ppl(h.qat_float), h.qat_recipe,
+             ppl(h.qat_w4a4), pct(h.qat_ratio()), pct(h.qat_vs_baseline_float())});
+  if (h.has_finetune)
+    t.add_row({"QAT fine-tune of the baseline", cost("finetune"), ppl(h.finetune_own), h.finetune_recipe, ppl(h.finetune_w4a4),
+               pct(h.finetune_ratio()), pct(h.finetune_vs_baseline_float())});
+  return t;
+}
+
+std::string study_report_markdown(const json& r) {
+  const json& s = r.at("setup");
+  std::string out = fmt::format("# outq study: {}\n\n", r.value("title", "float baseline vs QAT at W4A4"));
   out += fmt::format(
       "Two LLaMA-style models trained on the same data with the same seed and token budget: a float baseline and "
-      "a model trained with learned 4-bit activation clipping and the kurtosis penalty ({}). Both are then "
+      "a model trained with learned 4-bit activation clipping and the kurtosis penalty ({}){}. They are then "
       "quantized after training with the same recipes and evaluated on held-out text.\n\n## Headline\n\n",
-      r.at("setup").at("qat_mode").get<std::string>());
-  Table t({"model", "float weights", "W4A4 recipe", "W4A4 perplexity", "W4A4 vs own float weights", "W4A4 vs baseline float"});
-  t.add_row({"float baseline", fmt::format("{} (W16A16)", ppl(h.baseline_float)), h.baseline_recipe, ppl(h.baseline_w4a4),
-             pct(h.baseline_ratio()), pct(h.baseline_ratio())});
-  t.add_row({"QAT + kurtosis", h.has_native ? fmt::format("{} (W16A4, its learned clips)", ppl(h.qat_native)) : ppl(h.qat_float),
-             h.qat_recipe, ppl(h.qat_w4a4), pct(h.qat_ratio()), pct(h.qat_vs_baseline_float())});
-  out += t.render_markdown() + "\n";
+      s.at("qat_mode").get<std::string>(),
+      s.contains("finetune")
+          ? fmt::format("; and a third, the float baseline fine-tuned with QAT ({}{}) for {:.0f}% more tokens",
+                        s.at("finetune").at("mode").get<std::string>(),
+                        s.at("finetune").at("weight_bits").get<int>() > 0
+                            ? fmt::format(", {}-bit weight QAT", s.at("finetune").at("weight_bits").get<int>())
+                            : "",
+                        100 * s.at("finetune").at("fraction").get<double>())
+          : "");
+  out += study_headline_table(r).render_markdown() + "\n";
   for (const auto& c : study_conclusions(r)) out += "- " + c + "\n";
   out += "\n" + setup_section(r) + "\n" + training_section(r) + "\n" + outliers_section(r) + "\n" + results_section(r) + "\n" +
          runtime_section(r) + "\n" + kernels_section(r) + "\n" + stages_section(r) + "\n";

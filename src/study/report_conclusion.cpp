@@ -1,6 +1,7 @@
 // The study's plain-language conclusions: each sentence is chosen and filled from the numbers.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 
@@ -27,6 +28,11 @@ const json* model(const json& r, const std::string& id) {
   for (const auto& m : r.at("models"))
     if (m.at("id") == id) return &m;
   return nullptr;
+}
+
+// The model's name in a sentence ("the {} model").
+std::string model_name(const std::string& id) {
+  return id == "qat" ? "QAT" : id == "finetune" ? "QAT fine-tune" : "float baseline";
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -87,6 +93,21 @@ std::vector<std::string> study_conclusions(const json& r) {
   }
   out.push_back(q + ".");
 
+  // The two training paths side by side: what each cost and what it reached.
+  const json* ft = model(r, "finetune");
+  const json* qm = model(r, "qat");
+  if (h.has_finetune && ft != nullptr && qm != nullptr) {
+    const double ft_s = ft->at("train").at("seconds").get<double>(), qat_s = qm->at("train").at("seconds").get<double>();
+    const bool better = h.finetune_w4a4 < h.qat_w4a4;
+    out.push_back(fmt::format(
+        "QAT fine-tuning of the float baseline ({}) reaches {:.2f} at W4A4 ({}), {} the baseline's float {:.2f}: {} "
+        "than QAT from scratch ({:.2f}, {}) at {:.0f}% of its training time. For static W4A4 on this model, fine-tune "
+        "the float model with QAT{}.",
+        study_training_cost(*ft), h.finetune_w4a4, h.finetune_recipe, above(h.finetune_vs_baseline_float()), h.baseline_float,
+        better ? "better" : "worse", h.qat_w4a4, study_training_cost(*qm), 100.0 * ft_s / std::max(qat_s, 1e-9),
+        better ? "" : " only if training from scratch is out of reach; here from-scratch QAT is more accurate"));
+  }
+
   // The best dynamic per-token recipe on the baseline, if the study has one.
   const json* best = nullptr;
   for (const auto& e : r.at("evals"))
@@ -104,7 +125,7 @@ std::vector<std::string> study_conclusions(const json& r) {
   }
 
   const json* b = model(r, "baseline");
-  const json* m = model(r, "qat");
+  const json* m = qm;
   if (b && m) {
     const json& ab = b->at("analysis");
     const json& aq = m->at("analysis");
@@ -134,17 +155,16 @@ std::vector<std::string> study_conclusions(const json& r) {
   // <base>-rot), per model.
   for (const auto& [suffix, method] : {std::pair{"-sq", "SmoothQuant"}, std::pair{"-rot", "Rotation"},
                                        std::pair{"-mp", "Mixed precision (16-bit integer down-projection input)"}})
-    for (const char* id : {"baseline", "qat"}) {
+    for (const char* id : {"baseline", "qat", "finetune"}) {
       const std::string pairs = pairs_with_base(r, id, suffix);
       if (!pairs.empty())
-        out.push_back(fmt::format("{} on the {} model (perplexity without -> with): {}.", method,
-                                  std::string(id) == "qat" ? "QAT" : "float baseline", pairs));
+        out.push_back(fmt::format("{} on the {} model (perplexity without -> with): {}.", method, model_name(id), pairs));
     }
-  for (const char* id : {"baseline", "qat"}) {
+  for (const char* id : {"baseline", "qat", "finetune"}) {
     const std::string pairs = pairs_with_base(r, id, per_tensor_twin);
     if (!pairs.empty())
-      out.push_back(fmt::format("Per-embedding-group activations on the {} model (per tensor -> PEG): {}.",
-                                std::string(id) == "qat" ? "QAT" : "float baseline", pairs));
+      out.push_back(fmt::format("Per-embedding-group activations on the {} model (per tensor -> PEG): {}.", model_name(id),
+                                pairs));
   }
   // The compass question: the best rotated static per-tensor W4A4 on the baseline against the QAT model.
   const json* best_rot = nullptr;
@@ -164,7 +184,7 @@ std::vector<std::string> study_conclusions(const json& r) {
 
   // Activation spikes: what QFeM and QFeP found, and each spike method next to its base recipe
   // (recipes named <base>-qfem, <base>-qfep, <base>-qfem-qfep, <base>-sq-qfem-qfep).
-  for (const char* id : {"baseline", "qat"}) {
+  for (const char* id : {"baseline", "qat", "finetune"}) {
     std::string found, pairs;
     bool have_ratio = false, have_prefix = false;  // each finding stated once per model
     for (const auto& e : r.at("evals")) {
@@ -198,8 +218,7 @@ std::vector<std::string> study_conclusions(const json& r) {
     }
     if (found.empty() && pairs.empty()) continue;
     if (found.size() >= 2) found.resize(found.size() - 2);
-    out.push_back(fmt::format("Activation spikes on the {} model: {}{}{}.", std::string(id) == "qat" ? "QAT" : "float baseline",
-                              found, !found.empty() && !pairs.empty() ? ". With the spike methods (perplexity): " : "",
+    out.push_back(fmt::format("Activation spikes on the {} model: {}{}{}.", model_name(id), found, !found.empty() && !pairs.empty() ? ". With the spike methods (perplexity): " : "",
                               pairs));
   }
 

@@ -23,6 +23,19 @@ void StudyConfig::validate() const {
   OUTQ_CHECK(listed(headline_qat), "study.headline_qat: expected one of study.recipes, found \"", headline_qat, "\"");
   for (const auto& r : runtime_recipes)
     OUTQ_CHECK(listed(r), "study.runtime_recipes: expected each to be one of study.recipes, found \"", r, "\"");
+  OUTQ_CHECK(finetune_fraction >= 0 && finetune_fraction <= 10, "study.finetune_fraction: expected 0 (no fine-tuned model) "
+             "to 10, found ", finetune_fraction);
+  if (finetune_fraction > 0) {
+    for (const auto& r : finetune_recipes)
+      OUTQ_CHECK(listed(r), "study.finetune_recipes: expected each to be one of study.recipes, found \"", r, "\"");
+    OUTQ_CHECK(std::find(finetune_recipes.begin(), finetune_recipes.end(), headline_finetune) != finetune_recipes.end(),
+               "study.headline_finetune: expected one of study.finetune_recipes, found \"", headline_finetune, "\"");
+    for (const auto& s : finetune_set) {
+      const bool section = s.rfind("train.", 0) == 0 || s.rfind("qat.", 0) == 0;
+      OUTQ_CHECK(section && s.find('=') != std::string::npos, "study.finetune_set: expected train.* or qat.* settings as "
+                 "section.key=value (the fine-tune keeps the baseline's data and model), found \"", s, "\"");
+    }
+  }
   OUTQ_CHECK(eval_tokens >= 0, "study.eval_tokens: expected >= 0 (0 = all), found ", eval_tokens);
   OUTQ_CHECK(analyze_tokens > 0, "study.analyze_tokens: expected > 0, found ", analyze_tokens);
   for (const auto& s : bench_shapes)

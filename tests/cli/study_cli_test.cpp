@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -64,7 +65,7 @@ class StudyCli : public ::testing::Test {
            " --set train.steps=8 --set train.warmup_steps=2 --set train.eval_every=4 --set train.checkpoint_every=4"
            " --set train.stats_every=4 --set train.eval_tokens=1024 --set study.out=" + d + "/study" +
            " --set study.eval_tokens=2048 --set study.analyze_tokens=1024 --set 'study.bench_shapes=[\"model\"]'"
-           " --set study.runtime_prefill=16 --set study.runtime_decode=4 " + extra;
+           " --set study.runtime_prefill=16 --set study.runtime_decode=4 --set study.finetune_fraction=0.5 " + extra;
   }
   static std::map<std::string, std::string> study_env() {
     return {{"OUTQ_CACHE", dir_->path().string() + "/cache"}, {"OUTQ_PROGRESS", "off"}};
@@ -101,22 +102,40 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   EXPECT_NE(md.find(" -> qfem "), std::string::npos);
   const auto r = nlohmann::json::parse(slurp(out() / "report" / "report.json"));
   const auto& recipes = r.at("study").at("recipes");
-  ASSERT_EQ(r.at("models").size(), 2u);
-  // Every model has trained, been analysed and has a validation curve.
+  ASSERT_EQ(r.at("models").size(), 3u);
+  // Every model has trained, been analysed and has a validation curve; the fine-tune (half the
+  // baseline's 8 steps, evaluated every step) started from the baseline's weights: the trainer read
+  // the baseline's token count from its model, and the curve continues from there.
+  const int64_t base_tokens = 8 * 4 * 64;
   for (const auto& m : r.at("models")) {
-    EXPECT_EQ(m.at("train").at("steps").get<int>(), 8);
-    EXPECT_EQ(m.at("curve").at("val_ppl").size(), 2u);
+    const bool ft = m.at("id") == "finetune";
+    EXPECT_EQ(m.at("train").at("steps").get<int>(), ft ? 4 : 8);
+    EXPECT_EQ(m.at("train").at("tokens").get<int64_t>(), ft ? base_tokens / 2 : base_tokens);
+    EXPECT_EQ(m.at("train").at("base_tokens").get<int64_t>(), ft ? base_tokens : 0);
+    EXPECT_EQ(m.at("curve").at("val_ppl").size(), ft ? 4u : 2u);
+    EXPECT_EQ(m.at("curve").at("tokens").back().get<int64_t>(), ft ? base_tokens * 3 / 2 : base_tokens);
+    EXPECT_EQ(m.at("weight_bits").get<int>(), ft ? 4 : 0);
     EXPECT_GT(m.at("analysis").at("tokens").get<int>(), 0);
     EXPECT_GT(m.at("analysis").at("max_abs").get<double>(), 0);
   }
-  // One evaluation per model and recipe (plus float); the learned-clip recipes only on the QAT model.
-  EXPECT_EQ(r.at("evals").size(), 2 * (recipes.size() + 1));
+  EXPECT_EQ(r.at("models").at(2).at("mode"), "lsq+kurtosis");
+  // One evaluation per model and recipe (plus float), the fine-tune's only with study.finetune_recipes;
+  // the learned-clip recipes are skipped on the float baseline, learned weights on both models without weight QAT.
+  const std::vector<std::string> finetune_recipes = {"w8a8-tensor-rtn", "w4a4-tensor-gptq", "w4a4-learned-gptq",
+                                                     "w4a4-learned-lw"};
+  EXPECT_EQ(r.at("setup").at("finetune").at("recipes").get<std::vector<std::string>>(), finetune_recipes);
+  EXPECT_EQ(r.at("evals").size(), 2 * (recipes.size() + 1) + finetune_recipes.size() + 1);
   for (const auto& e : r.at("evals")) {
     const std::string recipe = e.at("recipe");
     const bool learned = recipe.find("learned") != std::string::npos;
-    if (e.at("model") == "baseline" && learned) {
+    if ((e.at("model") == "baseline" && learned) || (e.at("model") != "finetune" && recipe == "w4a4-learned-lw")) {
       EXPECT_TRUE(e.contains("skipped")) << recipe;
       continue;
+    }
+    if (e.at("model") == "finetune") {
+      EXPECT_TRUE(recipe == "float" ||
+                  std::find(finetune_recipes.begin(), finetune_recipes.end(), recipe) != finetune_recipes.end())
+          << recipe;
     }
     ASSERT_TRUE(e.contains("perplexity")) << e.dump();
     EXPECT_TRUE(std::isfinite(e.at("perplexity").get<double>())) << recipe;
@@ -129,8 +148,9 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   // The integer runtime ran every runtime recipe that applies (learned ones on the QAT model only),
   // and its perplexity is the simulation's up to the epilogue's float rounding.
   // Default runtime recipes: five plain ones (one with SmoothQuant, one with rotation, one with 16-bit
-  // integer down-projection inputs) on both models, the learned one on the QAT model.
-  EXPECT_EQ(r.at("runtime").size(), 11u);
+  // integer down-projection inputs) on the baseline and the QAT model, the learned-clip one on the QAT
+  // model; on the fine-tune those of its recipes: W8A8, W4A4 GPTQ, learned clips, learned weights.
+  EXPECT_EQ(r.at("runtime").size(), 5u + 6u + 4u);
   for (const auto& x : r.at("runtime")) {
     EXPECT_NEAR(x.at("perplexity").get<double>(), x.at("simulated_perplexity").get<double>(),
                 1e-3 * x.at("simulated_perplexity").get<double>());
@@ -142,14 +162,22 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   for (const auto& x : r.at("kernels").at("rows")) EXPECT_GT(x.at("percent_of_bound").get<double>(), 0.0);
   EXPECT_NE(md.find("Machine limits on"), std::string::npos);
   // The headline's numbers are the evaluations' numbers.
-  const std::regex headline(R"(\| float baseline \| ([0-9.]+) \(W16A16\) \| w4a4-tensor-gptq \| ([0-9.]+) \|)");
-  std::smatch m;
+  // The headline's numbers are the evaluations' numbers, and each row says what its training cost.
+  const std::regex headline(R"(\| float baseline \| 2,048 tokens, [0-9.ms]+ \| ([0-9.]+) \(W16A16\) \| w4a4-tensor-gptq \| ([0-9.]+) \|)");
+  const std::regex ft_headline(
+      R"(\| QAT fine-tune of the baseline \| \+1,024 tokens \(50% more\), [0-9.ms]+ \| ([0-9.]+) \| w4a4-learned-lw \| ([0-9.]+) \|)");
+  std::smatch m, f;
   ASSERT_TRUE(std::regex_search(md, m, headline)) << md.substr(0, 2000);
+  ASSERT_TRUE(std::regex_search(md, f, ft_headline)) << md.substr(0, 2000);
+  int matched = 0;
   for (const auto& e : r.at("evals")) {
-    if (e.at("model") == "baseline" && e.at("recipe") == "w4a4-tensor-gptq") {
-      EXPECT_NEAR(std::stod(m[2].str()), e.at("perplexity").get<double>(), 0.01 * e.at("perplexity").get<double>());
-    }
+    const double p = e.contains("perplexity") ? e.at("perplexity").get<double>() : 0.0;
+    if (e.at("model") == "baseline" && e.at("recipe") == "w4a4-tensor-gptq") matched += std::fabs(std::stod(m[2].str()) - p) < 0.01 * p;
+    if (e.at("model") == "finetune" && e.at("recipe") == "float") matched += std::fabs(std::stod(f[1].str()) - p) < 0.01 * p;
+    if (e.at("model") == "finetune" && e.at("recipe") == "w4a4-learned-lw") matched += std::fabs(std::stod(f[2].str()) - p) < 0.01 * p;
   }
+  EXPECT_EQ(matched, 3);
+  EXPECT_NE(md.find("- QAT fine-tuning of the float baseline (+1,024 tokens (50% more), "), std::string::npos);
   // Conclusions are sentences with numbers in them, and plots exist where the report links them.
   EXPECT_GE(count(md.substr(md.find("## Headline"), md.find("## Setup") - md.find("## Headline")), "\n- "), 5);
   if (test::run_shell("command -v gnuplot").exit_code == 0) {
@@ -167,6 +195,16 @@ TEST_F(StudyCli, RerunIsCachedAndIdentical) {
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_EQ(count(again.err, ": starting;"), 0) << again.err;
   EXPECT_GT(count(again.err, "(cached)"), 20);
+  EXPECT_EQ(slurp(out() / "report" / "report.md"), before);
+  // Without the fine-tune: the other models' stages are the same (all cached), the report has two models.
+  const auto without = study("--set study.finetune_fraction=0");
+  ASSERT_EQ(without.exit_code, 0) << without.err;
+  EXPECT_EQ(count(without.err, ": starting;"), 0) << without.err;
+  const auto r = nlohmann::json::parse(slurp(out() / "report" / "report.json"));
+  EXPECT_EQ(r.at("models").size(), 2u);
+  EXPECT_TRUE(r.at("study").at("headline_finetune").is_null());
+  EXPECT_EQ(slurp(out() / "report" / "report.md").find("QAT fine-tune"), std::string::npos);
+  ASSERT_EQ(study("").exit_code, 0);  // the report back as the other tests expect it
   EXPECT_EQ(slurp(out() / "report" / "report.md"), before);
 }
 
@@ -198,6 +236,7 @@ TEST_F(StudyCli, ChangedEvaluationSettingKeepsTheTrainedModels) {
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_NE(again.err.find("train-baseline: done earlier (cached)"), std::string::npos) << again.err;
   EXPECT_NE(again.err.find("train-qat: done earlier (cached)"), std::string::npos);
+  EXPECT_NE(again.err.find("train-finetune: done earlier (cached)"), std::string::npos);
   EXPECT_NE(again.err.find("eval-baseline-float: starting"), std::string::npos);
   // Put the report back as the other tests expect it.
   ASSERT_EQ(study("").exit_code, 0);
@@ -307,12 +346,27 @@ TEST_F(StudyCli, BadSettingsAreClearErrors) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("study.headline_qat: expected one of study.recipes"), std::string::npos) << r.err;
   r = study("--set 'study.recipes=[\"w4a4-tensor-gptq\", \"no-such-recipe\"]' --set 'study.runtime_recipes=[]'"
-            " --set study.headline_qat=w4a4-tensor-gptq");
+            " --set study.headline_qat=w4a4-tensor-gptq --set study.finetune_fraction=0");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("\"no-such-recipe\" is neither a recipe file nor a built-in recipe"), std::string::npos) << r.err;
   r = study("--set 'study.recipes=[\"w4a4-tensor-gptq\", \"w4a4-learned-gptq\", \"w4a4-tensor-gptq\"]'");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("\"w4a4-tensor-gptq\" is listed twice"), std::string::npos) << r.err;
+  r = study("--set 'study.finetune_set=[\"model.hidden_size=64\"]'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("study.finetune_set: expected train.* or qat.* settings"), std::string::npos) << r.err;
+  r = study("--set 'study.finetune_set=[\"qat.mode=lsq\"]'");  // no weight QAT: no learned weights to headline
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("study.headline_finetune: \"w4a4-learned-lw\" cannot run on the QAT fine-tune model: it needs "
+                       "learned weight steps"),
+            std::string::npos)
+      << r.err;
+  r = study("--set 'study.finetune_set=[\"qat.mode=float\"]'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("study.finetune_set: the fine-tune must learn activation ranges"), std::string::npos) << r.err;
+  r = study("--set 'study.finetune_recipes=[\"w8a8-tensor-rtn-sq\"]'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("study.headline_finetune: expected one of study.finetune_recipes"), std::string::npos) << r.err;
   r = study("--set qat.mode=float");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("expected qat or qat+kurtosis"), std::string::npos) << r.err;

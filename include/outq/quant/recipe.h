@@ -92,6 +92,8 @@ struct Recipe {
   bool needs_calibration() const;
   /// True if any activation quantizer uses learned ranges (a QAT model's clips.json).
   bool needs_learned_ranges() const;
+  /// True if the weights are quantized on a weight-QAT model's learned steps (weight_steps.safetensors).
+  bool needs_learned_weights() const { return algorithm == WeightAlgorithm::kLearned; }
   /// "W4A4" style label from the default specs.
   std::string label() const;
   /// "smoothquant+qfem" (the listed methods), "" when there are none.

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "outq/core/table.h"
+
 namespace outq {
 
 /// The headline figures, looked up in the results (missing entries are errors naming them).
@@ -19,14 +21,27 @@ struct StudyHeadline {
   double qat_w4a4 = 0;         ///< QAT model under study.headline_qat
   std::string baseline_recipe, qat_recipe;
   bool has_native = false;
+  bool has_finetune = false;   ///< the study has a QAT fine-tune of the baseline
+  double finetune_own = 0;     ///< its W16A16, or W16A4 at its learned ranges when evaluated
+  double finetune_w4a4 = 0;    ///< under study.headline_finetune
+  std::string finetune_recipe;
   double baseline_ratio() const { return baseline_w4a4 / baseline_float; }
   /// The QAT model's W4A4 against its own unquantized-weight perplexity (native if known).
   double qat_ratio() const { return qat_w4a4 / (has_native ? qat_native : qat_float); }
   /// The QAT model's W4A4 against the baseline's float perplexity.
   double qat_vs_baseline_float() const { return qat_w4a4 / baseline_float; }
+  double finetune_ratio() const { return finetune_w4a4 / finetune_own; }
+  double finetune_vs_baseline_float() const { return finetune_w4a4 / baseline_float; }
 };
 
 StudyHeadline study_headline(const nlohmann::json& results);
+
+/// The headline as a table (one row per model: what its training cost, its float and W4A4
+/// perplexities), for report.md and the terminal.
+Table study_headline_table(const nlohmann::json& results);
+
+/// What a model's training cost: "819k tokens, 6m02s", or "+82k tokens (10% more), 1m05s" for a fine-tune.
+std::string study_training_cost(const nlohmann::json& model);
 
 /// Plain-language conclusions, each a sentence built from the numbers.
 std::vector<std::string> study_conclusions(const nlohmann::json& results);
