@@ -349,8 +349,8 @@ void add_options(CLI::App&) {}
 
 Command command_study() {
   return {"study",
-          "the main job: train a float and a QAT model, analyse, quantize with every recipe, evaluate, run the "
-          "integer kernels, write report.md (cached stages, resumable)",
+          "the main job: train a float model, a QAT model and a QAT fine-tune of the float one, analyse, quantize "
+          "with every recipe, evaluate, run the integer kernels, write report.md (cached stages, resumable)",
           "outq study   (or: outq study --config configs/study-long.toml --set study.out=runs/study-long)", add_options,
           run_study, builtin_config("study")};
 }
