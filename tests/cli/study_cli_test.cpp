@@ -65,7 +65,8 @@ class StudyCli : public ::testing::Test {
            " --set train.steps=8 --set train.warmup_steps=2 --set train.eval_every=4 --set train.checkpoint_every=4"
            " --set train.stats_every=4 --set train.eval_tokens=1024 --set study.out=" + d + "/study" +
            " --set study.eval_tokens=2048 --set study.analyze_tokens=1024 --set 'study.bench_shapes=[\"model\"]'"
-           " --set study.runtime_prefill=16 --set study.runtime_decode=4 --set study.finetune_fraction=0.5 " + extra;
+           " --set study.runtime_prefill=16 --set study.runtime_decode=4 --set study.finetune_fraction=0.5 --set study.threads=1"
+           " --set 'study.finetune_recipes=[\"w4a4-tensor-gptq\", \"w4a4-learned-lw\"]' " + extra;
   }
   static std::map<std::string, std::string> study_env() {
     return {{"OUTQ_CACHE", dir_->path().string() + "/cache"}, {"OUTQ_PROGRESS", "off"}};
@@ -121,8 +122,7 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   EXPECT_EQ(r.at("models").at(2).at("mode"), "lsq+kurtosis");
   // One evaluation per model and recipe (plus float), the fine-tune's only with study.finetune_recipes;
   // the learned-clip recipes are skipped on the float baseline, learned weights on both models without weight QAT.
-  const std::vector<std::string> finetune_recipes = {"w8a8-tensor-rtn", "w4a4-tensor-gptq", "w4a4-learned-gptq",
-                                                     "w4a4-learned-lw"};
+  const std::vector<std::string> finetune_recipes = {"w4a4-tensor-gptq", "w4a4-learned-lw"};  // as the command sets
   EXPECT_EQ(r.at("setup").at("finetune").at("recipes").get<std::vector<std::string>>(), finetune_recipes);
   EXPECT_EQ(r.at("evals").size(), 2 * (recipes.size() + 1) + finetune_recipes.size() + 1);
   for (const auto& e : r.at("evals")) {
@@ -149,8 +149,8 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   // and its perplexity is the simulation's up to the epilogue's float rounding.
   // Default runtime recipes: five plain ones (one with SmoothQuant, one with rotation, one with 16-bit
   // integer down-projection inputs) on the baseline and the QAT model, the learned-clip one on the QAT
-  // model; on the fine-tune those of its recipes: W8A8, W4A4 GPTQ, learned clips, learned weights.
-  EXPECT_EQ(r.at("runtime").size(), 5u + 6u + 4u);
+  // model; on the fine-tune those of its recipes: W4A4 GPTQ and its learned weights.
+  EXPECT_EQ(r.at("runtime").size(), 5u + 6u + 2u);
   for (const auto& x : r.at("runtime")) {
     EXPECT_NEAR(x.at("perplexity").get<double>(), x.at("simulated_perplexity").get<double>(),
                 1e-3 * x.at("simulated_perplexity").get<double>());
