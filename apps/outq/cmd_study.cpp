@@ -45,6 +45,7 @@ struct ModelPlan {
   std::string id, label;
   OutqConfig config;  ///< with this model's [train] and [qat] sections
   Stage train;
+  std::string headline;              ///< its W4A4 recipe in the headline (study.headline_<id>)
   std::string init_from;             ///< the model directory a fine-tune starts from ("" = from scratch)
   std::vector<std::string> recipes;  ///< the study recipes evaluated on this model (empty = all)
 
@@ -218,24 +219,27 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
   base.qat = QatConfig{};
   OUTQ_CHECK(config.qat.quantizes(), "qat.mode: the study's second model must learn clips; expected qat or qat+kurtosis, "
              "found \"", config.qat.mode, "\"");
-  models.push_back({"baseline", "float baseline", base, cache.stage("train-baseline", training_key(base, data_dir)), "", {}});
+  models.push_back({"baseline", "float baseline", base, cache.stage("train-baseline", training_key(base, data_dir)),
+                    sc.headline_baseline, "", {}});
   models.push_back({"qat", config.qat.mode == "qat" ? "QAT" : "QAT + kurtosis", config,
-                    cache.stage("train-qat", training_key(config, data_dir)), "", {}});
+                    cache.stage("train-qat", training_key(config, data_dir)), sc.headline_qat, "", {}});
   if (sc.finetune_fraction > 0) {
     const OutqConfig ft = finetune_config(config);
     json key = training_key(ft, data_dir);
     key["init_from"] = models.front().train.hash;
-    models.push_back({"finetune", "QAT fine-tune", ft, cache.stage("train-finetune", key),
+    models.push_back({"finetune", "QAT fine-tune", ft, cache.stage("train-finetune", key), sc.headline_finetune,
                       (models.front().train.dir / "model").string(), sc.finetune_recipes});
   }
 
   std::vector<std::pair<std::string, Recipe>> recipes;
   for (const auto& entry : sc.recipes) recipes.emplace_back(entry, study_recipe(entry));
+  // A listed recipe by its entry (StudyConfig::validate checks that headline and runtime recipes are listed).
+  auto recipe_of = [&](const std::string& entry) -> const Recipe& {
+    return std::find_if(recipes.begin(), recipes.end(), [&](const auto& r) { return r.first == entry; })->second;
+  };
   for (const auto& m : models) {  // a headline recipe that cannot run on its model is found before any work
-    const std::string& headline = m.id == "baseline" ? sc.headline_baseline : m.id == "qat" ? sc.headline_qat : sc.headline_finetune;
-    const auto it = std::find_if(recipes.begin(), recipes.end(), [&](const auto& r) { return r.first == headline; });
-    const std::string why = m.inapplicable(it->second);
-    OUTQ_CHECK(why.empty(), "study.headline_", m.id, ": \"", headline, "\" cannot run on the ", m.label, " model: it ", why,
+    const std::string why = m.inapplicable(recipe_of(m.headline));
+    OUTQ_CHECK(why.empty(), "study.headline_", m.id, ": \"", m.headline, "\" cannot run on the ", m.label, " model: it ", why,
                m.id == "finetune" ? " (see study.finetune_set)" : "");
   }
   const int64_t eval_tokens = sc.eval_tokens;
@@ -273,8 +277,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
   }
   for (const auto& m : models)
     for (const auto& entry : sc.runtime_recipes) {
-      const auto it = std::find_if(recipes.begin(), recipes.end(), [&](const auto& r) { return r.first == entry; });
-      const Recipe* rp = &it->second;
+      const Recipe* rp = &recipe_of(entry);
       if (!m.evaluates(entry) || !m.inapplicable(*rp).empty()) continue;
       json key = {{"train", m.train.hash}, {"tokens", eval_tokens}, {"recipe", rp->source_text},
                   {"prefill", sc.runtime_prefill}, {"decode", sc.runtime_decode}, {"threads", sc.threads},

@@ -242,18 +242,24 @@ std::string study_training_cost(const json& model) {
   return fmt::format("+{} tokens ({:.0f}% more), {}", format_count(tokens), 100.0 * static_cast<double>(tokens) / base, time);
 }
 
+const json* study_model(const json& r, const std::string& id) {
+  for (const auto& m : r.at("models"))
+    if (m.at("id") == id) return &m;
+  return nullptr;
+}
+
 Table study_headline_table(const json& r) {
   const StudyHeadline h = study_headline(r);
   auto cost = [&](const std::string& id) {
-    for (const auto& m : r.at("models"))
-      if (m.at("id") == id) return study_training_cost(m);
-    return std::string();
+    const json* m = study_model(r, id);
+    return m ? study_training_cost(*m) : std::string();
   };
+  const json* qat = study_model(r, "qat");
   Table t({"model", "training", "float weights", "W4A4 recipe", "W4A4 perplexity", "vs own float weights",
            "vs baseline float"});
   t.add_row({"float baseline", cost("baseline"), fmt::format("{} (W16A16)", ppl(h.baseline_float)), h.baseline_recipe,
              ppl(h.baseline_w4a4), pct(h.baseline_ratio()), pct(h.baseline_ratio())});
-  t.add_row({r.at("setup").at("qat_mode") == "qat" ? "QAT from scratch" : "QAT + kurtosis from scratch", cost("qat"),
+  t.add_row({(qat ? qat->at("label").get<std::string>() : std::string("QAT")) + " from scratch", cost("qat"),
              h.has_native ? fmt::format("{} (W16A4, its learned clips)", ppl(h.qat_native)) : ppl(h.qat_float), h.qat_recipe,
              ppl(h.qat_w4a4), pct(h.qat_ratio()), pct(h.qat_vs_baseline_float())});
   if (h.has_finetune)

@@ -24,12 +24,6 @@ std::string above(double ratio) {
   return fmt::format("{:.1f}% {}", 100.0 * std::fabs(ratio - 1.0), ratio >= 1.0 ? "above" : "below");
 }
 
-const json* model(const json& r, const std::string& id) {
-  for (const auto& m : r.at("models"))
-    if (m.at("id") == id) return &m;
-  return nullptr;
-}
-
 // The model's name in a sentence ("the {} model").
 std::string model_name(const std::string& id) {
   return id == "qat" ? "QAT" : id == "finetune" ? "QAT fine-tune" : "float baseline";
@@ -94,8 +88,8 @@ std::vector<std::string> study_conclusions(const json& r) {
   out.push_back(q + ".");
 
   // The two training paths side by side: what each cost and what it reached.
-  const json* ft = model(r, "finetune");
-  const json* qm = model(r, "qat");
+  const json* ft = study_model(r, "finetune");
+  const json* qm = study_model(r, "qat");
   if (h.has_finetune && ft != nullptr && qm != nullptr) {
     const double ft_s = ft->at("train").at("seconds").get<double>(), qat_s = qm->at("train").at("seconds").get<double>();
     const bool better = h.finetune_w4a4 < h.qat_w4a4;
@@ -124,11 +118,10 @@ std::vector<std::string> study_conclusions(const json& r) {
         p <= h.qat_w4a4 ? "better than" : "worse than"));
   }
 
-  const json* b = model(r, "baseline");
-  const json* m = qm;
-  if (b && m) {
+  const json* b = study_model(r, "baseline");
+  if (b && qm) {
     const json& ab = b->at("analysis");
-    const json& aq = m->at("analysis");
+    const json& aq = qm->at("analysis");
     out.push_back(fmt::format(
         "Outlier channels at the quantized inputs: {} in the baseline and {} in the QAT model; largest |x| {:.1f} vs {:.1f}; "
         "mean kurtosis {:.1f} vs {:.1f}.",
@@ -146,7 +139,7 @@ std::vector<std::string> study_conclusions(const json& r) {
         wb, wq,
         wq > 1.2 * wb ? "QAT moved part of the difficulty into the weights"
                       : "no noticeable difficulty moved into the weights"));
-    const double tb = b->at("train").at("tokens_per_second").get<double>(), tq = m->at("train").at("tokens_per_second").get<double>();
+    const double tb = b->at("train").at("tokens_per_second").get<double>(), tq = qm->at("train").at("tokens_per_second").get<double>();
     out.push_back(fmt::format("Training cost: the QAT model trained at {:.0f} tokens/s against {:.0f} for float ({:.2f}x per step).",
                               tq, tb, tb / tq));
   }

@@ -72,6 +72,12 @@ class StudyCli : public ::testing::Test {
     return {{"OUTQ_CACHE", dir_->path().string() + "/cache"}, {"OUTQ_PROGRESS", "off"}};
   }
   static test::RunResult study(const std::string& extra) { return test::run_shell(study_command(extra), study_env()); }
+  // A study with `settings` stops with exit code 1 and `message` on stderr.
+  static void expect_study_error(const std::string& settings, const std::string& message) {
+    const auto r = study(settings);
+    EXPECT_EQ(r.exit_code, 1) << settings;
+    EXPECT_NE(r.err.find(message), std::string::npos) << settings << "\n" << r.err;
+  }
   static fs::path out() { return dir_->path() / "study"; }
   static test::TempDir* dir_;
   static test::RunResult* first_;
@@ -342,34 +348,22 @@ TEST_F(StudyCli, KilledStudyLeavesTheEarlierOrACompleteReport) {
 }
 
 TEST_F(StudyCli, BadSettingsAreClearErrors) {
-  auto r = study("--set study.headline_qat=w4a4-nothing");
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("study.headline_qat: expected one of study.recipes"), std::string::npos) << r.err;
-  r = study("--set 'study.recipes=[\"w4a4-tensor-gptq\", \"no-such-recipe\"]' --set 'study.runtime_recipes=[]'"
-            " --set study.headline_qat=w4a4-tensor-gptq --set study.finetune_fraction=0");
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("\"no-such-recipe\" is neither a recipe file nor a built-in recipe"), std::string::npos) << r.err;
-  r = study("--set 'study.recipes=[\"w4a4-tensor-gptq\", \"w4a4-learned-gptq\", \"w4a4-tensor-gptq\"]'");
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("\"w4a4-tensor-gptq\" is listed twice"), std::string::npos) << r.err;
-  r = study("--set 'study.finetune_set=[\"model.hidden_size=64\"]'");
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("study.finetune_set: expected train.* or qat.* settings"), std::string::npos) << r.err;
-  r = study("--set 'study.finetune_set=[\"qat.mode=lsq\"]'");  // no weight QAT: no learned weights to headline
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("study.headline_finetune: \"w4a4-learned-lw\" cannot run on the QAT fine-tune model: it needs "
-                       "learned weight steps"),
-            std::string::npos)
-      << r.err;
-  r = study("--set 'study.finetune_set=[\"qat.mode=float\"]'");
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("study.finetune_set: the fine-tune must learn activation ranges"), std::string::npos) << r.err;
-  r = study("--set 'study.finetune_recipes=[\"w8a8-tensor-rtn-sq\"]'");
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("study.headline_finetune: expected one of study.finetune_recipes"), std::string::npos) << r.err;
-  r = study("--set qat.mode=float");
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("expected qat or qat+kurtosis"), std::string::npos) << r.err;
+  expect_study_error("--set study.headline_qat=w4a4-nothing", "study.headline_qat: expected one of study.recipes");
+  expect_study_error("--set 'study.recipes=[\"w4a4-tensor-gptq\", \"no-such-recipe\"]' --set 'study.runtime_recipes=[]'"
+                     " --set study.headline_qat=w4a4-tensor-gptq --set study.finetune_fraction=0",
+                     "\"no-such-recipe\" is neither a recipe file nor a built-in recipe");
+  expect_study_error("--set 'study.recipes=[\"w4a4-tensor-gptq\", \"w4a4-learned-gptq\", \"w4a4-tensor-gptq\"]'",
+                     "\"w4a4-tensor-gptq\" is listed twice");
+  expect_study_error("--set 'study.finetune_set=[\"model.hidden_size=64\"]'",
+                     "study.finetune_set: expected train.* or qat.* settings");
+  expect_study_error("--set 'study.finetune_set=[\"qat.mode=lsq\"]'",  // no weight QAT: no learned weights to headline
+                     "study.headline_finetune: \"w4a4-learned-lw\" cannot run on the QAT fine-tune model: it needs "
+                     "learned weight steps");
+  expect_study_error("--set 'study.finetune_set=[\"qat.mode=float\"]'",
+                     "study.finetune_set: the fine-tune must learn activation ranges");
+  expect_study_error("--set 'study.finetune_recipes=[\"w8a8-tensor-rtn-sq\"]'",
+                     "study.headline_finetune: expected one of study.finetune_recipes");
+  expect_study_error("--set qat.mode=float", "expected qat or qat+kurtosis");
 }
 
 }  // namespace

@@ -36,6 +36,9 @@ struct StudyHeadline {
 
 StudyHeadline study_headline(const nlohmann::json& results);
 
+/// The entry of results["models"] with this id ("baseline", "qat", "finetune"), or null.
+const nlohmann::json* study_model(const nlohmann::json& results, const std::string& id);
+
 /// The headline as a table (one row per model: what its training cost, its float and W4A4
 /// perplexities), for report.md and the terminal.
 Table study_headline_table(const nlohmann::json& results);
