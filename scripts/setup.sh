@@ -8,6 +8,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config ca-certificates
   libtorch-dev                                    # LibTorch 1.13 (CPU)
+  libgloo-dev                                     # Gloo headers for LibTorch's c10d process groups (data-parallel training)
   libopenblas0-openmp                             # fast BLAS for LibTorch (the default is reference BLAS)
   libsentencepiece-dev                            # BPE tokenizer
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libfmt-dev

@@ -65,8 +65,9 @@ struct ModelPlan {
 json training_key(OutqConfig c, const std::string& data_dir) {
   c.train.run_dir = "";
   c.study = StudyConfig{};
-  return {{"version", kStudyVersion}, {"data", fs::path(data_dir).filename().string()},
-          {"config", json::parse(config_json(config_entries(c)))}};
+  json config = json::parse(config_json(config_entries(c)));
+  for (const char* k : {"dist_timeout_s", "dist_bucket_mb", "dist_overlap"}) config["train"].erase(k);  // not results
+  return {{"version", kStudyVersion}, {"data", fs::path(data_dir).filename().string()}, {"config", config}};
 }
 
 // The fine-tune's configuration: the study's, for study.finetune_fraction of its steps (warm-up,

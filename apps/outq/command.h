@@ -33,6 +33,9 @@ struct Command {
 /// A config built into the binary (configs/<name>.toml); an unknown name is an internal error.
 std::string builtin_config(const std::string& name);
 
+/// This process's command line, argv[0] first (for re-launching it as data-parallel ranks).
+const std::vector<std::string>& process_arguments();
+
 /// All subcommands, in the order `outq --help` lists them.
 const std::vector<Command>& commands();
 

@@ -13,6 +13,7 @@
 #include "app_config.h"
 #include "command.h"
 #include "outq/core/error.h"
+#include "outq/core/log.h"
 
 // Generated from configs/study.toml (cmake/OutqEmbed.cmake).
 const std::vector<std::pair<std::string, std::string>>& outq_builtin_configs();
@@ -66,7 +67,10 @@ std::string config_keys_help(const std::string& default_toml) {
   return out;
 }
 
+std::vector<std::string> g_arguments;
+
 int run(int argc, char** argv) {
+  g_arguments.assign(argv, argv + argc);
   CLI::App app{"outq: train, analyse, quantize (W4A4 / W8A8) and run LLaMA-style models while "
                "taming outlier channels"};
   app.set_version_flag("--version", "outq 0.1.0");
@@ -98,6 +102,9 @@ int run(int argc, char** argv) {
 }
 
 }  // namespace
+
+const std::vector<std::string>& process_arguments() { return g_arguments; }
+
 }  // namespace outq::app
 
 int main(int argc, char** argv) {
@@ -107,7 +114,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "outq: %s\n", e.what());
     return 3;
   } catch (const outq::Error& e) {
-    std::fprintf(stderr, "outq: error: %s\n", e.what());
+    outq::log_line("error", e.what());  // tagged with the rank when there are several
     return 1;
   } catch (const c10::Error& e) {
     // LibTorch's message: its first line only (its trace with OUTQ_TRACE=1).

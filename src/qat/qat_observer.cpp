@@ -54,8 +54,9 @@ void QatObserver::set_lsq_range(Clip& c, const torch::Tensor& lo, const torch::T
   c.offset.fill_(qp.zero.item<float>());
 }
 
-void QatObserver::init_from_batch(Clip& c, const torch::Tensor& x) {
+void QatObserver::init_from_batch(Clip& c, const torch::Tensor& local) {
   torch::NoGradGuard no_grad;
+  const torch::Tensor x = gather_ ? gather_(local.detach()) : local.detach();
   if (config_.learns_steps()) {
     OUTQ_CHECK(torch::isfinite(x).all().item<bool>(), "QAT step initialisation: the first batch holds non-finite values");
     const auto [lo, hi] = observe_range(x.detach(), lsq_spec(config_));
@@ -87,7 +88,7 @@ torch::Tensor QatObserver::observe(const ObservationPoint& point, const torch::T
       Clip& c = clips_[point.layer][s];
       if (!c.initialized && torch::GradMode::is_enabled()) init_from_batch(c, x);
       if (config_.learns_steps()) {
-        const double scale = config_.lsq_grad_scale ? lsq_grad_scale(x.numel(), (int64_t{1} << config_.bits) - 1) : 1.0;
+        const double scale = config_.lsq_grad_scale ? lsq_grad_scale(x.numel() * ranks_, (int64_t{1} << config_.bits) - 1) : 1.0;
         last_output_ = lsq_quant(x, c.step, c.offset, config_.bits, scale);
       } else {
         last_output_ = learned_clip_quant(x, c.alpha, c.beta, config_.bits);

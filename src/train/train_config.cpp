@@ -31,6 +31,9 @@ void TrainConfig::validate() const {
   OUTQ_CHECK(threads >= 1 && threads <= 256, "train.threads: expected an integer in [1, 256], found ", threads);
   OUTQ_CHECK(device == "cpu" || device == "cuda" || device.rfind("cuda:", 0) == 0,
              "train.device: expected \"cpu\", \"cuda\" or \"cuda:N\", found \"", device, "\"");
+  OUTQ_CHECK(dist_timeout_s >= 1, "train.dist_timeout_s: expected >= 1, found ", dist_timeout_s);
+  OUTQ_CHECK(dist_bucket_mb > 0 && std::isfinite(dist_bucket_mb), "train.dist_bucket_mb: expected a positive size, found ",
+             dist_bucket_mb);
 }
 
 double TrainConfig::lr_at(int64_t step) const {

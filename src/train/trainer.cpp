@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <limits>
+#include <optional>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -28,6 +29,9 @@
 #include "outq/model/checkpoint.h"
 #include "outq/qat/qat_observer.h"
 #include "outq/qat/weight_qat.h"
+#include "outq/train/gradient_reducer.h"
+#include "outq/train/process_group.h"
+#include "data_parallel.h"
 #include "train_checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -75,7 +79,10 @@ nlohmann::json resume_key(const ModelConfig& model, const TrainConfig& train, co
                           const std::string& tokenizer) {
   ResumeKey key{model, train, qat};
   auto j = nlohmann::json::parse(config_json(config_entries(key)));
-  for (const char* k : {"run_dir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}) j["train"].erase(k);
+  for (const char* k : {"run_dir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "dist_timeout_s",
+                        "dist_bucket_mb", "dist_overlap"}) {
+    j["train"].erase(k);  // how the run is watched or communicates, not what it computes
+  }
   j["tokenizer_checksum"] = tokenizer;
   return j;
 }
@@ -191,7 +198,22 @@ TrainResult train_run(const TrainOptions& opt) {
   OUTQ_CHECK(!device.is_cuda() || torch::cuda::is_available(), "train.device: expected a CUDA device visible to LibTorch, "
              "found none (this LibTorch has no CUDA support or no GPU is present); use train.device=\"cpu\"");
 
-  const DataSummary data_summary = data_prepare(opt.data, opt.config_json, false);
+  // Data-parallel ranks (RANK / WORLD_SIZE from `outq train --nproc N` or another launcher):
+  // train.batch_size is the global batch; rank r takes windows [r B/N, (r+1) B/N) of each one.
+  const RankInfo rank_info = rank_info_from_environment();
+  std::unique_ptr<ProcessGroup> group;
+  if (rank_info.distributed()) {
+    OUTQ_CHECK(tc.batch_size % rank_info.world_size == 0, "train.batch_size: expected a multiple of the number of ranks (",
+               rank_info.world_size, "): it is the global batch, split evenly over the ranks; found ", tc.batch_size);
+    log_set_rank(rank_info.rank);
+    group = ProcessGroup::connect(rank_info, std::chrono::seconds(tc.dist_timeout_s), device);
+    log_info("rank {} of {} joined the group at {}:{}", rank_info.rank, rank_info.world_size, rank_info.master_addr,
+             rank_info.master_port);
+  }
+  const int world = rank_info.world_size, rank = rank_info.rank;
+  const bool lead = rank == 0;  // writes checkpoints, metrics and the model
+  const int local_batch = tc.batch_size / world;
+  const DataSummary data_summary = train_detail::prepare_data_once(opt.data, opt.config_json, group.get());
   PreparedData data(data_summary.dir);
   const std::string tokenizer_path = (fs::path(data_summary.dir) / "tokenizer.model").string();
   OUTQ_CHECK(opt.model.vocab_size == data.tokenizer().vocab_size(), "model.vocab_size: expected the tokenizer's vocabulary size ",
@@ -233,6 +255,9 @@ TrainResult train_run(const TrainOptions& opt) {
     OUTQ_CHECK(!opt.qat.quantizes() || opt.qat.start_step < tc.steps, "qat.start_step: expected less than train.steps (",
                tc.steps, "), found ", opt.qat.start_step);
     qat = std::make_shared<QatObserver>(model, opt.qat);
+    if (group) {
+      qat->set_data_parallel(world, [&group](const torch::Tensor& x) { return group->all_gather_rows(x, "the QAT range initialisation"); });
+    }
     if (opt.qat.clamps() && !opt.qat.clamp_clips.empty()) {
       qat->load_clips_json(json_read_object(opt.qat.clamp_clips, "clamp ranges (qat.clamp_clips)"), opt.qat.clamp_clips);
     }
@@ -282,9 +307,28 @@ TrainResult train_run(const TrainOptions& opt) {
     throw Error(fmt::format("{}: holds checkpoints of an earlier run; expected an empty run directory "
                             "(pass --resume to continue it, or choose another train.run_dir)", tc.run_dir));
   }
-  fs::create_directories(tc.run_dir);  // after the checks: a refused run creates nothing
-  write_file_atomic(fs::path(tc.run_dir) / "config.json", opt.config_json);
-  MetricsLog metrics(fs::path(tc.run_dir) / "metrics.jsonl", opt.resume ? step : -1);
+  std::vector<torch::Tensor> trained = params;  // everything the ranks average gradients of
+  if (clip_optimizer) {
+    for (auto& g : clip_optimizer->param_groups()) trained.insert(trained.end(), g.params().begin(), g.params().end());
+  }
+  train_detail::check_ranks_agree(group.get(), key.dump() + "\n" + opt.init_from, trained);
+  std::unique_ptr<GradientReducer> reducer;
+  if (group) {
+    reducer = std::make_unique<GradientReducer>(trained, *group, static_cast<int64_t>(tc.dist_bucket_mb * (1 << 20)),
+                                                tc.dist_overlap);
+    log_info("{} ranks x {} windows; gradients: {} in {} all-reduce buckets{}", world, local_batch,
+             format_bytes(static_cast<double>(reducer->bytes_per_step())), reducer->buckets(),
+             tc.dist_overlap ? ", overlapped with the backward pass" : "");
+  }
+  std::optional<MetricsLog> metrics;
+  if (lead) {
+    fs::create_directories(tc.run_dir);  // after the checks: a refused run creates nothing
+    write_file_atomic(fs::path(tc.run_dir) / "config.json", opt.config_json);
+    metrics.emplace(fs::path(tc.run_dir) / "metrics.jsonl", opt.resume ? step : -1);
+  }
+  auto write_metrics = [&](const nlohmann::json& record) {
+    if (metrics) metrics->write(record);
+  };
 
   const int64_t tokens_per_step = static_cast<int64_t>(tc.batch_size) * tc.seq_len * tc.grad_accum;
   log_info("model: {} parameters; {} tokens per step; {} steps; data {}", format_count(opt.model.parameter_count()),
@@ -299,10 +343,10 @@ TrainResult train_run(const TrainOptions& opt) {
 
   TrainResult result;
   auto evaluate = [&](int64_t at_step) {
-    const PerplexityResult r = evaluate_perplexity(model, val_shard, eval_opt);
+    const PerplexityResult r = train_detail::evaluate_across_ranks(model, val_shard, eval_opt, group.get());
     result.final_val_loss = r.mean_nll();
     result.final_val_ppl = r.perplexity();
-    metrics.write({{"type", "eval"}, {"step", at_step}, {"val_loss", r.mean_nll()}, {"val_ppl", r.perplexity()},
+    write_metrics({{"type", "eval"}, {"step", at_step}, {"val_loss", r.mean_nll()}, {"val_ppl", r.perplexity()},
                    {"val_tokens", r.tokens}});
     log_info("step {}  validation loss {:.4f}  perplexity {:.2f}  ({} tokens, {:.1f}s)", at_step, r.mean_nll(),
              r.perplexity(), format_count(r.tokens), r.seconds);
@@ -317,7 +361,7 @@ TrainResult train_run(const TrainOptions& opt) {
     ao.show_progress = false;
     const AnalysisResult a = analyze_model(model, val_shard, ao);
     model->train();
-    metrics.write({{"type", "stats"}, {"step", at_step}, {"by_layer_type", layer_type_summary(a.points)}});
+    write_metrics({{"type", "stats"}, {"step", at_step}, {"by_layer_type", layer_type_summary(a.points)}});
   };
   auto save = [&](double elapsed) {
     nlohmann::json state = {{"format", "outq-train-state"}, {"version", 1}, {"step", step},
@@ -338,11 +382,11 @@ TrainResult train_run(const TrainOptions& opt) {
 
   StopSignals signals;
   model->train();
-  std::vector<int32_t> buffer(static_cast<size_t>(tc.batch_size) * (tc.seq_len + 1));
+  std::vector<int32_t> buffer(static_cast<size_t>(local_batch) * (tc.seq_len + 1));
   const auto t_start = std::chrono::steady_clock::now();
   auto elapsed_now = [&] { return elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count(); };
   const int64_t first_step = step;
-  double phase[3] = {0, 0, 0};  // forward, backward, optimizer seconds
+  double phase[4] = {0, 0, 0, 0};  // forward, backward, optimizer, gradient all-reduce seconds
   double interval_loss = 0;
   int64_t interval_steps = 0;
   auto interval_start = std::chrono::steady_clock::now();
@@ -363,29 +407,47 @@ TrainResult train_run(const TrainOptions& opt) {
     double step_loss = 0;
     for (int micro = 0; micro < tc.grad_accum; ++micro) {
       for (int b = 0; b < tc.batch_size; ++b) {
-        int32_t* row = buffer.data() + static_cast<size_t>(b) * (tc.seq_len + 1);
+        const uint64_t start = sampler.next();  // every rank draws the whole global batch, in order
+        if (b / local_batch != rank) continue;
+        int32_t* row = buffer.data() + static_cast<size_t>(b - rank * local_batch) * (tc.seq_len + 1);
         row[0] = data.tokenizer().bos_id();
-        train_shard.copy(sampler.next(), static_cast<uint64_t>(tc.seq_len), row + 1);
+        train_shard.copy(start, static_cast<uint64_t>(tc.seq_len), row + 1);
       }
-      auto windows = torch::from_blob(buffer.data(), {tc.batch_size, tc.seq_len + 1}, torch::kInt32).to(device, torch::kInt64);
+      auto windows = torch::from_blob(buffer.data(), {local_batch, tc.seq_len + 1}, torch::kInt32).to(device, torch::kInt64);
       const auto t_fwd = std::chrono::steady_clock::now();
       auto loss = model->loss(windows);
       const double value = loss.item<double>();  // cross entropy alone: comparable across modes
       if (qat) {
         const auto penalty = qat->take_penalty();
         step_penalty += penalty.item<double>() / tc.grad_accum;
-        loss = loss + penalty;
+        // A penalty summed over tokens is the ranks' sum, not their mean: scale it so that the
+        // averaged gradient is the global batch's.
+        loss = loss + (opt.qat.kurtosis_reduction == "sum" && world > 1 ? penalty * static_cast<double>(world) : penalty);
       }
       const auto t_bwd = std::chrono::steady_clock::now();
       phase[0] += std::chrono::duration<double>(t_bwd - t_fwd).count();
-      if (!std::isfinite(value) || !std::isfinite(step_penalty)) {
-        throw Error(fmt::format("training stopped: the loss is {} at step {} (lr {:.3g}); no checkpoint was written "
-                                "after step {}. Expected a finite loss: lower train.lr, raise train.warmup_steps or "
-                                "set train.grad_clip", value, step + 1, lr, step));
-      }
       step_loss += value / tc.grad_accum;
+      if (reducer && micro + 1 == tc.grad_accum) reducer->arm();
       (tc.grad_accum > 1 ? loss / tc.grad_accum : loss).backward();
       phase[1] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_bwd).count();
+    }
+    int stop_signal = g_stop_signal.load();
+    if (group) {
+      phase[3] += reducer->finish();
+      // The ranks' mean loss (and penalty: their sum when it is summed over tokens), and one
+      // agreed stop: a signal any rank received stops all of them after this step.
+      auto sums = torch::tensor({step_loss, step_penalty}, torch::kFloat64);
+      group->all_reduce(sums, ProcessGroup::Op::kSum, "the step's loss");
+      step_loss = sums[0].item<double>() / world;
+      step_penalty = sums[1].item<double>() / (opt.qat.kurtosis_reduction == "sum" ? 1 : world);
+      auto stop = torch::tensor({stop_signal}, torch::kInt64);
+      group->all_reduce(stop, ProcessGroup::Op::kMax, "agreeing on a stop");
+      stop_signal = static_cast<int>(stop.item<int64_t>());
+    }
+    if (!std::isfinite(step_loss) || !std::isfinite(step_penalty)) {
+      throw Error(fmt::format("training stopped: the loss is {} at step {} (lr {:.3g}); no checkpoint was written "
+                              "after step {}. Expected a finite loss: lower train.lr, raise train.warmup_steps or "
+                              "set train.grad_clip", std::isfinite(step_loss) ? step_penalty : step_loss, step + 1, lr, step));
     }
     const auto t_opt = std::chrono::steady_clock::now();
     const double grad_norm = tc.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(params, tc.grad_clip)
@@ -412,7 +474,7 @@ TrainResult train_run(const TrainOptions& opt) {
       const double tps = interval_steps * tokens_per_step / std::max(dt, 1e-9);
       const double done_time = std::chrono::duration<double>(now - t_start).count();
       const double eta = done_time / static_cast<double>(step - first_step) * static_cast<double>(tc.steps - step);
-      metrics.write({{"type", "train"}, {"step", step}, {"loss", step_loss}, {"loss_avg", interval_loss / interval_steps},
+      write_metrics({{"type", "train"}, {"step", step}, {"loss", step_loss}, {"loss_avg", interval_loss / interval_steps},
                      {"lr", lr}, {"grad_norm", grad_norm}, {"tokens", step * tokens_per_step},
                      {"tokens_per_s", tps}, {"elapsed_s", elapsed_now()}, {"eta_s", eta},
                      {"kurtosis_penalty", step_penalty}, {"clips", qat && qat->quantizing() ? qat->clip_summary() : nlohmann::json::object()}});
@@ -424,9 +486,9 @@ TrainResult train_run(const TrainOptions& opt) {
     }
     const bool last = step == tc.steps;
     if ((tc.eval_every > 0 && step % tc.eval_every == 0) || last) evaluate(step);
-    if (tc.stats_every > 0 && (step % tc.stats_every == 0 || last)) light_stats(step);
-    const int sig = g_stop_signal.load();
-    if ((tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0) || last || sig) save(elapsed_now());
+    if (lead && tc.stats_every > 0 && (step % tc.stats_every == 0 || last)) light_stats(step);
+    const int sig = stop_signal;
+    if (lead && ((tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0) || last || sig)) save(elapsed_now());
     if (sig && !last) {
       log_warn("stopped by signal {} after step {}; checkpoint written; continue with --resume", sig, step);
       result.stopped_by_signal = sig;
@@ -436,7 +498,7 @@ TrainResult train_run(const TrainOptions& opt) {
   if (step == first_step) {
     // A resumed run that had already finished: report its validation numbers without logging them again.
     log_info("the run had already finished at step {}; nothing to train", step);
-    const PerplexityResult r = evaluate_perplexity(model, val_shard, eval_opt);
+    const PerplexityResult r = train_detail::evaluate_across_ranks(model, val_shard, eval_opt, group.get());
     result.final_val_loss = r.mean_nll();
     result.final_val_ppl = r.perplexity();
   }
@@ -449,8 +511,10 @@ TrainResult train_run(const TrainOptions& opt) {
   if (step > first_step) {
     const double n = static_cast<double>(step - first_step);
     result.forward_s = phase[0] / n, result.backward_s = phase[1] / n, result.optimizer_s = phase[2] / n;
+    result.allreduce_s = phase[3] / n;
   }
-  if (!result.stopped_by_signal) {
+  result.ranks = world;
+  if (!result.stopped_by_signal && lead) {
     result.model_dir = (fs::path(tc.run_dir) / "model").string();
     std::map<std::string, std::string> meta = {{"steps", std::to_string(step)}, {"qat_mode", opt.qat.mode},
                                                {"tokens", std::to_string(base_tokens + step * tokens_per_step)},

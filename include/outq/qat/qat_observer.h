@@ -5,6 +5,7 @@
 // Embeddings, LM head, attention scores and the KV cache stay in float.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -51,6 +52,13 @@ class QatObserver : public Observer {
   void set_step(int64_t step);
   /// Whether the fake quantizers are on (always outside training unless set_step said otherwise).
   bool quantizing() const { return config_.quantizes() && quantizing_; }
+  /// Data-parallel ranks, each holding 1/ranks of the global batch: `gather` returns an input's
+  /// rows from every rank (in rank order), so that ranges set from the first batch are those of
+  /// the global batch, and the LSQ gradient scale counts the global batch's elements.
+  void set_data_parallel(int ranks, std::function<torch::Tensor(const torch::Tensor&)> gather) {
+    ranks_ = ranks;
+    gather_ = std::move(gather);
+  }
   /// Mean clip range over layers per quantized input type: {"qkv": [beta, alpha], ...}.
   nlohmann::json clip_summary() const;
 
@@ -73,6 +81,8 @@ class QatObserver : public Observer {
   c10::intrusive_ptr<c10::TensorImpl> last_input_;  ///< the input quantized last (kept alive so its
   torch::Tensor last_output_;                       ///< address cannot be reused by another tensor)
   bool quantizing_ = true;
+  std::function<torch::Tensor(const torch::Tensor&)> gather_;
+  int ranks_ = 1;
 };
 
 }  // namespace outq

@@ -12,7 +12,7 @@ struct TrainConfig {
   std::string run_dir = "runs/train";
   int64_t steps = 500;
   int seq_len = 256;
-  int batch_size = 16;
+  int batch_size = 16;  ///< global: with N data-parallel ranks each takes batch_size / N windows
   int grad_accum = 1;
   double lr = 2e-3;
   double min_lr_ratio = 0.1;
@@ -33,13 +33,16 @@ struct TrainConfig {
   int keep_checkpoints = 2;
   int threads = 2;
   std::string device = "cpu";
+  int64_t dist_timeout_s = 300;
+  double dist_bucket_mb = 25;
+  bool dist_overlap = true;
 
   template <class V>
   void visit(V& v) {
     v("run_dir", run_dir, "directory for checkpoints, metrics.jsonl and the final model");
     v("steps", steps, "optimizer steps");
     v("seq_len", seq_len, "tokens per training window (BOS + seq_len - 1 text tokens)");
-    v("batch_size", batch_size, "windows per micro-batch");
+    v("batch_size", batch_size, "windows per micro-batch (over all data-parallel ranks together)");
     v("grad_accum", grad_accum, "micro-batches per optimizer step");
     v("lr", lr, "peak learning rate");
     v("min_lr_ratio", min_lr_ratio, "final learning rate as a fraction of lr (cosine decay)");
@@ -60,6 +63,10 @@ struct TrainConfig {
     v("keep_checkpoints", keep_checkpoints, "how many recent checkpoints to keep");
     v("threads", threads, "intra-op threads for LibTorch");
     v("device", device, "\"cpu\", or \"cuda\" / \"cuda:N\" with a CUDA build of LibTorch");
+    v("dist_timeout_s", dist_timeout_s,
+      "data-parallel ranks: seconds to wait for the rendezvous and for any collective before stopping with an error");
+    v("dist_bucket_mb", dist_bucket_mb, "data-parallel ranks: gradient bytes per all-reduce bucket (MiB)");
+    v("dist_overlap", dist_overlap, "data-parallel ranks: start each bucket's all-reduce during the backward pass");
   }
   void validate() const;
 

@@ -48,6 +48,10 @@ struct TrainResult {
   /// Mean wall time per optimizer step in each phase (seconds): forward incl. loss, backward,
   /// gradient clipping + AdamW update.
   double forward_s = 0, backward_s = 0, optimizer_s = 0;
+  /// Data-parallel ranks: mean seconds per step spent finishing the gradient all-reduce (what the
+  /// backward pass did not hide), and the number of ranks.
+  double allreduce_s = 0;
+  int ranks = 1;
   std::string model_dir;
   int64_t tokens = 0;       ///< training tokens of this run (all its steps, resumed ones included)
   int64_t base_tokens = 0;  ///< those the --init-from model had been trained on (0 without it)
