@@ -114,6 +114,39 @@ TEST(IntegerRuntime, WeightOnlyLayersMatchTheSimulation) {
 // groups of 16 for the 96-wide down-projection input), with and without the range permutation:
 // every linear runs on the kernels (gathered codes, folded group scales) and the logits agree with
 // the simulation as in LogitsMatchTheSimulation. Dynamic PEG stays simulated, with its reason.
+// Each linear's input and output in a forward pass.
+struct LinearRecorder : Observer {
+  std::map<std::string, torch::Tensor> input, output;
+  torch::Tensor observe(const ObservationPoint& p, const torch::Tensor& x) override {
+    if (p.kind == PointKind::kLinearInput) input[p.module] = x.detach().clone();
+    if (p.kind == PointKind::kLinearOutput) output[p.module] = x.detach().clone();
+    return x;
+  }
+};
+
+// Range permutation sorts the channels into PEG groups by range, so one group holds every wide
+// channel on a coarse grid, and a code at a near-tie there rounds the other way when its input
+// differs from the simulation's by float noise (the attention summed in another order, 1e-6):
+// on AVX2-only CPUs 4 of 10 token draws saw such a flip, which then spreads through the later
+// layers and positions (up to 3% of the largest logit). So each integer linear is compared with
+// the simulated one on the very input it saw: fake-quantized activations (permuted groups) times
+// the dequantized weights, in double. Bound: the float epilogue (group partial sums times float
+// scales, 1e-6 of the output's scale), and the rare element whose code differs because the
+// kernel multiplies by the reciprocal scale where the simulation divides (one step, a few per mille).
+void expect_linears_match_simulation(const QuantizedModel& q, const LinearRecorder& seen, const std::string& name) {
+  for (const auto& rec : q.linears) {
+    const auto x = seen.input.at(rec.module).to(torch::kFloat64);
+    const auto y = seen.output.at(rec.module).to(torch::kFloat64);
+    const auto xq = fake_quant(x.to(torch::kFloat32), rec.activation_qp, rec.activation_spec, rec.activation_perm).to(torch::kFloat64);
+    const auto w = dequantize(rec.codes, rec.weight_qp, rec.weight_spec).to(torch::kFloat64);
+    const auto want = torch::matmul(xq, w.t());
+    const double scale = want.abs().max().item<double>();
+    const auto diff = (y - want).abs();
+    EXPECT_LE((diff > 1e-5 * scale).sum().item<int64_t>(), std::max<int64_t>(1, diff.numel() / 200)) << name << " " << rec.module;
+    EXPECT_LE(diff.max().item<double>(), 5e-2 * scale) << name << " " << rec.module;
+  }
+}
+
 TEST(IntegerRuntime, PerEmbeddingGroupLayersMatchTheSimulation) {
   test::TempDir dir;
   test::write_random_shard(dir / "calib.bin", 4000, 53, 4);
@@ -128,13 +161,15 @@ TEST(IntegerRuntime, PerEmbeddingGroupLayersMatchTheSimulation) {
       Llama model = small_model();
       const QuantizedModel q = quantize_model(model, r, &calib, 1);
       torch::NoGradGuard no_grad;
-      const auto simulated = model->forward(tokens);
       const IntegerRuntimeReport report = attach_integer_runtime(model, q);
       const std::string name = fmt::format("w{} {}", wbits, extra);
       EXPECT_EQ(report.integer_layers, static_cast<int>(model->linear_modules().size())) << name;
       EXPECT_TRUE(report.float_layers.empty()) << name << ": " << (report.float_layers.empty() ? "" : report.float_layers[0]);
-      const auto integer = model->forward(tokens);
-      expect_close_to_simulation(integer, simulated, name);
+      auto seen = std::make_shared<LinearRecorder>();
+      model->observers().attach_first(seen);
+      model->forward(tokens);
+      model->observers().detach(seen.get());
+      expect_linears_match_simulation(q, *seen, name);
     }
   }
   Llama model = small_model();

@@ -300,11 +300,14 @@ TEST_F(TrainCli, FineTunesWithLsqAndWeightQatAndExportsTheTrainedForward) {
   ASSERT_EQ(ev.exit_code, 0) << ev.err;
   const double ppl = nlohmann::json::parse(ev.out)["perplexity"].get<double>();
   EXPECT_NEAR(ppl, j["val_ppl"].get<double>(), 1e-6 * ppl);
+  // The trained forward is not the float one: their perplexities can nearly coincide on so small
+  // a model (seen: 1e-5 relative apart), so the check is the KL divergence between them (seen
+  // 2e-5 nats: the logits of so small and short-trained a model are small; the same forward gives 0).
   const auto plain = outq("eval --model " + straight + "/model --data-dir " + *dir_ / "data" +
-                          " --split val --batch 4 --max-tokens 2048 --seq-len 32 --json");
+                          " --split val --batch 4 --max-tokens 2048 --seq-len 32 --json --recipe " OUTQ_SOURCE_DIR
+                          "/recipes/w4a4-learned-lw.toml --kl-base " + straight + "/model");
   ASSERT_EQ(plain.exit_code, 0) << plain.err;
-  EXPECT_GT(std::abs(nlohmann::json::parse(plain.out)["perplexity"].get<double>() - ppl), 1e-4 * ppl)
-      << "the float forward differs from the trained one";
+  EXPECT_GT(nlohmann::json::parse(plain.out)["kl_mean"].get<double>(), 1e-6) << "the float forward differs from the trained one";
 
   // Stopped part-way and resumed: the same losses and learned weight steps.
   const std::string stopped = *dir_ / "ft-stopped";
