@@ -66,7 +66,7 @@ json training_key(OutqConfig c, const std::string& data_dir) {
   c.train.run_dir = "";
   c.study = StudyConfig{};
   json config = json::parse(config_json(config_entries(c)));
-  for (const char* k : {"dist_timeout_s", "dist_bucket_mb", "dist_overlap"}) config["train"].erase(k);  // not results
+  for (const char* k : TrainConfig::kCommunicationKeys) config["train"].erase(k);
   return {{"version", kStudyVersion}, {"data", fs::path(data_dir).filename().string()}, {"config", config}};
 }
 

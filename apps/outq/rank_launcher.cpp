@@ -1,10 +1,7 @@
 // Local launcher of data-parallel ranks (see rank_launcher.h).
 #include "rank_launcher.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,28 +12,13 @@
 
 #include "outq/core/error.h"
 #include "outq/core/log.h"
+#include "outq/train/process_group.h"
 
 namespace outq::app {
 namespace {
 
 std::atomic<int> g_signal{0};
 extern "C" void on_launcher_signal(int sig) { g_signal = sig; }
-
-// A TCP port free on the loopback interface now (the kernel's choice), for the rendezvous.
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  OUTQ_CHECK(fd >= 0, "outq train --nproc: cannot open a socket to find a free port: ", std::strerror(errno));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
-  ::close(fd);
-  OUTQ_CHECK(ok, "outq train --nproc: cannot find a free port on 127.0.0.1 (set MASTER_PORT)");
-  return ntohs(a.sin_port);
-}
 
 std::string describe(int status) {
   if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
@@ -65,7 +47,7 @@ int launch_local_ranks(int nproc, const std::vector<std::string>& arguments, std
   OUTQ_CHECK(!std::getenv("RANK") && !std::getenv("WORLD_SIZE"), "outq train --nproc: RANK / WORLD_SIZE are already set "
              "(another launcher started this process); expected either --nproc or a launcher, not both");
   const char* port_env = std::getenv("MASTER_PORT");
-  const std::string port = port_env ? port_env : std::to_string(free_port());
+  const std::string port = port_env ? port_env : std::to_string(free_loopback_port());
   log_info("launching {} data-parallel ranks (rendezvous 127.0.0.1:{})", nproc, port);
 
   struct sigaction sa {}, old_int {}, old_term {};

@@ -34,6 +34,7 @@ GradientReducer::GradientReducer(std::vector<torch::Tensor> params, ProcessGroup
     const auto& first = params_[buckets_[b].members.front()];
     buckets_[b].flat = torch::zeros({sizes[b] / static_cast<int64_t>(first.element_size())}, first.options().requires_grad(false));
   }
+  reset();
   if (overlap_) {
     for (size_t k = 0; k < params_.size(); ++k) {
       hooks_.push_back(params_[k].register_hook([this, k](torch::Tensor g) { on_gradient(k, g); }));
@@ -51,10 +52,10 @@ int64_t GradientReducer::bytes_per_step() const {
   return n;
 }
 
-void GradientReducer::arm() {
-  armed_ = overlap_;
+void GradientReducer::arm() { armed_ = overlap_; }
+
+void GradientReducer::reset() {
   next_launch_ = 0;
-  pending_.clear();
   std::fill(arrived_.begin(), arrived_.end(), 0);
   for (auto& b : buckets_) b.remaining = b.members.size();
 }
@@ -86,7 +87,6 @@ void GradientReducer::launch_ready() {
 double GradientReducer::finish() {
   const auto t0 = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
-  if (!armed_) arm();  // no overlap: nothing has started
   armed_ = false;
   for (size_t k = 0; k < params_.size(); ++k) {
     if (arrived_[k]) continue;
@@ -104,6 +104,7 @@ double GradientReducer::finish() {
   OUTQ_ASSERT(next_launch_ == buckets_.size(), "gradient reducer: a bucket was not started");
   for (auto& p : pending_) p.wait();
   pending_.clear();
+  reset();  // for the next step
   const double inv = 1.0 / group_.size();
   for (auto& b : buckets_) b.flat.mul_(inv);
   for (size_t k = 0; k < params_.size(); ++k) {

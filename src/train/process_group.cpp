@@ -5,7 +5,13 @@
 
 #include <fmt/format.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstring>
 #include <cstdlib>
 #include <thread>
 
@@ -51,6 +57,21 @@ c10d::ReduceOp reduce_op(ProcessGroup::Op op) {
 bool is_loopback(const std::string& addr) { return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1"; }
 
 }  // namespace
+
+int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  OUTQ_CHECK(fd >= 0, "cannot open a socket to find a free port: ", std::strerror(errno));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  ::close(fd);
+  OUTQ_CHECK(ok, "cannot find a free TCP port on 127.0.0.1 (set MASTER_PORT)");
+  return ntohs(a.sin_port);
+}
 
 RankInfo rank_info_from_environment() {
   RankInfo r;

@@ -79,10 +79,8 @@ nlohmann::json resume_key(const ModelConfig& model, const TrainConfig& train, co
                           const std::string& tokenizer) {
   ResumeKey key{model, train, qat};
   auto j = nlohmann::json::parse(config_json(config_entries(key)));
-  for (const char* k : {"run_dir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "dist_timeout_s",
-                        "dist_bucket_mb", "dist_overlap"}) {
-    j["train"].erase(k);  // how the run is watched or communicates, not what it computes
-  }
+  for (const char* k : {"run_dir", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}) j["train"].erase(k);
+  for (const char* k : TrainConfig::kCommunicationKeys) j["train"].erase(k);
   j["tokenizer_checksum"] = tokenizer;
   return j;
 }

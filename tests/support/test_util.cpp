@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
 
@@ -41,6 +42,16 @@ RunResult run_shell(const std::string& command, const std::map<std::string, std:
   ::unlink(tmpl_out);
   ::unlink(tmpl_err);
   return r;
+}
+
+std::map<int64_t, double> metrics_by_step(const std::string& run_dir, const char* type, const char* key) {
+  std::map<int64_t, double> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["type"] == type) out[j["step"].get<int64_t>()] = j[key].get<double>();
+  }
+  return out;
 }
 
 int spawn_shell(const std::string& command, const std::map<std::string, std::string>& env) {

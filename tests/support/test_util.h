@@ -62,6 +62,9 @@ struct RunResult {
 /// Runs `command` (a shell command line) with `env` prepended as VAR=value assignments.
 RunResult run_shell(const std::string& command, const std::map<std::string, std::string>& env = {});
 
+/// step -> `key` of the records of `type` ("train", "eval", ...) in run_dir/metrics.jsonl.
+std::map<int64_t, double> metrics_by_step(const std::string& run_dir, const char* type, const char* key);
+
 /// Starts `command` in the background (output discarded) and returns its pid; the shell execs the
 /// command, so signals sent to the pid reach it.
 int spawn_shell(const std::string& command, const std::map<std::string, std::string>& env = {});

@@ -3,11 +3,7 @@
 // without gradients, awkward shapes, tiny buckets) against an independent double-precision mean
 // of the ranks' gradients; the group's collectives; the environment parsing; and a rendezvous
 // that cannot complete failing within its timeout with a clear error.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <functional>
@@ -20,21 +16,9 @@
 namespace outq {
 namespace {
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // Runs body(group) on `world` threads, one rank each; rethrows the first failure.
 void run_ranks(int world, const std::function<void(ProcessGroup&)>& body, int timeout_s = 30) {
-  const int port = free_port();
+  const int port = free_loopback_port();
   std::vector<std::thread> threads;
   std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
   for (int r = 0; r < world; ++r) {
@@ -154,7 +138,7 @@ TEST(ProcessGroup, CollectivesOverRanks) {
 TEST(ProcessGroup, ARankThatNeverComesIsAnErrorWithinTheTimeout) {
   RankInfo info;
   info.world_size = 2;
-  info.master_port = free_port();
+  info.master_port = free_loopback_port();
   const auto t0 = std::chrono::steady_clock::now();
   try {
     ProcessGroup::connect(info, std::chrono::seconds(2), torch::kCPU);

@@ -46,13 +46,7 @@ class TrainCli : public ::testing::Test {
 
   // step -> loss of "train" records, and step -> val_loss of "eval" records.
   static std::map<int64_t, double> losses(const std::string& run_dir, const char* type, const char* key) {
-    std::map<int64_t, double> out;
-    std::ifstream in(run_dir + "/metrics.jsonl");
-    for (std::string line; std::getline(in, line);) {
-      const auto j = nlohmann::json::parse(line);
-      if (j["type"] == type) out[j["step"].get<int64_t>()] = j[key].get<double>();
-    }
-    return out;
+    return test::metrics_by_step(run_dir, type, key);
   }
 
   static test::TempDir* dir_;

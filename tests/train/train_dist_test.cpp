@@ -64,13 +64,7 @@ class TrainDist : public ::testing::Test {
   static test::RunResult outq(const std::string& a) { return test::run_shell(kOutq + " " + a, env()); }
 
   static std::map<int64_t, double> metric(const std::string& run_dir, const char* type, const char* key) {
-    std::map<int64_t, double> out;
-    std::ifstream in(run_dir + "/metrics.jsonl");
-    for (std::string line; std::getline(in, line);) {
-      const auto j = nlohmann::json::parse(line);
-      if (j["type"] == type) out[j["step"].get<int64_t>()] = j[key].get<double>();
-    }
-    return out;
+    return test::metrics_by_step(run_dir, type, key);
   }
 
   static void expect_same_losses(const std::string& a, const std::string& b, const Tolerance& tol, int64_t from_step = 1) {

@@ -43,6 +43,7 @@ class GradientReducer {
   };
   void on_gradient(size_t param, const torch::Tensor& grad);
   void launch_ready();  ///< starts every complete bucket after the last one started, in order
+  void reset();         ///< no gradient arrived, no bucket started
 
   std::vector<torch::Tensor> params_;
   std::vector<size_t> bucket_of_, offset_of_;

@@ -30,6 +30,9 @@ struct RankInfo {
 /// naming the variable.
 RankInfo rank_info_from_environment();
 
+/// A TCP port free on 127.0.0.1 now (the kernel's choice), for a rendezvous on this machine.
+int free_loopback_port();
+
 /// One in-flight collective.
 class PendingCollective {
  public:

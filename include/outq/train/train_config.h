@@ -8,6 +8,9 @@ namespace outq {
 
 struct TrainConfig {
   static constexpr const char* kSection = "train";
+  /// Keys that change how data-parallel ranks communicate, never what a run computes: left out of
+  /// resume checks and cache keys.
+  static constexpr const char* kCommunicationKeys[] = {"dist_timeout_s", "dist_bucket_mb", "dist_overlap"};
 
   std::string run_dir = "runs/train";
   int64_t steps = 500;
