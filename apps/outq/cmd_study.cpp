@@ -34,6 +34,7 @@ namespace {
 using json = nlohmann::json;
 
 constexpr int kStudyVersion = 1;  // bump when a stage's output changes meaning: every stage reruns
+int g_nproc = 0;                  // --nproc: study.train_ranks
 
 struct Planned {
   Stage stage;
@@ -204,6 +205,7 @@ json assemble_report(OutqConfig& config, const std::vector<ModelPlan>& models, c
 }  // namespace
 
 int run_study(const CommonOptions& common, OutqConfig& config) {
+  if (g_nproc > 0) config.study.train_ranks = g_nproc;
   const StudyConfig& sc = config.study;
   torch::set_num_threads(sc.threads);
   config.train.threads = sc.threads;
@@ -232,6 +234,10 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
                       (models.front().train.dir / "model").string(), sc.finetune_recipes});
   }
 
+  for (const auto& m : models)  // the ranks split each global batch evenly
+    OUTQ_CHECK(m.config.train.batch_size % sc.train_ranks == 0, "study.train_ranks: expected a divisor of the ", m.label,
+               " model's train.batch_size ", m.config.train.batch_size, " (the global batch, split evenly over the ranks), "
+               "found ", sc.train_ranks);
   std::vector<std::pair<std::string, Recipe>> recipes;
   for (const auto& entry : sc.recipes) recipes.emplace_back(entry, study_recipe(entry));
   // A listed recipe by its entry (StudyConfig::validate checks that headline and runtime recipes are listed).
@@ -347,7 +353,11 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
 
 namespace {
 
-void add_options(CLI::App&) {}
+void add_options(CLI::App& app) {
+  app.add_option("--nproc", g_nproc,
+                 "train each model on this many data-parallel ranks (study.train_ranks; study.threads are split over them)")
+      ->check(CLI::Range(1, 256));
+}
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include "outq/train/process_group.h"
 #include "outq/train/trainer.h"
 #include "rank_launcher.h"
+#include "train_result.h"
 
 namespace outq::app {
 namespace {
@@ -43,22 +44,8 @@ int run(const CommonOptions& common, OutqConfig& config) {
                        g_init_from};
   const TrainResult r = train_run(options);
   if (!lead) return r.stopped_by_signal ? 128 + r.stopped_by_signal : 0;  // rank 0 reports for all
-  const nlohmann::json j = {{"steps", r.steps_done},
-                            {"train_loss", r.final_train_loss},
-                            {"val_loss", r.final_val_loss},
-                            {"val_ppl", r.final_val_ppl},
-                            {"seconds", r.seconds},
-                            {"tokens_per_second", r.tokens_per_second},
-                            {"peak_rss_bytes", r.peak_rss_bytes},
-                            {"model_dir", r.model_dir},
-                            {"tokens", r.tokens},
-                            {"base_tokens", r.base_tokens},
-                            {"stopped_by_signal", r.stopped_by_signal},
-                            {"ranks", r.ranks},
-                            {"step_seconds", {{"forward", r.forward_s}, {"backward", r.backward_s},
-                                              {"optimizer", r.optimizer_s}, {"allreduce", r.allreduce_s}}}};
   if (common.json) {
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", train_result_json(r).dump(2).c_str());
   } else {
     Table t({"steps", "train loss", "val loss", "val ppl", "time", "tokens/s", "peak memory"});
     t.add_row({std::to_string(r.steps_done), fmt::format("{:.4f}", r.final_train_loss), fmt::format("{:.4f}", r.final_val_loss),
@@ -81,6 +68,23 @@ int run(const CommonOptions& common, OutqConfig& config) {
 }
 
 }  // namespace
+
+nlohmann::json train_result_json(const TrainResult& r) {
+  return {{"steps", r.steps_done},
+          {"train_loss", r.final_train_loss},
+          {"val_loss", r.final_val_loss},
+          {"val_ppl", r.final_val_ppl},
+          {"seconds", r.seconds},
+          {"tokens_per_second", r.tokens_per_second},
+          {"peak_rss_bytes", r.peak_rss_bytes},
+          {"model_dir", r.model_dir},
+          {"tokens", r.tokens},
+          {"base_tokens", r.base_tokens},
+          {"stopped_by_signal", r.stopped_by_signal},
+          {"ranks", r.ranks},
+          {"step_seconds", {{"forward", r.forward_s}, {"backward", r.backward_s},
+                            {"optimizer", r.optimizer_s}, {"allreduce", r.allreduce_s}}}};
+}
 
 Command command_train() {
   return {"train", "pretrain (or with --init-from fine-tune) a LLaMA-style decoder on the prepared corpus (checkpoints, resume, metrics.jsonl)",

@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <signal.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -19,7 +21,9 @@
 #include "outq/ptq/method.h"
 #include "outq/ptq/quantize_model.h"
 #include "outq/train/trainer.h"
+#include "rank_launcher.h"
 #include "speed.h"
+#include "train_result.h"
 
 // Generated from recipes/*.toml (cmake/OutqEmbed.cmake).
 const std::vector<std::pair<std::string, std::string>>& outq_builtin_recipes();
@@ -94,6 +98,31 @@ json method_findings(const QuantizedModel& q, const Tokenizer& tokenizer) {
   return out;
 }
 
+// Trains `config` (its run_dir set) as `outq train --nproc ranks` in a child process, each rank
+// with study.threads / ranks threads, from a TOML file of the configuration written beside the
+// run (train-config.toml); returns the run's result as `outq train --json` printed it.
+json train_on_local_ranks(OutqConfig config, int ranks, bool resume, const std::string& init_from) {
+  const fs::path run_dir = config.train.run_dir;
+  config.train.threads = std::max(1, config.study.threads / ranks);
+  fs::create_directories(run_dir);
+  const fs::path config_file = run_dir / "train-config.toml", result_file = run_dir / "train-result.json";
+  write_file_atomic(config_file, "# written by outq study: this training stage's configuration\n" +
+                                     config_toml(config_entries(config)));
+  std::vector<std::string> args = {"train", "--config", config_file.string(), "--nproc", std::to_string(ranks), "--json"};
+  if (resume) args.push_back("--resume");
+  if (!init_from.empty()) args.insert(args.end(), {"--init-from", init_from});
+  std::error_code ec;
+  fs::remove(result_file, ec);
+  const int code = run_self(args, result_file.string(), fmt::format("training on {} ranks", ranks));
+  if (code == 128 + SIGINT || code == 128 + SIGTERM) throw StudyInterrupted{code - 128};
+  OUTQ_CHECK(code == 0, "study: the training in ", run_dir.string(), " on ", ranks, " ranks failed (exit code ", code,
+             "; its messages are above)");
+  const json r = json::parse(read_file(result_file.string(), "training result"), nullptr, false);
+  OUTQ_CHECK(!r.is_discarded() && r.is_object() && r.contains("stopped_by_signal"), "study: ", result_file.string(),
+             ": expected the JSON result of `outq train --json`");
+  return r;
+}
+
 }  // namespace
 
 std::vector<std::string> builtin_recipe_names() {
@@ -119,15 +148,23 @@ json study_train(OutqConfig config, const std::string& run_dir, const std::strin
   config.train.run_dir = run_dir;
   const bool resume = train_has_checkpoint(run_dir);
   if (resume) log_info("resuming the training in {}", run_dir);
-  const TrainOptions options{config.data, config.model, config.train, config.qat, config_json(config_entries(config)), resume,
-                             init_from};
-  const TrainResult r = train_run(options);
-  if (r.stopped_by_signal) throw StudyInterrupted{r.stopped_by_signal};
+  const int ranks = config.study.train_ranks;
+  json r;
+  if (ranks == 1) {
+    const TrainOptions options{config.data, config.model, config.train, config.qat, config_json(config_entries(config)),
+                               resume, init_from};
+    r = train_result_json(train_run(options));
+  } else {
+    r = train_on_local_ranks(config, ranks, resume, init_from);
+  }
+  if (const int sig = r.at("stopped_by_signal").get<int>()) throw StudyInterrupted{sig};
   const int64_t tokens_per_step = config.train.batch_size * config.train.seq_len;
-  return {{"steps", r.steps_done}, {"tokens", r.tokens}, {"base_tokens", r.base_tokens}, {"train_loss", r.final_train_loss},
-          {"val_loss", r.final_val_loss}, {"val_ppl", r.final_val_ppl}, {"seconds", r.seconds},
-          {"tokens_per_second", r.tokens_per_second}, {"model_dir", r.model_dir},
-          {"curve", read_curve(run_dir, tokens_per_step, r.base_tokens)}};
+  json out;
+  for (const char* k : {"steps", "tokens", "base_tokens", "train_loss", "val_loss", "val_ppl", "seconds", "tokens_per_second",
+                        "model_dir", "ranks"})
+    out[k] = r.at(k);
+  out["curve"] = read_curve(run_dir, tokens_per_step, r.at("base_tokens").get<int64_t>());
+  return out;
 }
 
 json study_analyze(const std::string& model_dir, const std::string& run_dir, const std::string& data_dir, int64_t tokens,

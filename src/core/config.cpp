@@ -178,4 +178,29 @@ std::string config_json(const std::vector<ConfigEntry>& entries) {
   return root.dump(2) + "\n";
 }
 
+std::string config_toml(const std::vector<ConfigEntry>& entries) {
+  toml::table root;
+  for (const auto& e : entries) {
+    const auto dot = e.key.find('.');
+    const std::string section = e.key.substr(0, dot), key = e.key.substr(dot + 1);
+    if (!root.contains(section)) root.insert(section, toml::table{});
+    toml::table& t = *root[section].as_table();
+    std::visit(
+        [&](const auto& x) {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+            toml::array a;
+            for (const auto& s : x) a.push_back(s);
+            t.insert(key, std::move(a));
+          } else {
+            t.insert(key, x);
+          }
+        },
+        e.value.value);
+  }
+  std::ostringstream out;
+  out << toml::toml_formatter(root, toml::toml_formatter::default_flags & ~toml::format_flags::allow_literal_strings);
+  return out.str() + "\n";
+}
+
 }  // namespace outq

@@ -91,7 +91,9 @@ std::string training_section(const json& r) {
     t.add_row({m.at("label").get<std::string>(), m.at("mode").get<std::string>(), wbits ? fmt::format("W{}", wbits) : "-",
                std::to_string(tr.at("steps").get<long long>()),
                base ? fmt::format("{} + {}", format_count(base), format_count(tokens)) : format_count(tokens),
-               ppl(tr.at("val_ppl").get<double>()), fmt::format("{:.0f}", tr.at("tokens_per_second").get<double>()),
+               ppl(tr.at("val_ppl").get<double>()),
+               fmt::format("{:.0f}{}", tr.at("tokens_per_second").get<double>(),
+                           tr.value("ranks", 1) > 1 ? fmt::format(" ({} ranks)", tr.value("ranks", 1)) : ""),
                format_duration(tr.at("seconds").get<double>())});
   }
   return out + t.render_markdown() + "\n" + image(r, "curves", "validation perplexity during training");

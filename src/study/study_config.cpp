@@ -36,6 +36,8 @@ void StudyConfig::validate() const {
                  "section.key=value (the fine-tune keeps the baseline's data and model), found \"", s, "\"");
     }
   }
+  OUTQ_CHECK(train_ranks >= 1 && train_ranks <= 256, "study.train_ranks: expected 1 to 256 data-parallel ranks, found ",
+             train_ranks);
   OUTQ_CHECK(eval_tokens >= 0, "study.eval_tokens: expected >= 0 (0 = all), found ", eval_tokens);
   OUTQ_CHECK(analyze_tokens > 0, "study.analyze_tokens: expected > 0, found ", analyze_tokens);
   for (const auto& s : bench_shapes)

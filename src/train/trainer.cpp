@@ -274,7 +274,7 @@ TrainResult train_run(const TrainOptions& opt) {
   }
 
   int64_t step = 0;
-  double elapsed_before = 0;
+  double elapsed_before = 0, train_loss_before = 0;
   if (opt.resume) {
     const auto latest = train_detail::checkpoint_latest(tc.run_dir);
     OUTQ_CHECK(latest.has_value(), tc.run_dir, ": --resume: expected a checkpoint in ", tc.run_dir,
@@ -286,6 +286,7 @@ TrainResult train_run(const TrainOptions& opt) {
       step = state.at("step").get<int64_t>();
       sampler.restore({state.at("sampler_seed").get<uint64_t>(), state.at("sampler_drawn").get<uint64_t>()});
       elapsed_before = json_value<double>(state, "elapsed_seconds", 0.0, state_path);
+      train_loss_before = json_value<double>(state, "train_loss", 0.0, state_path);
     } catch (const nlohmann::json::exception& e) {
       fail_mismatch(state_path, "", "the step, sampler state and resume key of a training run",
                     std::string("a malformed state (") + e.what() + ")");
@@ -340,6 +341,7 @@ TrainResult train_run(const TrainOptions& opt) {
   eval_opt.show_progress = false;
 
   TrainResult result;
+  result.final_train_loss = train_loss_before;  // what a resumed run that trains no step reports
   auto evaluate = [&](int64_t at_step) {
     const PerplexityResult r = train_detail::evaluate_across_ranks(model, val_shard, eval_opt, group.get());
     result.final_val_loss = r.mean_nll();
@@ -364,7 +366,7 @@ TrainResult train_run(const TrainOptions& opt) {
   auto save = [&](double elapsed) {
     nlohmann::json state = {{"format", "outq-train-state"}, {"version", 1}, {"step", step},
                             {"sampler_seed", sampler.state().seed}, {"sampler_drawn", sampler.state().drawn},
-                            {"elapsed_seconds", elapsed}, {"resume_key", key}};
+                            {"elapsed_seconds", elapsed}, {"train_loss", result.final_train_loss}, {"resume_key", key}};
     std::map<std::string, torch::Tensor> extra;
     if (qat) extra = qat->named_clips();
     if (weight_qat) extra.merge(weight_qat->named_steps());
@@ -506,6 +508,10 @@ TrainResult train_run(const TrainOptions& opt) {
   result.seconds = elapsed_now();
   const double run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   result.tokens_per_second = (step - first_step) * tokens_per_step / std::max(run_seconds, 1e-9);
+  if (step == first_step && elapsed_before > 0) {  // nothing trained now: the whole run's time and speed
+    result.seconds = elapsed_before;
+    result.tokens_per_second = static_cast<double>(step * tokens_per_step) / elapsed_before;
+  }
   if (step > first_step) {
     const double n = static_cast<double>(step - first_step);
     result.forward_s = phase[0] / n, result.backward_s = phase[1] / n, result.optimizer_s = phase[2] / n;

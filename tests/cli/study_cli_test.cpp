@@ -347,6 +347,70 @@ TEST_F(StudyCli, KilledStudyLeavesTheEarlierOrACompleteReport) {
   std::printf("study killed 20 times (runs of %.1f s); %d kills came after the new report was in place\n", full, replaced);
 }
 
+// The pids of the processes whose command line contains `text`.
+std::vector<int> processes_with(const std::string& text) {
+  std::vector<int> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = slurp(e.path() / "cmdline");
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    if (cmdline.find(text) != std::string::npos) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+// study.train_ranks=2: the three training stages run as `outq train --nproc 2` children and
+// reproduce the one-process models (their stage keys do not change, so the evaluations stay
+// cached); a study killed while its ranks train leaves no rank behind, and the rerun resumes.
+// Tolerance on the final losses 1e-3 relative: 2-row vs 4-row float sums, amplified in the LSQ
+// fine-tune's ranges (train_dist_test measures 5.8e-5 on such losses).
+TEST_F(StudyCli, TrainingStagesRunOnDataParallelRanks) {
+  const fs::path copy = *dir_ / "study-ranks";
+  fs::remove_all(copy);
+  fs::copy(out(), copy, fs::copy_options::recursive);
+  int removed = 0;
+  for (const auto& e : fs::directory_iterator(copy / "stages"))
+    if (e.path().filename().string().rfind("train-", 0) == 0) removed += fs::remove_all(e.path()) > 0;
+  ASSERT_EQ(removed, 3);
+  const std::string settings = "--set study.out=" + copy.string() + " --set study.train_ranks=2";
+
+  // Killed (SIGKILL) while its ranks train: they get SIGTERM, stop, and none is left running.
+  const int pid = test::spawn_shell(study_command(settings), study_env());
+  const std::string marker = (copy / "stages").string();
+  std::vector<int> ranks;
+  for (int i = 0; i < 6000 && ranks.size() < 3; ++i) {  // the launcher and its two ranks
+    ranks = processes_with(marker);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(ranks.size(), 3u) << "the training children were not seen";
+  ::kill(pid, SIGKILL);
+  test::wait_process(pid);
+  for (int i = 0; i < 600 && !processes_with(marker).empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_TRUE(processes_with(marker).empty()) << "training processes outlived the killed study";
+  for (const auto& e : fs::directory_iterator(copy / "stages"))  // stopped, not left to finish on their own
+    EXPECT_FALSE(fs::exists(e.path() / "model")) << e.path();
+
+  const auto r = study(settings);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count(r.err, "launching 2 data-parallel ranks"), 3) << r.err;
+  EXPECT_EQ(count(r.err, ": starting;"), 3) << r.err;  // the trainings only
+  const auto one = nlohmann::json::parse(slurp(out() / "report" / "report.json"));
+  const auto two = nlohmann::json::parse(slurp(copy / "report" / "report.json"));
+  ASSERT_EQ(two.at("models").size(), one.at("models").size());
+  for (size_t i = 0; i < one.at("models").size(); ++i) {
+    const auto& a = one.at("models")[i].at("train");
+    const auto& b = two.at("models")[i].at("train");
+    EXPECT_EQ(b.at("ranks"), 2);
+    EXPECT_EQ(b.at("steps"), a.at("steps"));
+    for (const char* k : {"train_loss", "val_loss"})
+      EXPECT_NEAR(b.at(k).get<double>(), a.at(k).get<double>(), 1e-3 * a.at(k).get<double>()) << i << " " << k;
+  }
+  EXPECT_NE(slurp(copy / "report" / "report.md").find(" (2 ranks)"), std::string::npos);
+  expect_study_error("--set study.out=" + copy.string() + " --set study.train_ranks=3",
+                     "study.train_ranks: expected a divisor of the float baseline model's train.batch_size 4");
+}
+
 TEST_F(StudyCli, BadSettingsAreClearErrors) {
   expect_study_error("--set study.headline_qat=w4a4-nothing", "study.headline_qat: expected one of study.recipes");
   expect_study_error("--set 'study.recipes=[\"w4a4-tensor-gptq\", \"no-such-recipe\"]' --set 'study.runtime_recipes=[]'"

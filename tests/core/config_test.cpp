@@ -2,6 +2,8 @@
 // errors, --set overrides, validation, and the JSON / table renderings.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "outq/core/config.h"
 #include "test_util.h"
 
@@ -159,6 +161,33 @@ TEST(Config, EntriesJsonAndTableRenderEffectiveValues) {
   const std::string table = config_table(entries);
   EXPECT_NE(table.find("model.hidden"), std::string::npos);
   EXPECT_NE(table.find("learning rate"), std::string::npos);
+}
+
+// config_toml writes what config_parse_toml reads back to the same values: floats bit-exactly
+// (shortest round-trip forms, values with no short decimal, integral floats that must stay
+// floats), strings with quotes, backslashes, newlines and non-ASCII, and lists.
+TEST(Config, TomlRenderingReadsBackToTheSameValues) {
+  Root r;
+  const std::vector<double> floats = {0.1, 1e-5, 3.0, 2.0 / 3.0, -1e300, 5e-324};
+  const std::vector<std::string> names = {"a \"quoted\" name", "back\\slash\nnew line", "caf\u00e9 \U0001F600", ""};
+  for (size_t i = 0; i < floats.size(); ++i) {
+    r.model.lr = floats[i];
+    r.model.name = names[i % names.size()];
+    r.model.recipes = {names[(i + 1) % names.size()], "x'y"};
+    r.other.path = "dir with spaces/'q'";
+    const auto entries = config_entries(r);
+    const std::string text = config_toml(entries);
+    Root back;
+    config_apply(back, config_parse_toml(text, "rendered"));
+    EXPECT_EQ(std::memcmp(&back.model.lr, &floats[i], sizeof(double)), 0) << text;
+    EXPECT_EQ(back.model.name, r.model.name) << text;
+    EXPECT_EQ(back.model.recipes, r.model.recipes) << text;
+    EXPECT_EQ(back.other.path, r.other.path) << text;
+    EXPECT_EQ(config_json(config_entries(back)), config_json(entries)) << text;
+  }
+  // An integral float stays a float in the text (so a float field cannot turn into an integer key).
+  r.model.lr = 3.0;
+  EXPECT_EQ(config_parse_toml(config_toml(config_entries(r)), "rendered").at("model.lr").type_name(), "float");
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // `outq train` on a tiny corpus and model: SIGKILL at a random moment then --resume gives the same
-// losses as an uninterrupted run; SIGTERM stops cleanly with a checkpoint; a diverging run stops
+// losses as an uninterrupted run (and a finished run resumed reports its loss and speed); SIGTERM stops cleanly with a checkpoint; a diverging run stops
 // with a clear message; mismatched settings, tokenizer and shapes are clear errors; `outq eval`
 // reproduces the validation perplexity; `outq generate` is deterministic for a seed; a QAT run
 // learns and exports its clips, resumes exactly, and is analysed (model and checkpoints) with
@@ -77,6 +77,14 @@ TEST_F(TrainCli, KilledRunResumesToIdenticalLosses) {
   ASSERT_EQ(a.size(), 40u);
   EXPECT_EQ(a, b);  // bit-identical doubles at every step
   EXPECT_EQ(losses(straight, "eval", "val_loss"), losses(killed, "eval", "val_loss"));
+  // Resuming a finished run trains nothing and reports the run's last loss and its speed (what a
+  // study killed after a training but before its stage record reads back).
+  const auto finished = outq("train" + common + " --set train.run_dir=" + straight + " --resume --json");
+  ASSERT_EQ(finished.exit_code, 0) << finished.err;
+  const auto j = nlohmann::json::parse(finished.out);
+  EXPECT_EQ(j.at("steps"), 40);
+  EXPECT_EQ(j.at("train_loss").get<double>(), a.rbegin()->second);
+  EXPECT_GT(j.at("tokens_per_second").get<double>(), 0.0);
 }
 
 TEST_F(TrainCli, SigtermStopsWithACheckpointAndResumes) {

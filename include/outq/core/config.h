@@ -54,6 +54,9 @@ struct ConfigEntry {
 /// Human table of entries (key, value, help) and JSON object {section: {key: value}}.
 std::string config_table(const std::vector<ConfigEntry>& entries);
 std::string config_json(const std::vector<ConfigEntry>& entries);
+/// TOML text of the entries ([section] tables) that config_parse_toml reads back to the same
+/// values; each string is escaped, each float written so that it reads back bit-exactly.
+std::string config_toml(const std::vector<ConfigEntry>& entries);
 
 namespace detail {
 

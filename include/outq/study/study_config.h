@@ -33,6 +33,7 @@ struct StudyConfig {
   int64_t runtime_prefill = 128;
   int64_t runtime_decode = 32;
   int threads = 2;
+  int train_ranks = 1;
 
   template <class V>
   void visit(V& v) {
@@ -52,6 +53,9 @@ struct StudyConfig {
     v("runtime_prefill", runtime_prefill, "prompt tokens of the runtime's prefill measurement");
     v("runtime_decode", runtime_decode, "tokens generated in the runtime's decode measurement");
     v("threads", threads, "threads for training, evaluation and the kernels");
+    v("train_ranks", train_ranks,
+      "data-parallel ranks of each training stage (run as `outq train --nproc N`, study.threads split over them; "
+      "1 = in this process). Not part of the stages' cache keys: the ranks reproduce one process");
   }
   void validate() const;
 };
