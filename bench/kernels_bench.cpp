@@ -60,7 +60,9 @@ Operands make_operands(int64_t m, int64_t n, int64_t k, int wbits, int abits) {
   o.x.resize(m * k);
   for (auto& v : o.x) v = normal(rng);
   std::vector<int32_t> codes(n * k), zero(n, 0);
-  std::uniform_int_distribution<int32_t> code(-(1 << (wbits - 1)), (1 << (wbits - 1)) - 1);
+  // Codes within +-(2^(b-1) - 1), as symmetric min-max quantization gives them (scale = max|w| /
+  // qmax); a weight code of -128 with an activation code of -128 would take AVX2's slower int8 path.
+  std::uniform_int_distribution<int32_t> code(-(1 << (wbits - 1)) + 1, (1 << (wbits - 1)) - 1);
   for (auto& c : codes) c = code(rng);
   std::vector<float> scale(n, 0.01f);
   o.w = pack_weights(codes.data(), n, k, wbits, true, 0, scale.data(), zero.data());

@@ -33,6 +33,7 @@ void pack_into(PackedWeights& w, const int32_t* codes, bool symmetric, const flo
   w.zero.assign(channels * groups, 0);
   w.sum.assign(channels * groups, 0);
   w.data.assign(w.blocks() * w.block_bytes(), 0);
+  w.min_code = wmax;
   for (int64_t c = 0; c < n; ++c) {
     const int64_t b = c / PackedWeights::kBlock, lane = c % PackedWeights::kBlock;
     uint8_t* block = w.data.data() + b * w.block_bytes();
@@ -50,6 +51,7 @@ void pack_into(PackedWeights& w, const int32_t* codes, bool symmetric, const flo
                  wmax - offset, ", found ", q - offset);
       const int64_t i = w.at(c, group_of[kk]);
       w.sum[i] += q - w.zero[i];
+      w.min_code = std::min(w.min_code, q);
       if (bits == 8) {
         block[(kk / 4) * 64 + lane * 4 + kk % 4] = static_cast<uint8_t>(q);
       } else {

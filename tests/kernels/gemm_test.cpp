@@ -5,6 +5,7 @@
 // and the group size, M = 1, 2, 3, 17 (tile remainders), partial last groups.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -133,6 +134,53 @@ TEST(Gemm, LargeShapesUseTheUnpackedInt4PathAndThreads) {
   }
 }
 
+// The AVX2 int8 path has three operand pairs, chosen by the codes present (see gemm_avx2.cpp): no
+// activation code -128, else no weight code 0, else neither. Each is run here on random codes
+// that select it (awkward shapes, per-channel and grouped weights) and must equal the reference.
+TEST(Gemm, Int8OperandPathsOfEveryCodeRangeEqualTheReference) {
+  std::mt19937 rng(23);
+  struct Path {
+    const char* name;
+    int32_t wlo, whi;     // weight codes drawn from [wlo, whi] (signed: symmetric packing)
+    ActivationFormat f;
+    bool force_min_act;   // set one activation to the grid's most negative value
+  };
+  const std::vector<Path> paths = {
+      {"no activation code -128", -128, 127, {8, true, true, 1, 0}, false},
+      {"no weight code 0", -127, 127, {8, false, true, 1, 0}, true},
+      {"both extremes present", -128, 127, {8, false, true, 1, 0}, true},
+  };
+  for (const Path& path : paths)
+    for (int64_t group : {0L, 64L})
+      for (int64_t k : {8L, 200L, 520L})
+        for (int64_t n : {1L, 17L, 33L})
+          for (int64_t m : {1L, 2L, 5L, 9L}) {
+            if (group > 0 && group >= k) continue;
+            std::uniform_int_distribution<int32_t> code(path.wlo, path.whi);
+            std::normal_distribution<float> normal(0.0f, 1.5f);
+            std::vector<int32_t> codes(n * k), zero((group ? (k + group - 1) / group : 1) * n, 0);
+            for (auto& c : codes) c = code(rng);
+            codes[0] = path.wlo;  // the range's extreme present
+            std::vector<float> scale(zero.size(), 0.03f), x(m * k), bias(n, 0.25f);
+            for (auto& v : x) v = normal(rng);
+            if (path.force_min_act) x[m * k - 1] = -50.0f;  // the row minimum: code 0 -> a' = -128
+            const PackedWeights w = pack_weights(codes.data(), n, k, 8, true, group, scale.data(), zero.data());
+            QuantizedActivations a;
+            quantize_activations(x.data(), m, k, k, path.f, w.group_size, &a);
+            const bool has_min = std::find(a.codes.begin(), a.codes.end(), int8_t{-128}) != a.codes.end();
+            ASSERT_EQ(has_min, path.force_min_act) << path.name;
+            ASSERT_EQ(w.min_code == 0, path.wlo == -128) << path.name;
+            std::vector<float> want(m * n);
+            gemm({&a, &w, bias.data(), want.data(), n}, Isa::kRef);
+            for (Isa isa : isa_available()) {
+              std::vector<float> got(m * n, -2.0f);
+              gemm({&a, &w, bias.data(), got.data(), n}, isa);
+              ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+                  << isa_name(isa) << " " << path.name << ": m " << m << " n " << n << " k " << k << " group " << group;
+            }
+          }
+}
+
 TEST(Gemm, ExtremeCodesOverTheLongestRowsStayExact) {
   // The bounds the AVX2 path relies on: int8 weights at 255 against activations at -128 over K =
   // 65536 (the int32 lane limit of vpmaddwd sums), int4 weights at 15 against the extreme
@@ -151,6 +199,12 @@ TEST(Gemm, ExtremeCodesOverTheLongestRowsStayExact) {
       {8, false, 255, {8, true, false, 1.0f, 0.0f}, -500.0f, 65536},
       {8, true, 127, {8, false, false, 1.0f, 0.0f}, -500.0f, 65536},
       {8, true, -128, {8, true, false, 1.0f, 0.0f}, 500.0f, 65528},
+      // AVX2's signed-byte int8 operands at their bounds: |s| = 128 against sign-applied
+      // activations of 127 (no code -128), and |a'| = 128 against sign-applied weights of 127 (no
+      // weight code 0): pairs of 32512 for 65536 columns.
+      {8, false, 0, {8, true, false, 1.0f, 0.0f}, -127.0f, 65536},
+      {8, true, -127, {8, true, false, 1.0f, 0.0f}, -500.0f, 65536},
+      {8, false, 1, {8, false, false, 1.0f, 0.0f}, -500.0f, 65536},
       {4, false, 15, {8, true, false, 1.0f, 0.0f}, -500.0f, 4096},
       {4, false, 15, {8, false, false, 1.0f, 0.0f}, 500.0f, 4104},
       {4, false, 15, {4, false, false, 1.0f, 0.0f}, 500.0f, 4096},

@@ -63,6 +63,7 @@ struct PackedWeights {
   std::vector<float> scale;  ///< (groups, n_blocks * 16), group-major so 16 channels load at once: sw
   std::vector<int32_t> zero; ///< same shape: zw in the uint8 code space
   std::vector<int32_t> sum;  ///< same shape: Wc, the sum of (w' - zw) over the group
+  int32_t min_code = 0;      ///< the smallest w' of the real codes (the AVX2 int8 path's operands depend on it)
 
   int64_t groups() const { return bounds.empty() ? (k + group_size - 1) / group_size : static_cast<int64_t>(bounds.size()) - 1; }
   int64_t group_begin(int64_t g) const { return bounds.empty() ? g * group_size : bounds[g]; }

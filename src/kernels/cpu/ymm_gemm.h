@@ -6,11 +6,12 @@
 //   struct Kernel {
 //     static constexpr int kRows;          // rows per tile (1..kRows instantiated)
 //     static constexpr bool kWide;         // activations packed as int16 (else int8)
+//     static constexpr int kWeightOffset;  // dot() sums a' (w' - offset): the epilogue adds offset A
 //     template <int R> static void dot(const void* a, const uint8_t* w, int64_t q0, int64_t q1,
 //                                      __m256i (&acc)[R][2]);
 //   };
 //
-// dot() returns the exact int32 sums D over quads [q0, q1) for R rows and the column block's two
+// dot() returns the exact int32 sums D - offset A over quads [q0, q1) for R rows and the column block's two
 // 8-channel halves. Loop order per thread (a range of column blocks): row block (its activations
 // packed tile by tile, sized to stay in L2) -> column block (its weights stay in L1/L2 while every
 // row tile of the block passes) -> row tile -> group. The epilogue is the float FMA sequence of
@@ -62,7 +63,8 @@ void tile(const GemmArguments& args, int64_t m0, int64_t b, const void* apack) {
     for (int h = 0; h < 2; ++h) {
       const int64_t i = pw.at(b * PackedWeights::kBlock + 8 * h, g);
       const __m256 sw = _mm256_loadu_ps(pw.scale.data() + i);
-      const __m256i zw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pw.zero.data() + i));
+      const __m256i zw = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pw.zero.data() + i)),
+                                          _mm256_set1_epi32(Kernel::kWeightOffset));
       const __m256 wc = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pw.sum.data() + i)));
       for (int r = 0; r < R; ++r) {
         const __m256i corr =
