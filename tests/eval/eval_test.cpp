@@ -11,6 +11,7 @@
 #include "outq/eval/perplexity.h"
 #include "outq/train/train_config.h"
 
+#include "test_util.h"
 #include "tiny_model.h"
 
 namespace outq {
@@ -35,9 +36,13 @@ TEST(Perplexity, MatchesDirectComputationIncludingPartialWindow) {
     const size_t total = max_tokens ? static_cast<size_t>(max_tokens) : tokens.size();
     double nll = 0;
     size_t count = 0;
+    std::vector<double> window_nll;
+    std::vector<double> window_len;
     torch::NoGradGuard g;
     for (size_t start = 0; start < total; start += 10) {
       const size_t len = std::min<size_t>(10, total - start);
+      window_nll.push_back(-nll);
+      window_len.push_back(static_cast<double>(len));
       std::vector<int64_t> input = {1};
       for (size_t i = 0; i + 1 < len; ++i) input.push_back(tokens[start + i]);
       const auto logits = m->forward(torch::tensor(input).unsqueeze(0))[0].to(torch::kFloat64);
@@ -47,13 +52,68 @@ TEST(Perplexity, MatchesDirectComputationIncludingPartialWindow) {
         nll += lse - row[tokens[start + t]].item<double>();
         ++count;
       }
+      window_nll.back() += nll;
     }
     EXPECT_EQ(r.tokens, static_cast<int64_t>(count));
     EXPECT_EQ(r.windows, static_cast<int64_t>((total + 9) / 10));
     // float32 logits vs double log-sum-exp: relative agreement to 1e-5 of the summed NLL.
     EXPECT_NEAR(r.nll_sum, nll, 1e-5 * nll);
     EXPECT_NEAR(r.perplexity(), std::exp(nll / count), 1e-5 * std::exp(nll / count));
+    // Per window, and the standard error of the mean NLL over windows: W / (W - 1) times the
+    // token-weighted spread of the window means, sum_w n_w^2 (m_w - m)^2 / (sum n)^2.
+    ASSERT_EQ(r.window_nll.size(), window_nll.size());
+    const double mean = nll / static_cast<double>(count);
+    double spread = 0;
+    for (size_t w = 0; w < window_nll.size(); ++w) {
+      EXPECT_NEAR(r.window_nll[w], window_nll[w], 1e-5 * window_nll[w]);
+      EXPECT_EQ(r.window_tokens[w], static_cast<int64_t>(window_len[w]));
+      const double m_w = window_nll[w] / window_len[w];
+      spread += window_len[w] * window_len[w] * (m_w - mean) * (m_w - mean);
+    }
+    const double W = static_cast<double>(window_nll.size());
+    const double se = std::sqrt(W / (W - 1) * spread) / static_cast<double>(count);
+    EXPECT_GT(se, 0.0);
+    // 1e-4 relative: the windows' float32 NLLs (1e-5 each) enter through differences from the mean.
+    EXPECT_NEAR(r.nll_standard_error(), se, 1e-4 * se);
+    if (max_tokens == 30) {  // equal windows: the sample sd of the window means over sqrt(W)
+      double sd = 0;
+      for (double x : window_nll) sd += (x / 10 - mean) * (x / 10 - mean);
+      EXPECT_NEAR(r.nll_standard_error(), std::sqrt(sd / (W - 1) / W), 1e-4 * se);
+    }
   }
+}
+
+// The paired standard error of two models' mean NLLs on the same windows equals the ratio
+// estimator's over the per-window differences computed here; a model against itself gives 0; the
+// windows must match.
+TEST(Perplexity, PairedStandardErrorOfTwoModelsOnTheSameWindows) {
+  Llama a = tiny_model(1), b = tiny_model(2);
+  std::vector<int32_t> tokens(97);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 11 + 5) % 29);
+  const TokenSource source = [&](uint64_t s, uint64_t n, int32_t* out) { std::copy_n(tokens.begin() + s, n, out); };
+  PerplexityOptions o;
+  o.seq_len = 12;
+  o.batch_size = 4;
+  o.show_progress = false;
+  const PerplexityResult ra = evaluate_perplexity(a, source, tokens.size(), o), rb = evaluate_perplexity(b, source, tokens.size(), o);
+  ASSERT_EQ(ra.window_tokens, rb.window_tokens);
+  const double diff = ra.mean_nll() - rb.mean_nll();
+  double ss = 0, n = 0;
+  for (size_t w = 0; w < ra.window_nll.size(); ++w) {
+    const double t = static_cast<double>(ra.window_tokens[w]);
+    const double d = ra.window_nll[w] - rb.window_nll[w] - diff * t;
+    ss += d * d;
+    n += t;
+  }
+  const double W = static_cast<double>(ra.window_nll.size());
+  const double want = std::sqrt(W / (W - 1) * ss) / n;
+  EXPECT_NEAR(paired_nll_standard_error(ra.window_nll, rb.window_nll, ra.window_tokens), want, 1e-9 * want);
+  EXPECT_EQ(paired_nll_standard_error(ra.window_nll, ra.window_nll, ra.window_tokens), 0.0);
+  auto shorter = rb.window_nll;
+  shorter.pop_back();
+  EXPECT_NE(test::error_of([&] { paired_nll_standard_error(ra.window_nll, shorter, ra.window_tokens); })
+                .find("expected the same windows on both sides"),
+            std::string::npos);
 }
 
 TEST(Perplexity, BadOptionsAreErrors) {

@@ -10,6 +10,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "outq/data/token_shard.h"
 #include "outq/model/llama.h"
@@ -38,12 +39,27 @@ struct PerplexityResult {
   int64_t windows = 0;
   int64_t window = 0;   ///< tokens per window (seq_len, or shorter so that a prefix fits)
   double seconds = 0;
+  /// Summed NLL and token count of each window, in window order (the windows are the units of the
+  /// standard errors below: tokens within a window are not independent).
+  std::vector<double> window_nll;
+  std::vector<int64_t> window_tokens;
   double mean_nll() const { return tokens ? nll_sum / static_cast<double>(tokens) : 0.0; }
   double perplexity() const;
   double kl_mean() const { return tokens ? kl_sum / static_cast<double>(tokens) : 0.0; }
   double top1_agreement() const { return tokens ? static_cast<double>(top1_agree) / static_cast<double>(tokens) : 0.0; }
+  /// Standard error of mean_nll() over windows (the ratio estimator's: sqrt(W / (W - 1) sum_w
+  /// (nll_w - mean n_w)^2) / sum_w n_w; sd / sqrt(W) of the window means for equal windows); 0 for
+  /// fewer than 2 windows. The perplexity's is perplexity() times it (first order).
+  double nll_standard_error() const;
   nlohmann::json to_json() const;
 };
+
+/// Standard error of the difference of two mean NLLs scored on the same windows (the same tokens,
+/// window by window): the ratio estimator's over the per-window differences, much smaller than
+/// either error alone when the two models err on the same windows. Both are given as (per-window
+/// NLL sums, per-window token counts); throws outq::Error when the windows differ in count or size.
+double paired_nll_standard_error(const std::vector<double>& nll_a, const std::vector<double>& nll_b,
+                                 const std::vector<int64_t>& tokens);
 
 /// Reads tokens [start, start + n) of a source into `out`.
 using TokenSource = std::function<void(uint64_t start, uint64_t n, int32_t* out)>;
