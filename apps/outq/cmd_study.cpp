@@ -34,6 +34,7 @@ namespace {
 using json = nlohmann::json;
 
 constexpr int kStudyVersion = 1;  // bump when a stage's output changes meaning: every stage reruns
+constexpr int kEvalVersion = 2;   // the evaluations' (2: per-window NLL and standard errors)
 int g_nproc = 0;                  // --nproc: study.train_ranks
 
 struct Planned {
@@ -195,6 +196,7 @@ json assemble_report(OutqConfig& config, const std::vector<ModelPlan>& models, c
     }
   }
   r["kernels"] = results.at("kernels");
+  r["cures"] = study_cures(r);
   double total = 0;
   for (const auto& s : stage_times) total += s.at("seconds").get<double>();
   r["stages"] = stage_times;
@@ -265,7 +267,8 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
                     }});
   }
   for (const auto& m : models) {
-    const json base_key = {{"train", m.train.hash}, {"tokens", eval_tokens}, {"version", kStudyVersion}};
+    const json base_key = {{"train", m.train.hash}, {"tokens", eval_tokens}, {"version", kStudyVersion},
+                           {"eval_version", kEvalVersion}};
     plan.push_back({cache.stage("eval-" + m.id + "-float", base_key), 10.0,
                     [&, m] { return study_eval(model_dir(m), nullptr, data_dir, config, eval_tokens); }});
     for (const auto& [entry, recipe] : recipes) {

@@ -62,8 +62,13 @@ PerplexityOptions eval_options(const LoadedModel& lm, int64_t max_tokens) {
   return o;
 }
 
+// The evaluation's figures; with the per-window NLL sums, so the report can pair two evaluations of
+// the same windows, and the standard errors (the perplexity's to first order: ppl x that of the NLL).
 json eval_json(const PerplexityResult& r) {
-  json j = {{"perplexity", r.perplexity()}, {"tokens", r.tokens}, {"window", r.window}, {"seconds", r.seconds}};
+  const double se = r.nll_standard_error();
+  json j = {{"perplexity", r.perplexity()}, {"mean_nll", r.mean_nll()},     {"nll_se", se},
+            {"ppl_se", r.perplexity() * se}, {"tokens", r.tokens},          {"window", r.window},
+            {"seconds", r.seconds},          {"window_nll", r.window_nll}, {"window_tokens", r.window_tokens}};
   if (r.has_reference) j.update({{"kl", r.kl_mean()}, {"top1", r.top1_agreement()}});
   return j;
 }
@@ -234,7 +239,11 @@ json study_eval(const std::string& model_dir, const Recipe* recipe, const std::s
                 {"label", recipe->label()}, {"w_bits", recipe->weights.enabled() ? recipe->weights.bits : 16},
                 {"a_bits", recipe->activations.enabled() ? recipe->activations.bits : 16},
                 {"a_granularity", granularity_name(recipe->activations.granularity)},
-                {"a_dynamic", recipe->activations.dynamic}});
+                {"a_dynamic", recipe->activations.dynamic}, {"methods_label", recipe->methods_label()},
+                {"mixed_precision", std::any_of(recipe->overrides.begin(), recipe->overrides.end(),
+                                                [&](const ModuleOverride& o) {
+                                                  return o.has_activations && o.activations.bits > recipe->activations.bits;
+                                                })}});
     if (!q.methods.empty()) out["methods"] = method_findings(q, *lm.tokenizer);
     // The same model unquantized, for KL / top-1; after a QFeP prefix both continue after it.
     LoadedModel reference = load_model_dir(model_dir);

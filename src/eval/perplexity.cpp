@@ -13,32 +13,7 @@ namespace outq {
 
 double PerplexityResult::perplexity() const { return std::exp(mean_nll()); }
 
-namespace {
-
-// sqrt(W / (W - 1) sum_w (d_w - mean n_w)^2) / sum_w n_w with mean = sum d / sum n.
-double ratio_standard_error(const std::vector<double>& d, const std::vector<int64_t>& n) {
-  const size_t w = d.size();
-  if (w < 2) return 0.0;
-  double sum_d = 0, sum_n = 0;
-  for (size_t i = 0; i < w; ++i) sum_d += d[i], sum_n += static_cast<double>(n[i]);
-  const double mean = sum_d / sum_n;
-  double ss = 0;
-  for (size_t i = 0; i < w; ++i) ss += (d[i] - mean * static_cast<double>(n[i])) * (d[i] - mean * static_cast<double>(n[i]));
-  return std::sqrt(static_cast<double>(w) / static_cast<double>(w - 1) * ss) / sum_n;
-}
-
-}  // namespace
-
 double PerplexityResult::nll_standard_error() const { return ratio_standard_error(window_nll, window_tokens); }
-
-double paired_nll_standard_error(const std::vector<double>& nll_a, const std::vector<double>& nll_b,
-                                 const std::vector<int64_t>& tokens) {
-  OUTQ_CHECK(nll_a.size() == nll_b.size() && nll_a.size() == tokens.size(), "paired standard error: expected the same ",
-             "windows on both sides, found ", nll_a.size(), " and ", nll_b.size(), " windows (", tokens.size(), " sizes)");
-  std::vector<double> d(nll_a.size());
-  for (size_t i = 0; i < d.size(); ++i) d[i] = nll_a[i] - nll_b[i];
-  return ratio_standard_error(d, tokens);
-}
 
 nlohmann::json PerplexityResult::to_json() const {
   nlohmann::json j = {{"perplexity", perplexity()}, {"mean_nll", mean_nll()}, {"nll_se", nll_standard_error()},

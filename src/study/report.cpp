@@ -9,27 +9,13 @@
 #include "outq/core/error.h"
 #include "outq/core/file_io.h"
 #include "outq/core/table.h"
+#include "report_internal.h"
 
 namespace outq {
+
+using namespace study_report;
+
 namespace {
-
-using json = nlohmann::json;
-
-/// The evaluation of `recipe` on model `id` ("float" = unquantized), or null if absent/skipped.
-const json* find_eval(const json& results, const std::string& id, const std::string& recipe) {
-  for (const auto& e : results.at("evals"))
-    if (e.at("model") == id && e.at("recipe") == recipe && e.contains("perplexity")) return &e;
-  return nullptr;
-}
-
-double eval_ppl(const json& results, const std::string& id, const std::string& recipe) {
-  const json* e = find_eval(results, id, recipe);
-  OUTQ_CHECK(e != nullptr, "study results: expected a perplexity of \"", recipe, "\" on the ", id, " model, found none");
-  return e->at("perplexity").get<double>();
-}
-
-std::string pct(double ratio) { return fmt::format("{:+.1f}%", 100.0 * (ratio - 1.0)); }
-std::string ppl(double x) { return x >= 1000 ? fmt::format("{:.0f}", x) : fmt::format("{:.2f}", x); }
 
 std::string image(const json& results, const std::string& key, const std::string& alt) {
   const json& plots = results.value("plots", json::object());
@@ -146,7 +132,7 @@ std::string results_section(const json& r) {
       cells[1] = e->at("weights").get<std::string>();
       cells[2] = e->at("activations").get<std::string>();
       const double own = eval_ppl(r, id, "float");
-      cells.push_back(ppl(e->at("perplexity").get<double>()));
+      cells.push_back(ppl_se(*e));
       cells.push_back(recipe == "float" ? "" : pct(e->at("perplexity").get<double>() / own));
       cells.push_back(e->contains("kl") ? fmt::format("{:.4f}", e->at("kl").get<double>()) : "");
       cells.push_back(e->contains("top1") ? fmt::format("{:.1f}%", 100 * e->at("top1").get<double>()) : "");
@@ -154,7 +140,7 @@ std::string results_section(const json& r) {
     t.add_row(cells);
   }
   std::string out =
-      "## All recipes\n\nPerplexity on the test split; KL divergence and top-1 agreement against the same model "
+      "## All recipes\n\nPerplexity on the test split, ± its standard error over the evaluation's windows; KL divergence and top-1 agreement against the same model "
       "unquantized (weights and activations in float). Simulated quantization (fake-quant in float); the integer "
       "runtime's own numbers follow below. n/a: the recipe needs learned clip ranges (QAT models) or learned weight steps "
       "(weight-QAT models), or is not among the fine-tune's study.finetune_recipes.\n\n";
@@ -256,17 +242,23 @@ Table study_headline_table(const json& r) {
     const json* m = study_model(r, id);
     return m ? study_training_cost(*m) : std::string();
   };
+  auto pse = [&](const std::string& id, const std::string& recipe) {  // the headline's figures exist (study_headline)
+    const json* e = find_eval(r, id, recipe);
+    return e ? ppl_se(*e) : std::string();
+  };
+  const std::string native = r.at("setup").value("qat_native_recipe", "w16a4-learned");
   const json* qat = study_model(r, "qat");
   Table t({"model", "training", "float weights", "W4A4 recipe", "W4A4 perplexity", "vs own float weights",
            "vs baseline float"});
-  t.add_row({"float baseline", cost("baseline"), fmt::format("{} (W16A16)", ppl(h.baseline_float)), h.baseline_recipe,
-             ppl(h.baseline_w4a4), pct(h.baseline_ratio()), pct(h.baseline_ratio())});
+  t.add_row({"float baseline", cost("baseline"), fmt::format("{} (W16A16)", pse("baseline", "float")), h.baseline_recipe,
+             pse("baseline", h.baseline_recipe), pct(h.baseline_ratio()), pct(h.baseline_ratio())});
   t.add_row({(qat ? qat->at("label").get<std::string>() : std::string("QAT")) + " from scratch", cost("qat"),
-             h.has_native ? fmt::format("{} (W16A4, its learned clips)", ppl(h.qat_native)) : ppl(h.qat_float), h.qat_recipe,
-             ppl(h.qat_w4a4), pct(h.qat_ratio()), pct(h.qat_vs_baseline_float())});
+             h.has_native ? fmt::format("{} (W16A4, its learned clips)", pse("qat", native)) : pse("qat", "float"),
+             h.qat_recipe, pse("qat", h.qat_recipe), pct(h.qat_ratio()), pct(h.qat_vs_baseline_float())});
   if (h.has_finetune)
-    t.add_row({"QAT fine-tune of the baseline", cost("finetune"), ppl(h.finetune_own), h.finetune_recipe, ppl(h.finetune_w4a4),
-               pct(h.finetune_ratio()), pct(h.finetune_vs_baseline_float())});
+    t.add_row({"QAT fine-tune of the baseline", cost("finetune"),
+               find_eval(r, "finetune", native) ? pse("finetune", native) : pse("finetune", "float"), h.finetune_recipe,
+               pse("finetune", h.finetune_recipe), pct(h.finetune_ratio()), pct(h.finetune_vs_baseline_float())});
   return t;
 }
 
@@ -276,7 +268,7 @@ std::string study_report_markdown(const json& r) {
   out += fmt::format(
       "Two LLaMA-style models trained on the same data with the same seed and token budget: a float baseline and "
       "a model trained with learned 4-bit activation clipping and the kurtosis penalty ({}){}. They are then "
-      "quantized after training with the same recipes and evaluated on held-out text.\n\n## Headline\n\n",
+      "quantized after training with the same recipes and evaluated on held-out text.\n\n",
       s.at("qat_mode").get<std::string>(),
       s.contains("finetune")
           ? fmt::format("; and a third, the float baseline fine-tuned with QAT ({}{}) for {:.0f}% more tokens",
@@ -286,7 +278,7 @@ std::string study_report_markdown(const json& r) {
                             : "",
                         100 * s.at("finetune").at("fraction").get<double>())
           : "");
-  out += study_headline_table(r).render_markdown() + "\n";
+  out += study_cures_section(r) + "\n## Headline\n\n" + study_headline_table(r).render_markdown() + "\n";
   for (const auto& c : study_conclusions(r)) out += "- " + c + "\n";
   out += "\n" + setup_section(r) + "\n" + training_section(r) + "\n" + outliers_section(r) + "\n" + results_section(r) + "\n" +
          runtime_section(r) + "\n" + kernels_section(r) + "\n" + stages_section(r) + "\n";

@@ -6,11 +6,16 @@
 #include <functional>
 
 #include "outq/study/report.h"
+#include "report_internal.h"
 
 namespace outq {
+
+using namespace study_report;
+
 namespace {
 
-using json = nlohmann::json;
+// " (within noise)" when a differs from b by less than twice the standard error of the difference.
+std::string noise_note(const json& a, const json& b) { return difference(a, b).real() ? "" : " (within noise)"; }
 
 std::string verdict(double ratio) {
   if (ratio <= 1.02) return "essentially lossless";
@@ -45,8 +50,8 @@ std::string pairs_with_base(const json& r, const std::string& id, const std::fun
     if (e.value("model", "") != id || !e.contains("perplexity") || base_name.empty()) continue;
     for (const auto& base : r.at("evals"))
       if (base.value("model", "") == id && base.value("recipe", "") == base_name && base.contains("perplexity"))
-        pairs += fmt::format("{}{} {:.2f} -> {:.2f}", pairs.empty() ? "" : ", ", base.at("recipe").get<std::string>(),
-                             base.at("perplexity").get<double>(), e.at("perplexity").get<double>());
+        pairs += fmt::format("{}{} {:.2f} -> {:.2f}{}", pairs.empty() ? "" : ", ", base.at("recipe").get<std::string>(),
+                             base.at("perplexity").get<double>(), e.at("perplexity").get<double>(), noise_note(e, base));
   }
   return pairs;
 }
@@ -92,14 +97,16 @@ std::vector<std::string> study_conclusions(const json& r) {
   const json* qm = study_model(r, "qat");
   if (h.has_finetune && ft != nullptr && qm != nullptr) {
     const double ft_s = ft->at("train").at("seconds").get<double>(), qat_s = qm->at("train").at("seconds").get<double>();
-    const bool better = h.finetune_w4a4 < h.qat_w4a4;
+    const Difference d = difference(*find_eval(r, "finetune", h.finetune_recipe), *find_eval(r, "qat", h.qat_recipe));
+    const bool better = d.nll < 0;
     out.push_back(fmt::format(
         "QAT fine-tuning of the float baseline ({}) reaches {:.2f} at W4A4 ({}), {} the baseline's float {:.2f}: {} "
-        "than QAT from scratch ({:.2f}, {}) at {:.0f}% of its training time. For static W4A4 on this model, fine-tune "
+        "QAT from scratch ({:.2f}, {}) at {:.0f}% of its training time. For static W4A4 on this model, fine-tune "
         "the float model with QAT{}.",
         study_training_cost(*ft), h.finetune_w4a4, h.finetune_recipe, above(h.finetune_vs_baseline_float()), h.baseline_float,
-        better ? "better" : "worse", h.qat_w4a4, study_training_cost(*qm), 100.0 * ft_s / std::max(qat_s, 1e-9),
-        better ? "" : " only if training from scratch is out of reach; here from-scratch QAT is more accurate"));
+        compare_words(d), h.qat_w4a4, study_training_cost(*qm), 100.0 * ft_s / std::max(qat_s, 1e-9),
+        !d.real() ? ": it gives the same accuracy for less training"
+                  : better ? "" : " only if training from scratch is out of reach; here from-scratch QAT is more accurate"));
   }
 
   // The best dynamic per-token recipe on the baseline, if the study has one.
@@ -115,7 +122,7 @@ std::vector<std::string> study_conclusions(const json& r) {
         "Dynamic per-token W4A4 ({}) keeps the baseline at {:.2f} ({} its float value), {} the QAT model's "
         "static W4A4; it needs a scale computed per token at run time, the QAT model's fixed clips do not.",
         best->at("recipe").get<std::string>(), p, above(p / h.baseline_float),
-        p <= h.qat_w4a4 ? "better than" : "worse than"));
+        compare_words(difference(*best, *find_eval(r, "qat", h.qat_recipe)))));
   }
 
   const json* b = study_model(r, "baseline");
@@ -172,7 +179,12 @@ std::vector<std::string> study_conclusions(const json& r) {
         "The best post-training static per-tensor W4A4 on the float baseline, {} at {:.2f} ({} its float value: {}), "
         "against the QAT + kurtosis model's {:.2f} at the same training budget: {}.",
         best_rot->at("recipe").get<std::string>(), p, above(p / h.baseline_float), verdict(p / h.baseline_float), h.qat_w4a4,
-        p < h.qat_w4a4 ? "rotation without training wins" : "training with the cure still wins"));
+        [&] {
+          const Difference d = difference(*best_rot, *find_eval(r, "qat", h.qat_recipe));
+          return !d.real() ? std::string("indistinguishable within their uncertainty")
+                 : d.nll < 0 ? std::string("rotation without training wins")
+                             : std::string("training with the cure still wins");
+        }()));
   }
 
   // Activation spikes: what QFeM and QFeP found, and each spike method next to its base recipe
@@ -204,8 +216,9 @@ std::vector<std::string> study_conclusions(const json& r) {
         const std::string base_name = name.substr(0, name.size() - sfx.size());
         for (const auto& base : r.at("evals"))
           if (base.value("model", "") == id && base.value("recipe", "") == base_name && base.contains("perplexity"))
-            pairs += fmt::format("{}{} {:.2f} -> {} {:.2f}", pairs.empty() ? "" : ", ", base_name,
-                                 base.at("perplexity").get<double>(), sfx.substr(1), e.at("perplexity").get<double>());
+            pairs += fmt::format("{}{} {:.2f} -> {} {:.2f}{}", pairs.empty() ? "" : ", ", base_name,
+                                 base.at("perplexity").get<double>(), sfx.substr(1), e.at("perplexity").get<double>(),
+                                 noise_note(e, base));
         break;
       }
     }

@@ -17,6 +17,7 @@
 #include <map>
 #include <random>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -169,9 +170,10 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
   EXPECT_NE(md.find("Machine limits on"), std::string::npos);
   // The headline's numbers are the evaluations' numbers.
   // The headline's numbers are the evaluations' numbers, and each row says what its training cost.
-  const std::regex headline(R"(\| float baseline \| 2,048 tokens, [0-9.ms]+ \| ([0-9.]+) \(W16A16\) \| w4a4-tensor-gptq \| ([0-9.]+) \|)");
+  const std::regex headline(
+      R"(\| float baseline \| 2,048 tokens, [0-9.ms]+ \| ([0-9.]+) ± [0-9.]+ \(W16A16\) \| w4a4-tensor-gptq \| ([0-9.]+) ± [0-9.]+ \|)");
   const std::regex ft_headline(
-      R"(\| QAT fine-tune of the baseline \| \+1,024 tokens \(50% more\), [0-9.ms]+ \| ([0-9.]+) \| w4a4-learned-lw \| ([0-9.]+) \|)");
+      R"(\| QAT fine-tune of the baseline \| \+1,024 tokens \(50% more\), [0-9.ms]+ \| ([0-9.]+) ± [0-9.]+ \| w4a4-learned-lw \| ([0-9.]+) ± [0-9.]+ \|)");
   std::smatch m, f;
   ASSERT_TRUE(std::regex_search(md, m, headline)) << md.substr(0, 2000);
   ASSERT_TRUE(std::regex_search(md, f, ft_headline)) << md.substr(0, 2000);
@@ -193,6 +195,64 @@ TEST_F(StudyCli, ReportSectionsAreFilledFromStageResults) {
     }
   }
   EXPECT_NE(first_->out.find("report: "), std::string::npos);
+}
+
+// The cures table leads the report; every cell is the record of the evaluation stage it names
+// (perplexity and standard error read back from stages/*/done.json), the expected cures are
+// there, the recommendation names the best static W4A4 cure, and every perplexity of the report's
+// recipe table carries its standard error, computed over the evaluation's windows.
+TEST_F(StudyCli, CuresTableAndRecommendationComeFromStageRecords) {
+  const std::string md = slurp(out() / "report" / "report.md");
+  ASSERT_NE(md.find("## Cures"), std::string::npos);
+  EXPECT_LT(md.find("## Cures"), md.find("## Headline"));
+  const auto r = nlohmann::json::parse(slurp(out() / "report" / "report.json"));
+  // The stage record of an evaluation: stages/eval-<model>-<recipe>-<hash>/done.json.
+  auto record = [&](const std::string& model, const std::string& recipe) {
+    const std::string prefix = "eval-" + model + "-" + recipe + "-";
+    for (const auto& e : fs::directory_iterator(out() / "stages")) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind(prefix, 0) == 0 && name.find('-', prefix.size()) == std::string::npos)
+        return nlohmann::json::parse(slurp(e.path() / "done.json")).at("result");
+    }
+    return nlohmann::json();
+  };
+  std::set<std::string> cures;
+  double best_static = 1e30;
+  std::string best_cure;
+  for (const auto& c : r.at("cures")) {
+    cures.insert(c.at("cure").get<std::string>());
+    for (const char* format : {"w8a8", "w4a4"}) {
+      if (c.at(format).is_null()) continue;
+      const auto& cell = c.at(format);
+      const auto rec = record(c.at("model"), cell.at("recipe"));
+      ASSERT_TRUE(rec.is_object()) << c.dump();
+      EXPECT_EQ(cell.at("perplexity"), rec.at("perplexity")) << c.dump();
+      EXPECT_EQ(cell.at("ppl_se"), rec.at("ppl_se")) << c.dump();
+      EXPECT_GT(rec.at("ppl_se").get<double>(), 0.0);
+      char text[64];
+      std::snprintf(text, sizeof text, "%.2f ± %.2f (%s)", rec.at("perplexity").get<double>(), rec.at("ppl_se").get<double>(),
+                    cell.at("recipe").get<std::string>().c_str());
+      EXPECT_NE(md.find(text), std::string::npos) << text;
+      if (std::string(format) == "w4a4" && !cell.at("per_token_scale").get<bool>() &&
+          rec.at("perplexity").get<double>() < best_static)
+        best_static = rec.at("perplexity").get<double>(), best_cure = c.at("cure").get<std::string>();
+    }
+  }
+  for (const char* cure : {"none", "per-token scales", "SmoothQuant", "QFeM", "QFeP", "rotation", "PEG", "mixed precision",
+                           "QAT + kurtosis from scratch", "QAT fine-tune of the baseline"})
+    EXPECT_TRUE(cures.count(cure)) << cure;
+  EXPECT_NE(md.find("For static W4A4 on this model use **" + best_cure + "**"), std::string::npos) << best_cure;
+  // The recipe table: every evaluated perplexity with its standard error; the windows are recorded.
+  const size_t rows = md.find("\n|", md.find("## All recipes"));  // the table, after its introduction
+  const std::string table = md.substr(rows, md.find("## Integer runtime") - rows);
+  int evaluated = 0;
+  for (const auto& e : r.at("evals")) {
+    if (!e.contains("perplexity")) continue;
+    ++evaluated;
+    EXPECT_EQ(e.at("window_nll").size(), e.at("window_tokens").size());
+    EXPECT_GE(e.at("window_nll").size(), 2u);
+  }
+  EXPECT_EQ(count(table, " ± "), evaluated);
 }
 
 TEST_F(StudyCli, RerunIsCachedAndIdentical) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "outq/core/window_stats.h"  // paired_nll_standard_error for two results
 #include "outq/data/token_shard.h"
 #include "outq/model/llama.h"
 #include "outq/model/token_prefix.h"
@@ -53,13 +54,6 @@ struct PerplexityResult {
   double nll_standard_error() const;
   nlohmann::json to_json() const;
 };
-
-/// Standard error of the difference of two mean NLLs scored on the same windows (the same tokens,
-/// window by window): the ratio estimator's over the per-window differences, much smaller than
-/// either error alone when the two models err on the same windows. Both are given as (per-window
-/// NLL sums, per-window token counts); throws outq::Error when the windows differ in count or size.
-double paired_nll_standard_error(const std::vector<double>& nll_a, const std::vector<double>& nll_b,
-                                 const std::vector<int64_t>& tokens);
 
 /// Reads tokens [start, start + n) of a source into `out`.
 using TokenSource = std::function<void(uint64_t start, uint64_t n, int32_t* out)>;

@@ -46,6 +46,16 @@ Table study_headline_table(const nlohmann::json& results);
 /// What a model's training cost: "819k tokens, 6m02s", or "+82k tokens (10% more), 1m05s" for a fine-tune.
 std::string study_training_cost(const nlohmann::json& model);
 
+/// The cures the study evaluated, one entry per cure: {cure, model, w8a8, w4a4 (each null or
+/// {recipe, perplexity, ppl_se, kl, quantize_seconds, per_token_scale, vs_float,
+/// prefill_vs_float}), training_tokens}; the best recipe of each format, from results["evals"].
+nlohmann::json study_cures(const nlohmann::json& results);
+/// The recommendation drawn from them ("For static W4A4 on this model use ..."), ties within the
+/// standard error named; "" when no static W4A4 cure was evaluated.
+std::string study_recommendation(const nlohmann::json& results);
+/// The "## Cures" section of report.md: the table and the recommendation.
+std::string study_cures_section(const nlohmann::json& results);
+
 /// Plain-language conclusions, each a sentence built from the numbers.
 std::vector<std::string> study_conclusions(const nlohmann::json& results);
 
