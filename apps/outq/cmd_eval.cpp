@@ -153,9 +153,20 @@ int run(const CommonOptions& common, OutqConfig& config) {
   if (kl) header.insert(header.end(), {"KL", "top-1 agree"});
   Table t(header);
   for (const auto& row : rows) {
+    // ± the standard error over windows; the change against float ± the paired error of the two
+    // evaluations' per-window differences (the same windows unless a prefix shortened them).
     std::vector<std::string> cells = {row.name, row.weights, row.activations, format_count(row.r.tokens),
-                                      fmt::format("{:.3f}", row.r.perplexity())};
-    if (!g_sweep.empty()) cells.push_back(fmt::format("{:+.2f}%", 100.0 * (row.r.perplexity() / float_ppl - 1.0)));
+                                      fmt::format("{:.3f} ± {:.3f}", row.r.perplexity(),
+                                                  row.r.perplexity() * row.r.nll_standard_error())};
+    if (!g_sweep.empty()) {
+      const PerplexityResult& f = rows.front().r;
+      const double se = f.window_tokens == row.r.window_tokens
+                            ? paired_nll_standard_error(row.r.window_nll, f.window_nll, f.window_tokens)
+                            : std::hypot(row.r.nll_standard_error(), f.nll_standard_error());
+      cells.push_back(&row == &rows.front() ? std::string()
+                                            : fmt::format("{:+.2f}% ± {:.2f}%", 100.0 * (row.r.perplexity() / float_ppl - 1.0),
+                                                          100.0 * se));
+    }
     if (row.r.window != o.seq_len) cells[0] += fmt::format(" (after a prefix: {}-token windows)", row.r.window);
     if (kl) {
       cells.push_back(row.r.has_reference ? fmt::format("{:.5f}", row.r.kl_mean()) : "-");
