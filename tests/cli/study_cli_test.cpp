@@ -67,6 +67,7 @@ class StudyCli : public ::testing::Test {
            " --set train.stats_every=4 --set train.eval_tokens=1024 --set study.out=" + d + "/study" +
            " --set study.eval_tokens=2048 --set study.analyze_tokens=1024 --set 'study.bench_shapes=[\"model\"]'"
            " --set study.runtime_prefill=16 --set study.runtime_decode=4 --set study.finetune_fraction=0.5 --set study.threads=1"
+           " --set study.train_ranks=1"
            " --set 'study.finetune_recipes=[\"w4a4-tensor-gptq\", \"w4a4-learned-lw\"]' " + extra;
   }
   static std::map<std::string, std::string> study_env() {
