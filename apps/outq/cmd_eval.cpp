@@ -160,9 +160,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
                                                   row.r.perplexity() * row.r.nll_standard_error())};
     if (!g_sweep.empty()) {
       const PerplexityResult& f = rows.front().r;
-      const double se = f.window_tokens == row.r.window_tokens
-                            ? paired_nll_standard_error(row.r.window_nll, f.window_nll, f.window_tokens)
-                            : std::hypot(row.r.nll_standard_error(), f.nll_standard_error());
+      const double se = nll_difference_standard_error(row.r.window_nll, row.r.window_tokens, f.window_nll, f.window_tokens);
       cells.push_back(&row == &rows.front() ? std::string()
                                             : fmt::format("{:+.2f}% ± {:.2f}%", 100.0 * (row.r.perplexity() / float_ppl - 1.0),
                                                           100.0 * se));

@@ -116,8 +116,6 @@ json train_on_local_ranks(OutqConfig config, int ranks, bool resume, const std::
   std::vector<std::string> args = {"train", "--config", config_file.string(), "--nproc", std::to_string(ranks), "--json"};
   if (resume) args.push_back("--resume");
   if (!init_from.empty()) args.insert(args.end(), {"--init-from", init_from});
-  std::error_code ec;
-  fs::remove(result_file, ec);
   const int code = run_self(args, result_file.string(), fmt::format("training on {} ranks", ranks));
   if (code == 128 + SIGINT || code == 128 + SIGTERM) throw StudyInterrupted{code - 128};
   OUTQ_CHECK(code == 0, "study: the training in ", run_dir.string(), " on ", ranks, " ranks failed (exit code ", code,

@@ -31,4 +31,10 @@ double paired_nll_standard_error(const std::vector<double>& nll_a, const std::ve
   return ratio_standard_error(d, tokens);
 }
 
+double nll_difference_standard_error(const std::vector<double>& nll_a, const std::vector<int64_t>& tokens_a,
+                                     const std::vector<double>& nll_b, const std::vector<int64_t>& tokens_b) {
+  if (tokens_a == tokens_b) return paired_nll_standard_error(nll_a, nll_b, tokens_a);
+  return std::hypot(ratio_standard_error(nll_a, tokens_a), ratio_standard_error(nll_b, tokens_b));
+}
+
 }  // namespace outq

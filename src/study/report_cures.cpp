@@ -112,8 +112,9 @@ json study_cures(const json& r) {
   return out;
 }
 
-std::string study_recommendation(const json& r) {
-  const json cures = study_cures(r);
+namespace {
+
+std::string recommendation(const json& r, const json& cures) {
   const json* best = nullptr;  // the static W4A4 cure with the lowest perplexity
   for (const auto& c : cures)
     if (!c.at("w4a4").is_null() && !c.at("w4a4").at("per_token_scale").get<bool>() &&
@@ -151,10 +152,15 @@ std::string study_recommendation(const json& r) {
   return out;
 }
 
+}  // namespace
+
+std::string study_recommendation(const json& r) { return recommendation(r, study_cures(r)); }
+
 std::string study_cures_section(const json& r) {
+  const json cures = study_cures(r);
   Table t({"cure", "model", "W8A8 perplexity", "W4A4 perplexity", "W4A4 vs float", "W4A4 KL", "training tokens",
            "calibration", "integer prefill vs float", "scale per token"});
-  for (const auto& c : study_cures(r)) {
+  for (const auto& c : cures) {
     const json& w4 = c.at("w4a4");
     const json* e8 = c.at("w8a8").is_null() ? nullptr : find_eval(r, c.at("model"), c.at("w8a8").at("recipe"));
     const json* e4 = w4.is_null() ? nullptr : find_eval(r, c.at("model"), w4.at("recipe"));
@@ -175,7 +181,7 @@ std::string study_cures_section(const json& r) {
          "Costs: the QAT models' training tokens (the float baseline's budget is the same for all), the time to "
          "quantize and calibrate the W4A4 model, and its integer-kernel prefill speed against the float model where "
          "the study ran it.\n\n" +
-         t.render_markdown() + "\n" + study_recommendation(r) + "\n";
+         t.render_markdown() + "\n" + recommendation(r, cures) + "\n";
 }
 
 }  // namespace outq

@@ -33,11 +33,11 @@ Difference difference(const json& a, const json& b) {
   Difference d;
   d.ratio = a.at("perplexity").get<double>() / b.at("perplexity").get<double>();
   d.nll = std::log(d.ratio);
-  if (a.contains("window_nll") && b.contains("window_nll") && a.at("window_tokens") == b.at("window_tokens")) {
-    d.paired = true;
-    d.se = paired_nll_standard_error(a.at("window_nll").get<std::vector<double>>(), b.at("window_nll").get<std::vector<double>>(),
-                                     a.at("window_tokens").get<std::vector<int64_t>>());
-  } else {
+  if (a.contains("window_nll") && b.contains("window_nll")) {
+    d.paired = a.at("window_tokens") == b.at("window_tokens");
+    d.se = nll_difference_standard_error(a.at("window_nll").get<std::vector<double>>(), a.at("window_tokens").get<std::vector<int64_t>>(),
+                                         b.at("window_nll").get<std::vector<double>>(), b.at("window_tokens").get<std::vector<int64_t>>());
+  } else {  // records without their windows: the stored errors, combined as independent
     const double sa = a.value("nll_se", 0.0), sb = b.value("nll_se", 0.0);
     d.se = std::sqrt(sa * sa + sb * sb);
   }

@@ -19,4 +19,10 @@ double ratio_standard_error(const std::vector<double>& d, const std::vector<int6
 double paired_nll_standard_error(const std::vector<double>& nll_a, const std::vector<double>& nll_b,
                                  const std::vector<int64_t>& tokens);
 
+/// Standard error of mean(a) - mean(b) for two evaluations given by their per-window sums and
+/// token counts: paired (above) when they scored the same windows, else the two ratio errors
+/// combined as independent.
+double nll_difference_standard_error(const std::vector<double>& nll_a, const std::vector<int64_t>& tokens_a,
+                                     const std::vector<double>& nll_b, const std::vector<int64_t>& tokens_b);
+
 }  // namespace outq

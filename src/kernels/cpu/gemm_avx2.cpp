@@ -93,9 +93,10 @@ struct Avx2W8Signed {
       }
       for (int r = 0; r < R; ++r) {
         const __m256i av = ymm::broadcast_quad(a + 4 * (q * R + r));
+        const __m256i aabs = SignActivations ? av : _mm256_abs_epi8(av);  // |a'|, once per row (second pair)
         for (int h = 0; h < 2; ++h) {
           const __m256i p = SignActivations ? _mm256_maddubs_epi16(u[h], _mm256_sign_epi8(av, s[h]))
-                                            : _mm256_maddubs_epi16(_mm256_abs_epi8(av), _mm256_sign_epi8(s[h], av));
+                                            : _mm256_maddubs_epi16(aabs, _mm256_sign_epi8(s[h], av));
           acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(p, ones));
         }
       }
