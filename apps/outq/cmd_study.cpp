@@ -254,6 +254,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
   const int64_t eval_tokens = sc.eval_tokens;
 
   // Plan every stage; results are filled in as they finish (or read from the cache).
+  StudyMemory memory;
   std::vector<Planned> plan;
   std::map<std::string, json> results;
   auto model_dir = [&](const ModelPlan& m) { return (m.train.dir / "model").string(); };
@@ -270,7 +271,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
     const json base_key = {{"train", m.train.hash}, {"tokens", eval_tokens}, {"version", kStudyVersion},
                            {"eval_version", kEvalVersion}};
     plan.push_back({cache.stage("eval-" + m.id + "-float", base_key), 10.0,
-                    [&, m] { return study_eval(model_dir(m), nullptr, data_dir, config, eval_tokens); }});
+                    [&, m] { return study_eval(model_dir(m), nullptr, data_dir, config, eval_tokens, memory); }});
     for (const auto& [entry, recipe] : recipes) {
       if (!m.evaluates(entry)) continue;
       json key = base_key;
@@ -281,7 +282,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
       plan.push_back({cache.stage("eval-" + m.id + "-" + stage_label(entry), key), why.empty() ? (gptq ? 35.0 : 15.0) : 0.0,
                       [&, m, rp, why] {
                         if (!why.empty()) return json{{"skipped", why}};
-                        return study_eval(model_dir(m), rp, data_dir, config, eval_tokens);
+                        return study_eval(model_dir(m), rp, data_dir, config, eval_tokens, memory);
                       }});
     }
   }
@@ -293,7 +294,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
                   {"prefill", sc.runtime_prefill}, {"decode", sc.runtime_decode}, {"threads", sc.threads},
                   {"isa", kernels::isa_name(kernels::isa_active())}, {"version", kStudyVersion}};
       plan.push_back({cache.stage("runtime-" + m.id + "-" + stage_label(entry), key), 40.0,
-                      [&, m, rp] { return study_runtime(model_dir(m), *rp, data_dir, config, eval_tokens); }});
+                      [&, m, rp] { return study_runtime(model_dir(m), *rp, data_dir, config, eval_tokens, memory); }});
     }
   {
     const json key = {{"model", json::parse(config.model.to_hf_json().dump())}, {"shapes", sc.bench_shapes},

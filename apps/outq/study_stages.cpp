@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "model_source.h"
 #include "outq/analysis/analyze.h"
@@ -75,12 +76,12 @@ json eval_json(const PerplexityResult& r) {
 
 // Quantizes lm with `recipe`, with calibration data from the train split when the recipe needs it.
 QuantizedModel quantize_for_study(LoadedModel& lm, const Recipe& recipe, const std::string& model_dir,
-                                  const std::string& data_dir, OutqConfig& config) {
+                                  const std::string& data_dir, OutqConfig& config, GptqCache& gptq) {
   std::unique_ptr<TokenShard> calib;
   if (recipe_needs_calibration_data(recipe))
     calib = open_calibration_shard("", data_dir, config, *lm.tokenizer, (fs::path(model_dir) / "tokenizer.model").string());
   return quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id(), lm.learned ? &*lm.learned : nullptr,
-                     lm.learned_weights ? &*lm.learned_weights : nullptr);
+                        lm.learned_weights ? &*lm.learned_weights : nullptr, &gptq);
 }
 
 // What the spike methods found, for the report: QFeM's exclusion and largest spike ratio, QFeP's prefix.
@@ -226,13 +227,15 @@ json study_analyze(const std::string& model_dir, const std::string& run_dir, con
 }
 
 json study_eval(const std::string& model_dir, const Recipe* recipe, const std::string& data_dir, OutqConfig& config,
-                int64_t max_tokens) {
+                int64_t max_tokens, StudyMemory& memory) {
   LoadedModel lm = load_model_dir(model_dir);
   const TokenShard shard = open_eval_shard(data_dir, "test", *lm.tokenizer, model_dir);
   json out = json::object();
   if (recipe != nullptr) {
-    const QuantizedModel q = quantize_for_study(lm, *recipe, model_dir, data_dir, config);
-    out["quantize_seconds"] = q.seconds;
+    const QuantizedModel q = quantize_for_study(lm, *recipe, model_dir, data_dir, config, memory.gptq);
+    // What the recipe costs on its own: a GPTQ run shared with an earlier recipe counts its time.
+    out["quantize_seconds"] = q.gptq_reused ? q.seconds + q.gptq_seconds : q.seconds;
+    out["gptq_shared"] = q.gptq_reused;
     out.update({{"weights", recipe->weights.describe()}, {"activations", recipe->activations.describe()},
                 {"label", recipe->label()}, {"w_bits", recipe->weights.enabled() ? recipe->weights.bits : 16},
                 {"a_bits", recipe->activations.enabled() ? recipe->activations.bits : 16},
@@ -244,10 +247,19 @@ json study_eval(const std::string& model_dir, const Recipe* recipe, const std::s
                                                 })}});
     if (!q.methods.empty()) out["methods"] = method_findings(q, *lm.tokenizer);
     // The same model unquantized, for KL / top-1; after a QFeP prefix both continue after it.
-    LoadedModel reference = load_model_dir(model_dir);
+    // Its logits are kept for the model's next evaluations when they take at most 1 GiB.
     PerplexityOptions o = eval_options(lm, max_tokens);
     o.prefix = q.prefix.get();
-    out.update(eval_json(evaluate_perplexity(lm.model, shard, o, &reference.model)));
+    const int64_t tokens = max_tokens > 0 ? std::min<int64_t>(max_tokens, shard.size()) : shard.size();
+    const bool keep = tokens * lm.model->config().vocab_size * 4 <= (int64_t{1} << 30);
+    if (memory.reference_model != model_dir) {
+      memory.reference_model = model_dir;
+      memory.reference = {};
+    }
+    ReferenceLogits* kept = keep ? &memory.reference : nullptr;
+    std::optional<LoadedModel> reference;
+    if (o.prefix || !kept || !kept->complete) reference = load_model_dir(model_dir);
+    out.update(eval_json(evaluate_perplexity(lm.model, shard, o, reference ? &reference->model : nullptr, kept)));
   } else {
     out.update({{"weights", "off"}, {"activations", "off"}, {"label", "W16A16"}, {"w_bits", 16}, {"a_bits", 16}});
     out.update(eval_json(evaluate_perplexity(lm.model, shard, eval_options(lm, max_tokens))));
@@ -256,12 +268,12 @@ json study_eval(const std::string& model_dir, const Recipe* recipe, const std::s
 }
 
 json study_runtime(const std::string& model_dir, const Recipe& recipe, const std::string& data_dir, OutqConfig& config,
-                   int64_t max_tokens) {
+                   int64_t max_tokens, StudyMemory& memory) {
   const StudyConfig& sc = config.study;
   LoadedModel lm = load_model_dir(model_dir);
   const TokenShard shard = open_eval_shard(data_dir, "test", *lm.tokenizer, model_dir);
   const ModelSpeed f = measure_model_speed(lm.model, sc.runtime_prefill, sc.runtime_decode, 0.3);
-  const QuantizedModel q = quantize_for_study(lm, recipe, model_dir, data_dir, config);
+  const QuantizedModel q = quantize_for_study(lm, recipe, model_dir, data_dir, config, memory.gptq);
   const IntegerRuntimeReport report = attach_integer_runtime(lm.model, q);
   OUTQ_CHECK(report.float_layers.empty(), "study.runtime_recipes: ", recipe.name, " cannot run on the integer kernels: ",
              report.float_layers.empty() ? "" : report.float_layers.front());

@@ -49,7 +49,7 @@ torch::Tensor window_logits(Llama& model, const torch::Tensor& windows, int64_t 
 }  // namespace
 
 PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, uint64_t num_tokens,
-                                     const PerplexityOptions& o_in, Llama* reference) {
+                                     const PerplexityOptions& o_in, Llama* reference, ReferenceLogits* kept) {
   OUTQ_CHECK(o_in.seq_len >= 2 && o_in.seq_len <= model->config().max_position_embeddings,
              "evaluation seq_len: expected 2 .. max_position_embeddings = ", model->config().max_position_embeddings,
              ", found ", o_in.seq_len);
@@ -73,12 +73,23 @@ PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, ui
   OUTQ_CHECK(o.batch_size >= 1, "evaluation batch size: expected >= 1, found ", o.batch_size);
   const uint64_t total = o.max_tokens > 0 ? std::min<uint64_t>(num_tokens, o.max_tokens) : num_tokens;
   OUTQ_CHECK(total > 0, "evaluation: expected tokens to score, found none");
+  // Kept reference logits: read when they are of these windows, else recorded from the reference.
+  if (o.prefix) kept = nullptr;
+  const std::string windows_id = fmt::format("{} tokens, window {}, batch {}, bos {}", total, o.seq_len, o.batch_size, o.bos_id);
+  const bool read_kept = kept && kept->complete && kept->windows == windows_id;
+  if (kept && !read_kept) {
+    OUTQ_CHECK(reference != nullptr, "evaluation: expected a reference model or its kept logits of ", windows_id,
+               ", found neither");
+    *kept = ReferenceLogits{windows_id, {}, false};
+  }
+  const bool has_reference = reference != nullptr || read_kept;
+  size_t batch_index = 0;
   const auto t0 = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
   const torch::Device device = model->parameters().front().device();
   const bool was_training = model->is_training();
   model->eval();
-  if (reference) {
+  if (reference && !read_kept) {
     OUTQ_CHECK((*reference)->config().vocab_size == model->config().vocab_size, "KL reference model: vocab_size: expected ",
                model->config().vocab_size, " (the evaluated model's), found ", (*reference)->config().vocab_size);
     (*reference)->eval();
@@ -117,9 +128,18 @@ PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, ui
         r.window_tokens.push_back(static_cast<int64_t>(len));
         r.nll_sum += per_window[b];
       }
-      if (reference) {
+      if (has_reference) {
         // The reference continues after the same prefix (its cache is the float model's).
-        const auto ref_logits = window_logits(*reference, windows, static_cast<int64_t>(len), o.prefix);
+        torch::Tensor ref_logits;
+        if (read_kept) {
+          OUTQ_CHECK(batch_index < kept->batches.size() && kept->batches[batch_index].sizes() == logits.sizes(),
+                     "evaluation: the kept reference logits do not match batch ", batch_index, " of ", windows_id);
+          ref_logits = kept->batches[batch_index];
+        } else {
+          ref_logits = window_logits(*reference, windows, static_cast<int64_t>(len), o.prefix);
+          if (kept) kept->batches.push_back(ref_logits);
+        }
+        ++batch_index;
         const auto logp = torch::log_softmax(logits.to(torch::kFloat64), -1);
         const auto ref_logp = torch::log_softmax(ref_logits.to(torch::kFloat64), -1);
         r.kl_sum += (ref_logp.exp() * (ref_logp - logp)).sum().item<double>();
@@ -128,7 +148,7 @@ PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, ui
       r.tokens += static_cast<int64_t>(count * len);
       r.windows += static_cast<int64_t>(count);
       if (progress) {
-        progress->set_note(reference ? fmt::format("ppl {:.2f}  KL {:.4f}", r.perplexity(), r.kl_mean())
+        progress->set_note(has_reference ? fmt::format("ppl {:.2f}  KL {:.4f}", r.perplexity(), r.kl_mean())
                                      : fmt::format("ppl {:.2f}", r.perplexity()));
         progress->advance(static_cast<int64_t>(count * len));
       }
@@ -138,17 +158,18 @@ PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, ui
   }
   if (progress) progress->finish();
   if (was_training) model->train();
-  r.has_reference = reference != nullptr;
+  if (kept && !read_kept) kept->complete = true;
+  r.has_reference = has_reference;
   r.window = o.seq_len;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
 
 PerplexityResult evaluate_perplexity(Llama& model, const TokenShard& shard, const PerplexityOptions& options,
-                                     Llama* reference) {
+                                     Llama* reference, ReferenceLogits* kept) {
   return evaluate_perplexity(
       model, [&](uint64_t start, uint64_t n, int32_t* out) { shard.copy(start, n, out); }, shard.size(), options,
-      reference);
+      reference, kept);
 }
 
 }  // namespace outq

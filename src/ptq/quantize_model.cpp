@@ -17,14 +17,21 @@
 namespace outq {
 namespace {
 
-// Captures the Hessian of selected input points while a decoder layer runs.
+// Thrown by HessianCapture once the last input it needs has been seen, so that the rest of the
+// layer (everything after that linear's input) is not computed for nothing.
+struct LayerInputsCaptured {};
+
+// Captures the Hessian of selected input points while a decoder layer runs; stops the layer's
+// forward at `last_module`'s input.
 class HessianCapture : public Observer {
  public:
   std::map<std::string, HessianAccumulator> by_module;  ///< keyed by module name
+  std::string last_module;
   torch::Tensor observe(const ObservationPoint& point, const torch::Tensor& x) override {
     if (point.kind == PointKind::kLinearInput) {
       auto it = by_module.find(point.module);
       if (it != by_module.end()) it->second.add(x);
+      if (point.module == last_module) throw LayerInputsCaptured{};
     }
     return x;
   }
@@ -46,6 +53,26 @@ torch::Tensor run_layer(Llama& model, int l, const torch::Tensor& X, int64_t bat
                                           prefix ? &cache.values[i] : nullptr, observers));
   }
   return torch::cat(outs, 0);
+}
+
+// Runs decoder layer `l` over X in batches (as run_layer) up to the input of capture's last module.
+void capture_layer_inputs(Llama& model, int l, const torch::Tensor& X, int64_t batch,
+                          const std::shared_ptr<HessianCapture>& capture, const TokenPrefix* prefix) {
+  torch::NoGradGuard no_grad;
+  ObserverList observers;
+  observers.attach(capture);
+  const int64_t start = prefix ? prefix->length() : 0;
+  auto [cos, sin] = model->rope(start, X.size(1));
+  const auto i = static_cast<size_t>(l);
+  for (int64_t b = 0; b < X.size(0); b += batch) {
+    const auto x = X.slice(0, b, std::min(b + batch, X.size(0)));
+    KVCache cache = prefix ? prefix->for_batch(x.size(0)) : KVCache{};
+    try {
+      model->layer(l).forward(x, cos, sin, prefix ? &cache.keys[i] : nullptr, prefix ? &cache.values[i] : nullptr,
+                              observers);
+    } catch (const LayerInputsCaptured&) {
+    }
+  }
 }
 
 void store(QuantizedLinear& rec, Llama& model, const QuantizedWeight& q) {
@@ -76,9 +103,8 @@ void gptq_all(Llama& model, const Recipe& recipe, std::vector<QuantizedLinear>& 
     for (const auto& step : steps) {
       auto capture = std::make_shared<HessianCapture>();
       for (const ActivationSlot* slot : step) capture->by_module[block_module(l, slot->linears.front())];
-      ObserverList observers;
-      observers.attach(capture);
-      run_layer(model, l, X, batch, observers, prefix);
+      capture->last_module = block_module(l, step.back()->linears.front());
+      capture_layer_inputs(model, l, X, batch, capture, prefix);
       for (const ActivationSlot* slot : step) {
         const torch::Tensor H = capture->by_module.at(block_module(l, slot->linears.front())).hessian();
         for (const auto& name : slot->linears) {
@@ -93,6 +119,36 @@ void gptq_all(Llama& model, const Recipe& recipe, std::vector<QuantizedLinear>& 
     X = run_layer(model, l, X, batch, ObserverList{}, prefix);
   }
   progress.finish();
+}
+
+QuantizedWeight copy_of(const QuantizedWeight& q) {
+  auto copy = [](const torch::Tensor& t) { return t.defined() ? t.clone() : t; };
+  return {copy(q.dequantized), copy(q.codes), {copy(q.qp.scale), copy(q.qp.zero)}};
+}
+
+// gptq_all, or the weights of an identical earlier run from `cache` (stored there when new).
+void gptq_cached(Llama& model, const Recipe& recipe, QuantizedModel& out, const CalibrationData& data, GptqCache* cache) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const uint64_t key = cache ? GptqCache::key(model, recipe, out.linears, data) : 0;
+  if (const GptqCache::Entry* hit = cache ? cache->find(key) : nullptr) {
+    std::map<std::string, QuantizedLinear*> by_name;
+    for (auto& r : out.linears) by_name[r.module] = &r;
+    for (const auto& [module, q] : hit->weights) store(*by_name.at(module), model, copy_of(q));
+    out.gptq_seconds = hit->seconds;
+    out.gptq_reused = true;
+    log_info("gptq: the weights of an identical earlier run (same weights, weight specs, calibration and options), "
+             "{:.1f}s not repeated", hit->seconds);
+    return;
+  }
+  gptq_all(model, recipe, out.linears, data);
+  out.gptq_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!cache) return;
+  GptqCache::Entry entry;
+  entry.seconds = out.gptq_seconds;
+  for (const auto& rec : out.linears)
+    if (rec.weight_spec.enabled())
+      entry.weights.emplace_back(rec.module, copy_of({model->linear_weight(rec.module).detach(), rec.codes, rec.weight_qp}));
+  cache->put(key, std::move(entry));
 }
 
 bool calibrated(const QuantSpec& s) { return s.enabled() && !s.dynamic && s.range != RangeMethod::kLearned; }
@@ -180,7 +236,7 @@ std::vector<QuantizedPoint> plan_points(Llama& model, const Recipe& recipe) {
 }  // namespace
 
 QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenShard* calib, int32_t bos_id,
-                              const LearnedRanges* learned, const LearnedWeights* learned_weights) {
+                              const LearnedRanges* learned, const LearnedWeights* learned_weights, GptqCache* gptq_cache) {
   const auto t0 = std::chrono::steady_clock::now();
   QuantizedModel out;
   out.recipe = recipe;
@@ -263,7 +319,7 @@ QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenSha
   }
   for (const auto& m : methods) m->plan(out.linears);
   if (recipe.algorithm == WeightAlgorithm::kGptq) {
-    gptq_all(model, recipe, out.linears, data);
+    gptq_cached(model, recipe, out, data, gptq_cache);
   } else if (recipe.algorithm == WeightAlgorithm::kLearned) {
     for (auto& rec : out.linears)
       if (rec.weight_spec.enabled()) store(rec, model, learned_weight(model, recipe, rec, *learned_weights));

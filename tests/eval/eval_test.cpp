@@ -116,6 +116,61 @@ TEST(Perplexity, PairedStandardErrorOfTwoModelsOnTheSameWindows) {
             std::string::npos);
 }
 
+// KL against a reference: a direct computation, then the reference's logits kept from one
+// evaluation give later evaluations of other models exactly the same KL and top-1 agreement as
+// running the reference again; kept logits of other windows are not used (refilled, or an error
+// without a reference model).
+TEST(Perplexity, KlAgainstKeptReferenceLogitsEqualsRunningTheReference) {
+  Llama ref = tiny_model(1), a = tiny_model(2), b = tiny_model(3);
+  std::vector<int32_t> tokens(61);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 13 + 2) % 29);
+  const TokenSource source = [&](uint64_t s, uint64_t n, int32_t* out) { std::copy_n(tokens.begin() + s, n, out); };
+  PerplexityOptions o;
+  o.seq_len = 9;  // 61 tokens: 6 full windows and a partial one, batches of 4
+  o.batch_size = 4;
+  o.show_progress = false;
+  const PerplexityResult direct = evaluate_perplexity(b, source, tokens.size(), o, &ref);
+  {  // KL(ref || b) per position in double, from the two models' full-window logits
+    torch::NoGradGuard g;
+    double kl = 0;
+    int64_t agree = 0;
+    for (size_t start = 0; start < tokens.size(); start += 9) {
+      const size_t len = std::min<size_t>(9, tokens.size() - start);
+      std::vector<int64_t> input = {o.bos_id};
+      for (size_t i = 0; i + 1 < len; ++i) input.push_back(tokens[start + i]);
+      const auto x = torch::tensor(input).unsqueeze(0);
+      const auto lp = torch::log_softmax(b->forward(x)[0].to(torch::kFloat64), -1);
+      const auto lr = torch::log_softmax(ref->forward(x)[0].to(torch::kFloat64), -1);
+      kl += (lr.exp() * (lr - lp)).sum().item<double>();
+      agree += (lp.argmax(-1) == lr.argmax(-1)).sum().item<int64_t>();
+    }
+    // float32 logits, double softmax: the sums agree to 1e-6 relative.
+    EXPECT_NEAR(direct.kl_sum, kl, 1e-6 * kl);
+    EXPECT_EQ(direct.top1_agree, agree);
+  }
+  ReferenceLogits kept;
+  const PerplexityResult first = evaluate_perplexity(a, source, tokens.size(), o, &ref, &kept);
+  EXPECT_TRUE(kept.complete);
+  EXPECT_EQ(kept.batches.size(), 3u);  // two batches of 4 and 2 full windows, then the partial window
+  const PerplexityResult from_kept = evaluate_perplexity(b, source, tokens.size(), o, nullptr, &kept);
+  EXPECT_TRUE(from_kept.has_reference);
+  EXPECT_EQ(from_kept.kl_sum, direct.kl_sum);
+  EXPECT_EQ(from_kept.top1_agree, direct.top1_agree);
+  EXPECT_EQ(from_kept.nll_sum, direct.nll_sum);
+  // Other windows: without a reference model an error naming them, with one the kept logits are
+  // replaced by the reference's on those windows.
+  PerplexityOptions shorter = o;
+  shorter.max_tokens = 40;
+  EXPECT_NE(test::error_of([&] { evaluate_perplexity(b, source, tokens.size(), shorter, nullptr, &kept); })
+                .find("expected a reference model or its kept logits of 40 tokens"),
+            std::string::npos);
+  const PerplexityResult refilled = evaluate_perplexity(b, source, tokens.size(), shorter, &ref, &kept);
+  EXPECT_EQ(refilled.kl_sum, evaluate_perplexity(b, source, tokens.size(), shorter, &ref).kl_sum);
+  EXPECT_EQ(evaluate_perplexity(a, source, tokens.size(), shorter, nullptr, &kept).kl_sum,
+            evaluate_perplexity(a, source, tokens.size(), shorter, &ref).kl_sum);
+  EXPECT_GT(first.kl_sum, 0.0);
+}
+
 TEST(Perplexity, BadOptionsAreErrors) {
   Llama m = tiny_model(1);
   std::vector<int32_t> tokens(20, 3);

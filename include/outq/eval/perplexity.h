@@ -55,6 +55,16 @@ struct PerplexityResult {
   nlohmann::json to_json() const;
 };
 
+/// A reference model's logits on every scored batch of one evaluation, kept so that later
+/// evaluations of other models against the same reference, on the same source and windows, read
+/// them instead of running the reference again (tokens x vocabulary floats of memory). Not used
+/// with a prefix (the reference then continues after each model's own prefix).
+struct ReferenceLogits {
+  std::string windows;                 ///< the token count, window, batch and BOS they were scored with
+  std::vector<torch::Tensor> batches;  ///< (B, len, V) float32, in scoring order
+  bool complete = false;
+};
+
 /// Reads tokens [start, start + n) of a source into `out`.
 using TokenSource = std::function<void(uint64_t start, uint64_t n, int32_t* out)>;
 
@@ -62,11 +72,14 @@ using TokenSource = std::function<void(uint64_t start, uint64_t n, int32_t* out)
 /// Runs under NoGradGuard; shows running perplexity with progress. With a `reference` model the
 /// same windows also give the mean KL divergence of this model's next-token distribution from
 /// the reference's and the top-1 agreement, in one pass with memory independent of the tokens.
+/// With `kept` (and no prefix): the reference's logits come from it when it holds these windows'
+/// (the reference model may then be null), else the reference runs and they are kept there.
 PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, uint64_t num_tokens,
-                                     const PerplexityOptions& options, Llama* reference = nullptr);
+                                     const PerplexityOptions& options, Llama* reference = nullptr,
+                                     ReferenceLogits* kept = nullptr);
 
 /// Convenience overload for a token shard.
 PerplexityResult evaluate_perplexity(Llama& model, const TokenShard& shard, const PerplexityOptions& options,
-                                     Llama* reference = nullptr);
+                                     Llama* reference = nullptr, ReferenceLogits* kept = nullptr);
 
 }  // namespace outq

@@ -13,6 +13,7 @@
 #include "outq/model/llama.h"
 #include "outq/ptq/activation_quant.h"
 #include "outq/ptq/gptq.h"
+#include "outq/ptq/gptq_cache.h"
 #include "outq/quant/learned_weights.h"
 #include "outq/quant/quantized_model.h"
 #include "outq/quant/recipe.h"
@@ -25,7 +26,10 @@ namespace outq {
 /// must then cover every such module. Weights with algorithm = "learned" are quantized on the grid
 /// of `learned_weights` (a weight-QAT model's steps), whose spec must be the recipe's. Globs that
 /// match no module are warned about with the list of module names.
+/// With `gptq_cache`, a GPTQ run identical to one it holds (see gptq_cache.h) takes that run's
+/// weights instead of repeating it, and a new run is stored there.
 QuantizedModel quantize_model(Llama& model, const Recipe& recipe, const TokenShard* calib, int32_t bos_id,
-                              const LearnedRanges* learned = nullptr, const LearnedWeights* learned_weights = nullptr);
+                              const LearnedRanges* learned = nullptr, const LearnedWeights* learned_weights = nullptr,
+                              GptqCache* gptq_cache = nullptr);
 
 }  // namespace outq

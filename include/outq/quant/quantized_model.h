@@ -73,7 +73,9 @@ struct QuantizedModel {
   std::shared_ptr<ActivationQuantizer> activations;  ///< attached to the model
   /// The quantization-free prefix evaluation and generation continue after (QFeP); null if none.
   std::shared_ptr<const TokenPrefix> prefix;
-  double seconds = 0;
+  double seconds = 0;       ///< this quantization's wall time
+  double gptq_seconds = 0;  ///< the GPTQ run's time (the earlier run's when it was reused)
+  bool gptq_reused = false;  ///< GPTQ's weights came from an identical earlier run (GptqCache)
 };
 
 /// Builds and attaches the activation quantizer from per-module specs and static ranges, and the
