@@ -105,7 +105,7 @@ std::string stage_label(const std::string& entry) {
 
 double train_estimate(const OutqConfig& c) {
   const double tokens = static_cast<double>(c.train.steps * c.train.batch_size * c.train.seq_len);
-  double rate = c.qat.quantizes() ? 3000.0 : 3900.0;  // tokens/s of the tiny model on 2 cores
+  double rate = c.qat.quantizes() ? 2200.0 : 2500.0;  // tokens/s of the tiny model on 2 AVX2 cores (2 ranks)
   if (c.train.device != "cpu") rate *= 100;                // a GPU: a rough guess, rescaled as stages finish
   const double scale = static_cast<double>(c.model.hidden_size) / 256.0 * c.model.num_hidden_layers / 4.0;
   return tokens / rate * std::max(scale, 0.05);
@@ -157,6 +157,23 @@ json assemble_report(OutqConfig& config, const std::vector<ModelPlan>& models, c
                 {"kurtosis_lambda", config.qat.kurtosis_lambda}, {"kurtosis_reduction", config.qat.kurtosis_reduction},
                 {"test_tokens", results.at("eval-baseline-float").at("tokens")}, {"seq_len", mc.max_position_embeddings},
                 {"threads", sc.threads}, {"isa", kernels::isa_name(kernels::isa_active())}};
+  {  // the evaluation sample's uncertainty, and the GPTQ runs recipes shared (work not repeated)
+    const json& f = results.at("eval-baseline-float");
+    int gptq = 0, shared = 0;
+    for (const auto& entry : sc.recipes) {
+      if (study_recipe(entry).algorithm != WeightAlgorithm::kGptq) continue;
+      for (const auto& m : models) {
+        const auto it = results.find("eval-" + m.id + "-" + stage_label(entry));
+        if (it == results.end() || !it->second.contains("quantize_seconds")) continue;
+        ++gptq;
+        shared += it->second.value("gptq_shared", false) ? 1 : 0;
+      }
+    }
+    r["setup"]["float_ppl_se"] = f.value("ppl_se", 0.0);
+    r["setup"]["float_ppl"] = f.at("perplexity");
+    r["setup"]["gptq_evaluations"] = gptq;
+    r["setup"]["gptq_shared"] = shared;
+  }
   for (const auto& m : models)
     if (!m.init_from.empty())
       r["setup"]["finetune"] = {{"fraction", sc.finetune_fraction}, {"steps", m.config.train.steps},
@@ -253,6 +270,10 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
   }
   const int64_t eval_tokens = sc.eval_tokens;
 
+  // Seconds of the tiny model's stages on 2 cores (GPTQ runs shared) scale with their tokens per 16k
+  // (0 = the whole split, about 40k of Brown); a first guess the progress view rescales as stages finish.
+  auto per_16k = [](int64_t tokens) { return static_cast<double>(tokens > 0 ? tokens : 40000) / 16384.0; };
+
   // Plan every stage; results are filled in as they finish (or read from the cache).
   StudyMemory memory;
   std::vector<Planned> plan;
@@ -263,14 +284,14 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
                     [m] { return study_train(m.config, m.train.dir.string(), m.init_from); }});
   for (const auto& m : models) {
     const Stage s = cache.stage("analyze-" + m.id, {{"train", m.train.hash}, {"tokens", sc.analyze_tokens}});
-    plan.push_back({s, 20.0, [&, m, s] {
+    plan.push_back({s, 6.0 * per_16k(sc.analyze_tokens), [&, m, s] {
                       return study_analyze(model_dir(m), m.train.dir.string(), data_dir, sc.analyze_tokens, s.dir.string());
                     }});
   }
   for (const auto& m : models) {
     const json base_key = {{"train", m.train.hash}, {"tokens", eval_tokens}, {"version", kStudyVersion},
                            {"eval_version", kEvalVersion}};
-    plan.push_back({cache.stage("eval-" + m.id + "-float", base_key), 10.0,
+    plan.push_back({cache.stage("eval-" + m.id + "-float", base_key), 2.0 * per_16k(eval_tokens),
                     [&, m] { return study_eval(model_dir(m), nullptr, data_dir, config, eval_tokens, memory); }});
     for (const auto& [entry, recipe] : recipes) {
       if (!m.evaluates(entry)) continue;
@@ -279,7 +300,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
       const bool gptq = recipe.algorithm == WeightAlgorithm::kGptq;
       const Recipe* rp = &recipe;
       const std::string why = m.inapplicable(recipe);
-      plan.push_back({cache.stage("eval-" + m.id + "-" + stage_label(entry), key), why.empty() ? (gptq ? 35.0 : 15.0) : 0.0,
+      plan.push_back({cache.stage("eval-" + m.id + "-" + stage_label(entry), key), why.empty() ? (gptq ? 15.0 : 0.0) + 5.0 * per_16k(eval_tokens) : 0.0,
                       [&, m, rp, why] {
                         if (!why.empty()) return json{{"skipped", why}};
                         return study_eval(model_dir(m), rp, data_dir, config, eval_tokens, memory);
@@ -293,7 +314,7 @@ int run_study(const CommonOptions& common, OutqConfig& config) {
       json key = {{"train", m.train.hash}, {"tokens", eval_tokens}, {"recipe", rp->source_text},
                   {"prefill", sc.runtime_prefill}, {"decode", sc.runtime_decode}, {"threads", sc.threads},
                   {"isa", kernels::isa_name(kernels::isa_active())}, {"version", kStudyVersion}};
-      plan.push_back({cache.stage("runtime-" + m.id + "-" + stage_label(entry), key), 40.0,
+      plan.push_back({cache.stage("runtime-" + m.id + "-" + stage_label(entry), key), 8.0 + 2.0 * per_16k(eval_tokens),
                       [&, m, rp] { return study_runtime(model_dir(m), *rp, data_dir, config, eval_tokens, memory); }});
     }
   {

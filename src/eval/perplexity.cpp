@@ -140,9 +140,12 @@ PerplexityResult evaluate_perplexity(Llama& model, const TokenSource& source, ui
           if (kept) kept->batches.push_back(ref_logits);
         }
         ++batch_index;
-        const auto logp = torch::log_softmax(logits.to(torch::kFloat64), -1);
-        const auto ref_logp = torch::log_softmax(ref_logits.to(torch::kFloat64), -1);
-        r.kl_sum += (ref_logp.exp() * (ref_logp - logp)).sum().item<double>();
+        // In float64 (the logits converted inside log_softmax): KL of close models is a small
+        // difference of large terms.
+        const auto ref_logp = torch::log_softmax(ref_logits, -1, torch::kFloat64);
+        auto diff = torch::log_softmax(logits, -1, torch::kFloat64);
+        diff.sub_(ref_logp).neg_();  // ref_logp - logp, in place
+        r.kl_sum += ref_logp.exp().mul_(diff).sum().item<double>();
         r.top1_agree += (logits.argmax(-1) == ref_logits.argmax(-1)).sum().item<int64_t>();
       }
       r.tokens += static_cast<int64_t>(count * len);

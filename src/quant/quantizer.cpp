@@ -13,11 +13,15 @@ namespace {
 int64_t last_dim(const torch::Tensor& x) { return x.dim() == 0 ? 1 : x.size(-1); }
 
 // Fake-quantized grouped values and the inside-the-clipping-range mask, without gradient.
-std::pair<torch::Tensor, torch::Tensor> fake_quant_grouped(const torch::Tensor& g, const QParams& qp, const QuantSpec& spec) {
+// The fake-quantized values and, when `with_inside`, the mask of values within the range (the
+// straight-through estimator's; left undefined otherwise, as inference does not need it).
+std::pair<torch::Tensor, torch::Tensor> fake_quant_grouped(const torch::Tensor& g, const QParams& qp, const QuantSpec& spec,
+                                                           bool with_inside) {
   torch::NoGradGuard no_grad;
   const double qmin = static_cast<double>(spec.qmin()), qmax = static_cast<double>(spec.qmax());
   auto q = torch::clamp(torch::round(g / qp.scale + qp.zero), qmin, qmax);
   auto out = (q - qp.zero) * qp.scale;
+  if (!with_inside) return {out, torch::Tensor()};
   auto inside = (g >= (qmin - qp.zero) * qp.scale) & (g <= (qmax - qp.zero) * qp.scale);
   return {out, inside};
 }
@@ -126,7 +130,7 @@ std::pair<torch::Tensor, torch::Tensor> range_of_grouped(const torch::Tensor& g,
       for (int i = 0; i <= 35; ++i) {
         const double f = 1.0 - 0.02 * i;
         const QParams qp = qparams_from_range(lo0 * f, hi0 * f, spec);
-        const auto err = (fake_quant_grouped(g, qp, spec).first - g).pow(2).sum(-1, true);
+        const auto err = (fake_quant_grouped(g, qp, spec, false).first - g).pow(2).sum(-1, true);
         if (i == 0) {
           best_err = err;
           best_f = torch::ones_like(err);
@@ -229,7 +233,7 @@ torch::Tensor dequantize(const torch::Tensor& codes, const QParams& qp, const Qu
 torch::Tensor fake_quant(const torch::Tensor& x, const QParams& qp, const QuantSpec& spec, const torch::Tensor& perm) {
   if (!spec.enabled()) return x;
   const auto v = element_view(x, qp, spec, perm);
-  auto [out, inside] = fake_quant_grouped(v.values, v.qp, spec);
+  auto [out, inside] = fake_quant_grouped(v.values, v.qp, spec, x.requires_grad());
   if (x.requires_grad()) out = out + (v.values - v.values.detach()) * inside;  // straight-through inside the range
   return from_element_view(out, x.sizes(), spec, perm);
 }

@@ -49,8 +49,18 @@ std::string setup_section(const json& r) {
                                             100 * f.at("fraction").get<double>(), format_count(f.at("tokens").get<long long>()),
                                             set)});
   }
-  t.add_row({"evaluation", fmt::format("test split, {} tokens per evaluation, windows of {}", format_count(s.at("test_tokens").get<long long>()),
-                                       s.at("seq_len").get<long long>())});
+  const bool sample = r.contains("study") && r.at("study").value("eval_tokens", 0) > 0;
+  t.add_row({"evaluation", fmt::format("test split{}, {} tokens per evaluation, windows of {}; the standard error over "
+                                       "windows is printed with every perplexity ({:.2f} on the float baseline's {:.2f}); "
+                                       "KL against each model's float logits, computed once per model",
+                                       sample ? " (a sample, study.eval_tokens: its size is traded for time)" : "",
+                                       format_count(s.at("test_tokens").get<long long>()), s.at("seq_len").get<long long>(),
+                                       s.value("float_ppl_se", 0.0), s.value("float_ppl", 0.0))});
+  if (s.value("gptq_evaluations", 0) > 0)
+    t.add_row({"shared work", fmt::format("{} of {} GPTQ evaluations reused an identical GPTQ run of an earlier recipe (same "
+                                          "weights, weight spec, calibration and options: only the activations differ), and the "
+                                          "integer-runtime runs reuse the evaluations' (results are the same bit for bit)",
+                                          s.at("gptq_shared").get<int>(), s.at("gptq_evaluations").get<int>())});
   t.add_row({"machine", fmt::format("{} threads, integer kernels: {}", s.at("threads").get<int>(), s.at("isa").get<std::string>())});
   out += t.render_markdown();
   if (r.contains("config")) {
