@@ -160,14 +160,10 @@ json assemble_report(OutqConfig& config, const std::vector<ModelPlan>& models, c
   {  // the evaluation sample's uncertainty, and the GPTQ runs recipes shared (work not repeated)
     const json& f = results.at("eval-baseline-float");
     int gptq = 0, shared = 0;
-    for (const auto& entry : sc.recipes) {
-      if (study_recipe(entry).algorithm != WeightAlgorithm::kGptq) continue;
-      for (const auto& m : models) {
-        const auto it = results.find("eval-" + m.id + "-" + stage_label(entry));
-        if (it == results.end() || !it->second.contains("quantize_seconds")) continue;
-        ++gptq;
-        shared += it->second.value("gptq_shared", false) ? 1 : 0;
-      }
+    for (const auto& [name, res] : results) {  // GPTQ evaluations record whether their run was shared
+      if (name.rfind("eval-", 0) != 0 || !res.contains("gptq_shared")) continue;
+      ++gptq;
+      shared += res.at("gptq_shared").get<bool>() ? 1 : 0;
     }
     r["setup"]["float_ppl_se"] = f.value("ppl_se", 0.0);
     r["setup"]["float_ppl"] = f.at("perplexity");

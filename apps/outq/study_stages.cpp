@@ -235,7 +235,7 @@ json study_eval(const std::string& model_dir, const Recipe* recipe, const std::s
     const QuantizedModel q = quantize_for_study(lm, *recipe, model_dir, data_dir, config, memory.gptq);
     // What the recipe costs on its own: a GPTQ run shared with an earlier recipe counts its time.
     out["quantize_seconds"] = q.gptq_reused ? q.seconds + q.gptq_seconds : q.seconds;
-    out["gptq_shared"] = q.gptq_reused;
+    if (recipe->algorithm == WeightAlgorithm::kGptq) out["gptq_shared"] = q.gptq_reused;
     out.update({{"weights", recipe->weights.describe()}, {"activations", recipe->activations.describe()},
                 {"label", recipe->label()}, {"w_bits", recipe->weights.enabled() ? recipe->weights.bits : 16},
                 {"a_bits", recipe->activations.enabled() ? recipe->activations.bits : 16},

@@ -38,7 +38,8 @@ class HessianCapture : public Observer {
 };
 
 // Runs decoder layer `l` over hidden states X (n, T, C) in batches, after the prefix's cached keys
-// and values of that layer when there is a prefix; returns its outputs.
+// and values of that layer when there is a prefix; returns its outputs, or an undefined tensor when
+// an observer ended the batches' forward early (a HessianCapture with all it needs).
 torch::Tensor run_layer(Llama& model, int l, const torch::Tensor& X, int64_t batch, const ObserverList& observers,
                         const TokenPrefix* prefix) {
   torch::NoGradGuard no_grad;
@@ -49,30 +50,13 @@ torch::Tensor run_layer(Llama& model, int l, const torch::Tensor& X, int64_t bat
     const auto x = X.slice(0, b, std::min(b + batch, X.size(0)));
     KVCache cache = prefix ? prefix->for_batch(x.size(0)) : KVCache{};  // views, extended per batch
     const auto i = static_cast<size_t>(l);
-    outs.push_back(model->layer(l).forward(x, cos, sin, prefix ? &cache.keys[i] : nullptr,
-                                          prefix ? &cache.values[i] : nullptr, observers));
-  }
-  return torch::cat(outs, 0);
-}
-
-// Runs decoder layer `l` over X in batches (as run_layer) up to the input of capture's last module.
-void capture_layer_inputs(Llama& model, int l, const torch::Tensor& X, int64_t batch,
-                          const std::shared_ptr<HessianCapture>& capture, const TokenPrefix* prefix) {
-  torch::NoGradGuard no_grad;
-  ObserverList observers;
-  observers.attach(capture);
-  const int64_t start = prefix ? prefix->length() : 0;
-  auto [cos, sin] = model->rope(start, X.size(1));
-  const auto i = static_cast<size_t>(l);
-  for (int64_t b = 0; b < X.size(0); b += batch) {
-    const auto x = X.slice(0, b, std::min(b + batch, X.size(0)));
-    KVCache cache = prefix ? prefix->for_batch(x.size(0)) : KVCache{};
     try {
-      model->layer(l).forward(x, cos, sin, prefix ? &cache.keys[i] : nullptr, prefix ? &cache.values[i] : nullptr,
-                              observers);
+      outs.push_back(model->layer(l).forward(x, cos, sin, prefix ? &cache.keys[i] : nullptr,
+                                            prefix ? &cache.values[i] : nullptr, observers));
     } catch (const LayerInputsCaptured&) {
     }
   }
+  return outs.size() == 0 ? torch::Tensor() : torch::cat(outs, 0);
 }
 
 void store(QuantizedLinear& rec, Llama& model, const QuantizedWeight& q) {
@@ -104,7 +88,9 @@ void gptq_all(Llama& model, const Recipe& recipe, std::vector<QuantizedLinear>& 
       auto capture = std::make_shared<HessianCapture>();
       for (const ActivationSlot* slot : step) capture->by_module[block_module(l, slot->linears.front())];
       capture->last_module = block_module(l, step.back()->linears.front());
-      capture_layer_inputs(model, l, X, batch, capture, prefix);
+      ObserverList observers;
+      observers.attach(capture);
+      run_layer(model, l, X, batch, observers, prefix);
       for (const ActivationSlot* slot : step) {
         const torch::Tensor H = capture->by_module.at(block_module(l, slot->linears.front())).hessian();
         for (const auto& name : slot->linears) {
