@@ -45,9 +45,11 @@ void run_ranks(int world, const std::function<void(ProcessGroup&)>& body, int ti
 struct Toy {
   std::vector<torch::Tensor> params;
   explicit Toy(uint64_t seed) {
-    torch::manual_seed(seed);  // the same start on every rank, as training requires
+    // The same start on every rank, as training requires. A generator of its own: the ranks are
+    // threads here, and seeding and drawing from the global generator would interleave between them.
+    auto gen = at::detail::createCPUGenerator(seed);
     for (auto shape : std::vector<std::vector<int64_t>>{{7, 3}, {13}, {1}, {5, 5, 2}, {3, 11}, {4}}) {
-      params.push_back(torch::randn(shape).requires_grad_(true));
+      params.push_back(torch::randn(shape, gen).requires_grad_(true));
     }
   }
   // params[4] takes no part (no gradient on any rank), like QAT ranges before qat.start_step.
