@@ -47,6 +47,7 @@ Command command_data();
 Command command_train();
 Command command_eval();
 Command command_generate();
+Command command_import();
 Command command_quantize();
 Command command_analyze();
 Command command_bench();

@@ -28,8 +28,9 @@ LoadedModel load_model_dir(const std::string& dir, bool simulate) {
     out.model = model_load(dir);
   }
   out.tokenizer = std::make_unique<Tokenizer>(Tokenizer::load((fs::path(dir) / "tokenizer.model").string()));
-  OUTQ_CHECK(out.tokenizer->vocab_size() == out.model->config().vocab_size, dir,
-             "/tokenizer.model: vocabulary size: expected ", out.model->config().vocab_size, " (the model's), found ",
+  // (Imported checkpoints may have more embedding rows than tokens: padding no text ever reaches.)
+  OUTQ_CHECK(out.tokenizer->vocab_size() <= out.model->config().vocab_size, dir,
+             "/tokenizer.model: vocabulary size: expected at most ", out.model->config().vocab_size, " (the model's), found ",
              out.tokenizer->vocab_size());
   const fs::path clips = fs::path(dir) / "clips.json";
   if (fs::exists(clips)) out.learned = learned_ranges_load(clips.string());

@@ -5,6 +5,8 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <set>
+#include <tuple>
 #include <charconv>
 #include <nlohmann/json.hpp>
 
@@ -98,16 +100,31 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), file_(p
     fail_mismatch(path, "header length", fmt::format("at most {} bytes within the file", std::min<uint64_t>(kMaxHeaderBytes, size - 8)),
                   fmt::format("{} (not a safetensors file, or truncated)", n));
   }
+  if (n == 0 || p[8] != '{') fail_mismatch(path, "header", "a JSON object starting at its first byte", n == 0 ? "an empty header" : fmt::format("first byte 0x{:02x}", p[8]));
   nlohmann::json header;
+  std::set<std::string> names;
+  std::string duplicate;
   try {
-    header = nlohmann::json::parse(p + 8, p + 8 + n);
+    // A name given twice would silently keep one of the two: refused, as the format says.
+    header = nlohmann::json::parse(p + 8, p + 8 + n, [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+      if (depth == 1 && event == nlohmann::json::parse_event_t::key && !names.insert(parsed.get<std::string>()).second &&
+          duplicate.empty())
+        duplicate = parsed.get<std::string>();
+      return true;
+    });
   } catch (const nlohmann::json::exception& e) {
     fail_mismatch(path, "header", "a JSON object", std::string("invalid JSON (") + e.what() + ")");
   }
   if (!header.is_object()) fail_mismatch(path, "header", "a JSON object", header.type_name());
+  if (!duplicate.empty()) fail_mismatch(path, "tensor '" + duplicate + "'", "each name once in the header", "it twice");
   const uint8_t* buffer = p + 8 + n;
   const uint64_t buffer_bytes = size - 8 - n;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  struct Range {
+    uint64_t begin, end;
+    std::string name;
+    bool operator<(const Range& o) const { return std::tie(begin, end, name) < std::tie(o.begin, o.end, o.name); }
+  };
+  std::vector<Range> ranges;
   for (const auto& [name, entry] : header.items()) {
     const std::string where = fmt::format("{}: tensor '{}'", path, name);
     if (name == "__metadata__") {
@@ -147,16 +164,26 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), file_(p
     }
     v.data = buffer + begin;
     v.bytes = end - begin;
-    if (v.bytes > 0) ranges.emplace_back(begin, end);
+    ranges.push_back({begin, end, name});
     tensors_[name] = std::move(v);
   }
+  // In offset order the tensors tile the buffer: no overlap, no hole, nothing after the last.
   std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i) {
-    if (ranges[i].first < ranges[i - 1].second) {
+  uint64_t at = 0;
+  for (const auto& r : ranges) {
+    if (r.begin < at) {
       fail_mismatch(path, "data_offsets", "non-overlapping tensors",
-                    fmt::format("ranges [{}, {}) and [{}, {}) overlapping", ranges[i - 1].first,
-                                ranges[i - 1].second, ranges[i].first, ranges[i].second));
+                    fmt::format("tensor '{}' at [{}, {}) overlapping the previous one, which ends at {}", r.name, r.begin, r.end, at));
     }
+    if (r.begin > at) {
+      fail_mismatch(path, "data_offsets", "tensors that tile the buffer",
+                    fmt::format("a hole of {} bytes before tensor '{}' at [{}, {})", r.begin - at, r.name, r.begin, r.end));
+    }
+    at = r.end;
+  }
+  if (at != buffer_bytes) {
+    fail_mismatch(path, "data_offsets", fmt::format("tensors that end where the file ends ({} bytes of data)", buffer_bytes),
+                  fmt::format("{} trailing bytes after the last tensor", buffer_bytes - at));
   }
 }
 

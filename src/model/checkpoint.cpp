@@ -10,6 +10,7 @@
 #include "outq/core/error.h"
 #include "outq/core/file_io.h"
 #include "outq/core/json_file.h"
+#include "outq/core/progress.h"
 #include "outq/model/tensor_io.h"
 
 namespace fs = std::filesystem;
@@ -52,15 +53,22 @@ Llama model_load(const std::string& dir) {
 }
 
 void model_load_weights(Llama& model, const SafetensorsFile& file) {
+  std::map<std::string, StoredTensor> tensors;
+  for (const auto& [name, view] : file.tensors()) tensors[name] = {&view, file.path()};
+  model_load_weights(model, tensors, file.path());
+}
+
+void model_load_weights(Llama& model, const std::map<std::string, StoredTensor>& tensors, const std::string& where,
+                        Progress* progress) {
   torch::NoGradGuard no_grad;
   const auto params = model->named_parameters();
   std::vector<std::string> missing, unexpected;
   std::set<std::string> expected_names;
   for (const auto& p : params) {
     expected_names.insert(p.key());
-    if (!file.contains(p.key())) missing.push_back(p.key());
+    if (!tensors.count(p.key())) missing.push_back(p.key());
   }
-  for (const auto& [name, view] : file.tensors())
+  for (const auto& [name, stored] : tensors)
     if (!expected_names.count(name)) unexpected.push_back(name);
   auto listing = [](const std::vector<std::string>& names) {
     const size_t shown = std::min<size_t>(names.size(), 4);
@@ -69,24 +77,26 @@ void model_load_weights(Llama& model, const SafetensorsFile& file) {
     return s;
   };
   if (!missing.empty()) {
-    fail_mismatch(file.path(), "tensors", "every tensor of the model in config.json",
+    fail_mismatch(where, "tensors", "every tensor of the model in config.json",
                   fmt::format("{} missing: {}", missing.size(), listing(missing)));
   }
   if (!unexpected.empty()) {
-    fail_mismatch(file.path(), "tensors", "only the tensors of the model in config.json",
+    fail_mismatch(where, "tensors", "only the tensors of the model in config.json",
                   fmt::format("{} unexpected: {}", unexpected.size(), listing(unexpected)));
   }
   for (const auto& p : params) {
-    const TensorView& view = file.get(p.key());
+    const StoredTensor& stored = tensors.at(p.key());
+    const TensorView& view = *stored.view;
     if (view.shape != p.value().sizes().vec()) {
-      fail_mismatch(file.path(), p.key(), fmt::format("shape {} (from config.json)", p.value().sizes()),
+      fail_mismatch(stored.file, p.key(), fmt::format("shape {} (from config.json)", p.value().sizes()),
                     fmt::format("shape [{}]", fmt::join(view.shape, ", ")));
     }
     if (view.dtype != DType::F32 && view.dtype != DType::F16 && view.dtype != DType::BF16) {
-      fail_mismatch(file.path(), p.key(), "dtype F32, F16 or BF16", dtype_name(view.dtype));
+      fail_mismatch(stored.file, p.key(), "dtype F32, F16 or BF16", dtype_name(view.dtype));
     }
     p.value().copy_(tensor_from_view(view).to(p.value().device(), torch::kFloat32));
-    expect_finite(p.value(), file.path(), p.key());  // (after the cast: an F16 value can overflow to inf)
+    expect_finite(p.value(), stored.file, p.key());  // (after the cast: an F16 value can overflow to inf)
+    if (progress) progress->advance(static_cast<int64_t>(view.bytes));
   }
 }
 

@@ -26,9 +26,23 @@ void ObserverList::detach(const Observer* observer) {
                    observers_.end());
 }
 
-std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t positions, int64_t head_dim, double theta) {
+std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t positions, int64_t head_dim, double theta,
+                                                    const RopeScaling& scaling) {
   // inv_freq_i = theta^(-2i/D), i < D/2; angle(p, i) = p * inv_freq_i, repeated for both halves.
   auto inv_freq = torch::pow(theta, -torch::arange(0, head_dim, 2, torch::kFloat64) / static_cast<double>(head_dim));
+  if (scaling.type == "linear") inv_freq = inv_freq / scaling.factor;  // = positions / factor
+  if (scaling.type == "llama3") {
+    // Wavelengths 2 pi / inv_freq above original / low_freq_factor are divided by factor, those
+    // below original / high_freq_factor kept; between, s = (original / wavelength - low) / (high - low)
+    // blends the two: (1 - s) inv_freq / factor + s inv_freq.
+    const double original = scaling.original_max_position_embeddings;
+    const auto wavelength = 2.0 * M_PI / inv_freq;
+    const auto s = ((original / wavelength - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor))
+                       .clamp(0.0, 1.0);
+    const auto blended = (1.0 - s) * inv_freq / scaling.factor + s * inv_freq;
+    inv_freq = torch::where(wavelength > original / scaling.low_freq_factor, inv_freq / scaling.factor,
+                            torch::where(wavelength < original / scaling.high_freq_factor, inv_freq, blended));
+  }
   auto pos = torch::arange(positions, torch::kFloat64);
   auto angles = torch::outer(pos, inv_freq);           // (P, D/2)
   auto full = torch::cat({angles, angles}, -1);        // (P, D)
@@ -45,8 +59,9 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
 
 }  // namespace
 
-ObservedLinearImpl::ObservedLinearImpl(int64_t in, int64_t out) {
+ObservedLinearImpl::ObservedLinearImpl(int64_t in, int64_t out, bool bias) {
   weight = register_parameter("weight", torch::empty({out, in}));
+  if (bias) this->bias = register_parameter("bias", torch::zeros({out}));
 }
 
 void ObservedLinearImpl::set_points(const ObservationPoint* input, const ObservationPoint* output) {
@@ -55,7 +70,8 @@ void ObservedLinearImpl::set_points(const ObservationPoint* input, const Observa
 }
 
 torch::Tensor ObservedLinearImpl::product(const torch::Tensor& x) const {
-  return kernel ? kernel->forward(x) : torch::matmul(x, weight.t());
+  torch::Tensor y = kernel ? kernel->forward(x) : torch::matmul(x, weight.t());
+  return bias.defined() ? y + bias : y;
 }
 
 torch::Tensor ObservedLinearImpl::forward(torch::Tensor x, const ObserverList& observers) {
@@ -80,17 +96,21 @@ namespace {
 // each layer's own output either way.
 std::vector<torch::Tensor> shared_input_linears(const torch::Tensor& x, const std::vector<ObservedLinearImpl*>& linears,
                                                 const ObserverList& observers) {
-  std::vector<torch::Tensor> inputs, weights, outputs;
+  std::vector<torch::Tensor> inputs, weights, biases, outputs;
   std::vector<int64_t> widths;
   bool shared = true;
   for (auto* l : linears) {
     inputs.push_back(observers.empty() ? x : l->observe_input(x, observers));
-    shared = shared && inputs.back().is_same(inputs.front()) && !l->kernel;
+    shared = shared && inputs.back().is_same(inputs.front()) && !l->kernel &&
+             l->bias.defined() == linears.front()->bias.defined();
     weights.push_back(l->weight);
+    if (l->bias.defined()) biases.push_back(l->bias);
     widths.push_back(l->weight.size(0));
   }
   if (shared) {
-    outputs = torch::matmul(inputs.front(), torch::cat(weights, 0).t()).split_with_sizes(widths, -1);
+    torch::Tensor y = torch::matmul(inputs.front(), torch::cat(weights, 0).t());
+    if (!biases.empty()) y = y + torch::cat(biases, 0);
+    outputs = y.split_with_sizes(widths, -1);
   } else {
     for (size_t i = 0; i < linears.size(); ++i) outputs.push_back(linears[i]->product(inputs[i]));
   }
@@ -112,10 +132,10 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 AttentionImpl::AttentionImpl(const ModelConfig& c)
     : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim()) {
   const int64_t C = c.hidden_size;
-  q_proj = register_module("q_proj", ObservedLinear(C, heads_ * head_dim_));
-  k_proj = register_module("k_proj", ObservedLinear(C, kv_heads_ * head_dim_));
-  v_proj = register_module("v_proj", ObservedLinear(C, kv_heads_ * head_dim_));
-  o_proj = register_module("o_proj", ObservedLinear(heads_ * head_dim_, C));
+  q_proj = register_module("q_proj", ObservedLinear(C, heads_ * head_dim_, c.qkv_bias()));
+  k_proj = register_module("k_proj", ObservedLinear(C, kv_heads_ * head_dim_, c.qkv_bias()));
+  v_proj = register_module("v_proj", ObservedLinear(C, kv_heads_ * head_dim_, c.qkv_bias()));
+  o_proj = register_module("o_proj", ObservedLinear(heads_ * head_dim_, C, c.o_bias()));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
@@ -232,7 +252,8 @@ LlamaImpl::LlamaImpl(const ModelConfig& config) : config_(config) {
   if (!config_.tie_word_embeddings) {
     lm_head = register_module("lm_head", ObservedLinear(config_.hidden_size, config_.vocab_size));
   }
-  auto [cos, sin] = rope_tables(config_.max_position_embeddings, config_.head_dim(), config_.rope_theta);
+  auto [cos, sin] = rope_tables(config_.max_position_embeddings, config_.head_dim(), config_.rope_theta,
+                                  config_.rope_scaling);
   rope_cos_ = register_buffer("rope_cos", cos);  // buffers follow the model across devices
   rope_sin_ = register_buffer("rope_sin", sin);
   build_points();
@@ -290,6 +311,8 @@ void LlamaImpl::reset_parameters(uint64_t seed) {
   for (auto& p : named_parameters()) {
     if (p.key().find("norm") != std::string::npos) {
       p.value().fill_(1.0);
+    } else if (p.value().dim() == 1) {  // biases
+      p.value().zero_();
     } else {
       p.value().normal_(0.0, config_.initializer_range, gen);
     }

@@ -12,6 +12,7 @@ namespace outq {
 namespace {
 
 std::string weight(int layer, const std::string& relative) { return block_module(layer, relative) + ".weight"; }
+std::string bias(int layer, const std::string& relative) { return block_module(layer, relative) + ".bias"; }
 
 }  // namespace
 
@@ -82,11 +83,16 @@ void rotate_residual(WeightEdit& w, const ModelConfig& c, const torch::Tensor& q
   OUTQ_ASSERT(q.size(0) == c.hidden_size, "rotate_residual: Q of size ", q.size(0), " for width ", c.hidden_size);
   auto reader = [&](const std::string& name) { w[name] = torch::matmul(w[name], q); };
   auto writer = [&](const std::string& name) { w[name] = torch::matmul(q.t(), w[name]); };
+  // A writer's bias adds to the residual, so it turns with it (Q^T b); a reader's is after the turn.
+  auto writer_bias = [&](const std::string& name) {
+    if (w.has(name)) w[name] = torch::matmul(q.t(), w[name]);
+  };
   reader("model.embed_tokens.weight");  // E Q: the embedding writes the first residual
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     for (const char* r : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"})
       reader(weight(l, r));
     writer(weight(l, "self_attn.o_proj"));
+    writer_bias(bias(l, "self_attn.o_proj"));
     writer(weight(l, "mlp.down_proj"));
   }
   reader("lm_head.weight");
@@ -99,6 +105,10 @@ void rotate_heads(WeightEdit& w, const ModelConfig& c, const std::vector<torch::
     const torch::Tensor& r = r2[static_cast<size_t>(l)];
     torch::Tensor& v = w[weight(l, "self_attn.v_proj")];  // (K D, C): head rows R2^T W_h
     v = torch::matmul(r.t(), v.reshape({K, D, -1})).reshape({K * D, -1});
+    if (w.has(bias(l, "self_attn.v_proj"))) {  // (K D): each head's R2^T b_h
+      torch::Tensor& vb = w[bias(l, "self_attn.v_proj")];
+      vb = torch::matmul(r.t(), vb.reshape({K, D, 1})).reshape({K * D});
+    }
     torch::Tensor& o = w[weight(l, "self_attn.o_proj")];  // (C, H D): head columns W_h R2
     o = torch::matmul(o.reshape({-1, H, D}).transpose(0, 1), r).transpose(0, 1).reshape({-1, H * D});
   }

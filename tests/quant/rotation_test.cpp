@@ -20,16 +20,20 @@
 namespace outq {
 namespace {
 
-// A tiny model with norm weights 1 +- 0.5 (so that fusing them is not trivial).
-Llama model_with_norms(uint64_t seed, const test::TinyShape& s, const std::string& placement = "pre") {
+// A tiny model with norm weights 1 +- 0.5 (so that fusing them is not trivial), and random biases
+// when `attention_bias` gives q, k, v and o biases (as an imported LLaMA with attention_bias has).
+Llama model_with_norms(uint64_t seed, const test::TinyShape& s, const std::string& placement = "pre",
+                       bool attention_bias = false) {
   ModelConfig c = test::tiny_config(s);
   c.norm_placement = placement;
+  c.attention_bias = attention_bias;
   Llama m(c);
   m->reset_parameters(seed);
   torch::NoGradGuard no_grad;
   auto gen = at::detail::createCPUGenerator(seed + 50);
   for (auto& p : m->named_parameters())
     if (p.key().find("norm.weight") != std::string::npos) p.value().copy_(torch::rand(p.value().sizes(), gen) + 0.5);
+    else if (p.key().find(".bias") != std::string::npos) p.value().copy_(torch::randn(p.value().sizes(), gen));
   return m;
 }
 
@@ -99,6 +103,23 @@ TEST(Rotation, EachRotationAlonePreservesTheFunction) {
     Llama ref = model_with_norms(2, shape), rot = model_with_norms(2, shape);
     ref->to(torch::kFloat64);
     rot->to(torch::kFloat64);
+    make_method(rotate_entry(settings))->transform(rot);
+    const auto want = ref->forward(x);
+    EXPECT_LE((rot->forward(x) - want).abs().max().item<double>(), 1e-10 * want.abs().max().item<double>()) << settings;
+  }
+}
+
+// With q, k, v and o biases the o bias turns with the residual stream (R1) and the v bias with its
+// heads (R2): each rotation alone and all together preserve the function.
+TEST(Rotation, BiasesTurnWithTheirStreams) {
+  const auto shape = kShapes[0].shape;
+  const auto x = tokens(shape.vocab, 5);
+  for (const char* settings : {R"({"r2": "none", "r4": false})", R"({"r1": "none", "r4": false})", R"({"seed": 3})"}) {
+    torch::NoGradGuard no_grad;
+    Llama ref = model_with_norms(3, shape, "pre", true), rot = model_with_norms(3, shape, "pre", true);
+    ref->to(torch::kFloat64);
+    rot->to(torch::kFloat64);
+    ASSERT_TRUE(rot->layer(1).self_attn->o_proj->bias.defined());
     make_method(rotate_entry(settings))->transform(rot);
     const auto want = ref->forward(x);
     EXPECT_LE((rot->forward(x) - want).abs().max().item<double>(), 1e-10 * want.abs().max().item<double>()) << settings;

@@ -11,6 +11,7 @@
 
 #include "outq/kernels/isa.h"
 #include "outq/ptq/quantize_model.h"
+#include "outq/ptq/quantized_io.h"
 #include "outq/runtime/integer_runtime.h"
 
 #include "test_util.h"
@@ -73,6 +74,44 @@ TEST(IntegerRuntime, LogitsMatchTheSimulation) {
     EXPECT_LE((diff > 1e-4 * scale).sum().item<int64_t>(), diff.numel() / 50) << name;
     EXPECT_GT((simulated - small_model()->forward(tokens)).abs().max().item<double>(), 1e-3 * scale)
         << name << ": quantization must change the logits for the comparison to mean anything";
+  }
+}
+
+// A model with q/k/v biases (an imported Qwen2) or q/k/v/o biases (LLaMA's attention_bias): the
+// biases stay float and are added after the integer product, as in the simulation; the quantized
+// directory keeps them (the reloaded model gives the same logits bit for bit).
+TEST(IntegerRuntime, BiasedModelsMatchTheSimulationAndRoundTrip) {
+  const auto tokens = torch::randint(0, 53, {2, 19}, at::detail::createCPUGenerator(5), torch::kInt64);
+  for (const char* family : {"qwen2", "llama attention_bias"}) {
+    auto make = [&] {
+      ModelConfig c = test::tiny_config({64, 96, 4, 2, 53, 32, 2, 0.2});
+      if (std::string(family) == "qwen2") c.model_type = "qwen2";
+      else c.attention_bias = true;
+      Llama m(c);
+      m->reset_parameters(11);
+      torch::NoGradGuard no_grad;
+      auto gen = at::detail::createCPUGenerator(12);
+      for (auto& p : m->named_parameters())
+        if (p.key().find(".bias") != std::string::npos) p.value().copy_(torch::randn(p.value().sizes(), gen) * 0.5);
+      return m;
+    };
+    Llama model = make();
+    const QuantizedModel q = quantize_model(
+        model, recipe("bits = 4\ngranularity = \"channel\"", "bits = 8\ngranularity = \"token\"\ndynamic = true"), nullptr, 1);
+    test::TempDir dir;
+    quantized_save(model, q, dir / "q", "");
+    torch::NoGradGuard no_grad;
+    const auto simulated = model->forward(tokens);
+    attach_integer_runtime(model, q);
+    expect_close_to_simulation(model->forward(tokens), simulated, family);
+    QuantizedModel info;
+    Llama loaded = quantized_load(dir / "q", &info);
+    EXPECT_TRUE(torch::equal(loaded->forward(tokens), simulated)) << family;
+    EXPECT_TRUE(torch::equal(loaded->layer(1).self_attn->k_proj->bias, model->layer(1).self_attn->k_proj->bias)) << family;
+    // The biases matter: without them the logits move.
+    for (auto& p : loaded->named_parameters())
+      if (p.key().find(".bias") != std::string::npos) p.value().zero_();
+    EXPECT_GT((loaded->forward(tokens) - simulated).abs().max().item<double>(), 1e-2 * simulated.abs().max().item<double>());
   }
 }
 

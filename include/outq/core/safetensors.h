@@ -4,7 +4,8 @@
 // to the buffer, plus an optional "__metadata__" object of string values. outq pads the header
 // with spaces so the buffer starts 8-byte aligned, and writes tensors in the order added.
 // Reading memory-maps the file and validates every entry (dtype, shape, offsets in bounds,
-// sizes matching shape x dtype, no overlaps) with messages naming file, tensor and field.
+// sizes matching shape x dtype, the tensors tiling the buffer without overlap, hole or trailing
+// bytes, each name once, the header starting with "{") with messages naming file, tensor and field.
 #pragma once
 
 #include <cstddef>

@@ -31,4 +31,14 @@ Llama model_load(const std::string& dir);
 /// and every shape and dtype fits.
 void model_load_weights(Llama& model, const SafetensorsFile& file);
 
+/// A stored tensor and the file it is in (named in errors).
+struct StoredTensor {
+  const TensorView* view = nullptr;
+  std::string file;
+};
+/// The same from tensors spread over several files (a sharded checkpoint); `where` names them all
+/// in errors about missing or unexpected tensors. `progress` advances by the bytes read.
+void model_load_weights(Llama& model, const std::map<std::string, StoredTensor>& tensors, const std::string& where,
+                        class Progress* progress = nullptr);
+
 }  // namespace outq

@@ -2,7 +2,8 @@
 // RMSNorm blocks with rotary
 // multi-head attention (optionally grouped-query) and a SwiGLU MLP (optionally with an online
 // Hadamard transform on the down-projection input, set by rotation), final norm, LM head (tied or
-// not), no biases. Parameter names are Hugging Face's ("model.layers.0.self_attn.q_proj.weight"),
+// not), no biases except those of the imported families (q/k/v for Qwen2, q/k/v/o for LLaMA's
+// attention_bias). Parameter names are Hugging Face's ("model.layers.0.self_attn.q_proj.weight"),
 // so named_parameters() is the checkpoint's tensor list. Shapes: B batch, T new tokens, S cached
 // + new tokens, C hidden, H query heads, K key/value heads, D head dim, V vocabulary.
 #pragma once
@@ -38,15 +39,16 @@ class LinearKernel {
 
 class ObservedLinearImpl : public torch::nn::Module {
  public:
-  ObservedLinearImpl(int64_t in, int64_t out);
+  ObservedLinearImpl(int64_t in, int64_t out, bool bias = false);
   void set_points(const ObservationPoint* input, const ObservationPoint* output);
   torch::Tensor forward(torch::Tensor x, const ObserverList& observers);
   /// The observers' view of this layer's input / output (x itself when the point is unset).
   torch::Tensor observe_input(const torch::Tensor& x, const ObserverList& observers) const;
   torch::Tensor observe_output(const torch::Tensor& y, const ObserverList& observers) const;
-  /// x W^T, or the kernel's result when one is set.
+  /// x W^T (+ bias), or the kernel's result (+ bias) when one is set.
   torch::Tensor product(const torch::Tensor& x) const;
   torch::Tensor weight;
+  torch::Tensor bias;  ///< (out), undefined when the layer has none; never quantized
   std::shared_ptr<const LinearKernel> kernel;  ///< null: float GEMM with `weight`
 
  private:
@@ -175,7 +177,9 @@ class LlamaImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Llama);
 
-/// Rotary embedding tables (Hugging Face layout: the two halves of D rotate together).
-std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t positions, int64_t head_dim, double theta);
+/// Rotary embedding tables (Hugging Face layout: the two halves of D rotate together), with the
+/// frequencies scaled as `scaling` says.
+std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t positions, int64_t head_dim, double theta,
+                                                    const RopeScaling& scaling = {});
 
 }  // namespace outq

@@ -1,12 +1,26 @@
 // The [model] config section: LLaMA hyper-parameters under Hugging Face LlamaConfig names, their
-// validation, and conversion to and from a Hugging Face style config.json. No LibTorch here.
+// validation, and conversion to and from a Hugging Face style config.json (the LLaMA, Mistral and
+// Qwen2 families, transformers v4 and v5 spellings; what outq cannot run is refused by key).
+// No LibTorch here.
 #pragma once
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace outq {
+
+/// RoPE frequency scaling (config.json rope_scaling / rope_parameters): "default" (none), "linear"
+/// (positions divided by factor) or "llama3" (long wavelengths divided by factor, short ones kept,
+/// a smooth blend between).
+struct RopeScaling {
+  std::string type = "default";
+  double factor = 1.0;
+  double low_freq_factor = 1.0, high_freq_factor = 4.0;  ///< llama3
+  int original_max_position_embeddings = 0;               ///< llama3
+  bool enabled() const { return type != "default"; }
+};
 
 struct ModelConfig {
   static constexpr const char* kSection = "model";
@@ -27,6 +41,11 @@ struct ModelConfig {
   /// method, kept in config.json as "outq_rotated_by" so that a rotated model (its norms fused, its
   /// down projection expecting the online transform) is never rotated again.
   std::string rotated_by;
+  // Set from config.json only (imported checkpoints), not [model] keys:
+  std::string model_type = "llama";  ///< "llama", "mistral" or "qwen2" (q, k and v have biases)
+  bool attention_bias = false;       ///< LLaMA's attention_bias: q, k, v and o have biases
+  int sliding_window = 0;            ///< Mistral's window (0: none); max_position_embeddings <= it
+  RopeScaling rope_scaling;
 
   template <class V>
   void visit(V& v) {
@@ -48,15 +67,23 @@ struct ModelConfig {
   void validate() const;
 
   int head_dim() const { return hidden_size / num_attention_heads; }
+  bool qkv_bias() const { return attention_bias || model_type == "qwen2"; }
+  bool o_bias() const { return attention_bias; }
   bool post_norm() const { return norm_placement == "post"; }
   /// Number of parameters (embeddings and head included).
   int64_t parameter_count() const;
 
   /// Hugging Face style config.json contents (LlamaForCausalLM).
   nlohmann::json to_hf_json() const;
-  /// Reads a config.json; `where` names the file in errors. Unknown HF fields are ignored, the
-  /// fields above are required.
-  static ModelConfig from_hf_json(const nlohmann::json& j, const std::string& where);
+  /// Reads a config.json (outq's or a Hugging Face checkpoint's: LlamaForCausalLM,
+  /// MistralForCausalLM, Qwen2ForCausalLM; transformers v4 and v5 spellings); `where` names the
+  /// file in errors. Unknown fields are ignored; a setting outq cannot run (another architecture or
+  /// activation, head_dim other than hidden_size / heads, MLP biases, a RoPE scaling type other than
+  /// linear or llama3, Qwen2's sliding window) is an error naming the key. A Mistral sliding window
+  /// shorter than max_position_embeddings lowers max_position_embeddings to it (outq then never
+  /// attends past the window, so the model is exact); `notes`, when given, says so.
+  static ModelConfig from_hf_json(const nlohmann::json& j, const std::string& where,
+                                  std::vector<std::string>* notes = nullptr);
 };
 
 }  // namespace outq

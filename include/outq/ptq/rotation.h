@@ -34,6 +34,8 @@ class WeightEdit {
   explicit WeightEdit(Llama& model);
   /// The float64 copy of parameter `name` ("model.layers.0.mlp.down_proj.weight").
   torch::Tensor& operator[](const std::string& name);
+  /// Whether the model has parameter `name` (a bias, say).
+  bool has(const std::string& name) const { return params_.find(name) != nullptr; }
   /// Casts every copy to its parameter's dtype and writes it into the model.
   void commit();
 
