@@ -59,7 +59,8 @@ namespace {
 
 // The keys with their defaults; for a command with a built-in config (study), its values.
 std::string config_keys_help(const std::string& default_toml) {
-  OutqConfig defaults = default_toml.empty() ? OutqConfig{} : config_load("", {}, default_toml);
+  OutqConfig defaults;
+  if (!default_toml.empty()) defaults = config_load("", {}, default_toml);
   std::string out = "\nConfiguration keys (TOML [section] key = value, or --set section.key=value):\n";
   for (const auto& e : config_entries(defaults)) {
     out += fmt::format("  {:<28} {:<12} {}\n", e.key, e.value.to_string(), e.help);

@@ -39,6 +39,11 @@ LoadedModel load_model_dir(const std::string& dir, bool simulate) {
   return out;
 }
 
+void use_model_tokenizer(OutqConfig& config, const LoadedModel& lm, const std::string& model_dir) {
+  if (lm.model->config().imported_from.empty() || !config.data.tokenizer.empty()) return;
+  config.data.tokenizer = (fs::path(model_dir) / "tokenizer.model").string();
+}
+
 void check_output_dir(const std::string& option, const std::string& out, const std::vector<std::string>& inputs,
                       const std::string& marker, bool overwrite) {
   OUTQ_CHECK(!out.empty(), option, ": expected a directory path, found an empty one");

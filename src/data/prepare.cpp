@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 
 #include "outq/core/error.h"
 #include "outq/core/file_io.h"
@@ -28,10 +29,13 @@ constexpr const char* kManifestFormat = "outq-data";
 constexpr int kManifestVersion = 1;
 
 // Hash of everything the outputs depend on: the documents themselves and the settings.
-std::string inputs_key(const Corpus& corpus, const DataConfig& c) {
+// `given_tokenizer`: the checksum of data.tokenizer, "" when one is trained (the key of such a
+// directory is what it was before data.tokenizer existed).
+std::string inputs_key(const Corpus& corpus, const DataConfig& c, const std::string& given_tokenizer) {
   uint64_t h = fnv1a64(fmt::format("{}|{}|{}|{}|{}|{}", kManifestVersion, c.vocab_size,
                                    c.val_fraction, c.test_fraction, c.tokenizer_max_lines,
                                    corpus.documents.size()));
+  if (!given_tokenizer.empty()) h = fnv1a64("|tokenizer " + given_tokenizer, h);
   for (const auto& d : corpus.documents) {
     h = fnv1a64(d.id, h);
     h = fnv1a64(std::string_view("\x1f", 1), h);
@@ -130,7 +134,9 @@ DataSummary data_prepare(const DataConfig& config, const std::string& config_jso
   if (corpus.invalid_utf8 > 0) {
     log_warn("{}: replaced {} invalid UTF-8 byte(s) with U+FFFD", corpus.source, corpus.invalid_utf8);
   }
-  const std::string key = inputs_key(corpus, config);
+  std::optional<Tokenizer> given;
+  if (!config.tokenizer.empty()) given = Tokenizer::load(config.tokenizer);
+  const std::string key = inputs_key(corpus, config, given ? given->checksum() : "");
   const std::string dir = !config.out.empty()
       ? config.out
       : (fs::path(config.resolved_cache_dir()) / "data" / (corpus_stem(config) + "-" + key.substr(0, 8))).string();
@@ -168,19 +174,20 @@ DataSummary data_prepare(const DataConfig& config, const std::string& config_jso
                "); expected more documents or larger fractions");
   }
 
-  // Tokenizer on the training split's lines (paragraphs).
-  std::vector<std::string> lines;
-  for (const Document* d : split_docs[0])
-    for (std::string_view l : split_lines(d->text))
-      if (!trim(l).empty()) lines.emplace_back(l);
-  log_info("training BPE tokenizer (vocab {}) on {} lines of the train split", config.vocab_size, lines.size());
-  TokenizerTrainOptions topt;
-  topt.vocab_size = config.vocab_size;
-  topt.threads = config.threads;
-  topt.max_sentences = config.tokenizer_max_lines;
-  const Tokenizer tokenizer = Tokenizer::train(lines, topt);
-  lines.clear();
-  lines.shrink_to_fit();
+  // Tokenizer on the training split's lines (paragraphs), unless data.tokenizer gives one.
+  const Tokenizer tokenizer = given ? std::move(*given) : [&] {
+    std::vector<std::string> lines;
+    for (const Document* d : split_docs[0])
+      for (std::string_view l : split_lines(d->text))
+        if (!trim(l).empty()) lines.emplace_back(l);
+    log_info("training BPE tokenizer (vocab {}) on {} lines of the train split", config.vocab_size, lines.size());
+    TokenizerTrainOptions topt;
+    topt.vocab_size = config.vocab_size;
+    topt.threads = config.threads;
+    topt.max_sentences = config.tokenizer_max_lines;
+    return Tokenizer::train(lines, topt);
+  }();
+  if (!config.tokenizer.empty()) log_info("tokenizing with {} (vocab {})", config.tokenizer, tokenizer.vocab_size());
 
   StagedDirectory stage(dir);
   const fs::path out = stage.path();

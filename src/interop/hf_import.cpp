@@ -58,6 +58,7 @@ HfCheckpoint::HfCheckpoint(const std::string& dir) : dir_(dir) {
              "or its shards)");
   const fs::path config_path = fs::path(dir) / "config.json";
   config_ = ModelConfig::from_hf_json(json_read_object(config_path, "model config"), config_path.string(), &notes_);
+  config_.imported_from = fs::absolute(dir).lexically_normal().string();
 
   const fs::path single = fs::path(dir) / "model.safetensors", index_path = fs::path(dir) / kIndexFile;
   if (fs::exists(single)) {
@@ -176,7 +177,7 @@ ImportSummary hf_import(const std::string& from, const std::string& out) {
     return m;
   }();
   StagedDirectory stage(out);
-  model_write(model, stage.path().string(), tokenizer_path, {{"outq_imported_from", fs::absolute(from).string()}});
+  model_write(model, stage.path().string(), tokenizer_path);
   for (const char* name : kTokenizerFiles) {
     const fs::path source = fs::path(from) / name;
     if (!fs::exists(source)) continue;

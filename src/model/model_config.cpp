@@ -92,6 +92,7 @@ nlohmann::json ModelConfig::to_hf_json() const {
   }
   if (post_norm()) j["outq_norm_placement"] = norm_placement;  // (Hugging Face's LLaMA is pre-norm only)
   if (!rotated_by.empty()) j["outq_rotated_by"] = rotated_by;
+  if (!imported_from.empty()) j["outq_imported_from"] = imported_from;
   return j;
 }
 
@@ -209,6 +210,7 @@ ModelConfig ModelConfig::from_hf_json(const nlohmann::json& j, const std::string
   }
   get_string("outq_norm_placement", c.norm_placement, "\"pre\" or \"post\"");
   get_string("outq_rotated_by", c.rotated_by, "a string (the method that rotated the weights)");
+  get_string("outq_imported_from", c.imported_from, "a string (the checkpoint directory it was imported from)");
   try {
     c.validate();
   } catch (const Error& e) {

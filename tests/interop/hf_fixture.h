@@ -30,6 +30,7 @@ struct HfShape {
   bool shards = false;                 // two shards + model.safetensors.index.json
   bool inv_freq = false;               // add the old rotary_emb.inv_freq buffers
   uint64_t seed = 1;
+  double embed_scale = 1.0;            // 0.1: logits of about unit size, perplexity near the vocabulary's
 };
 
 // The stored tensors, as float32 values exactly representable in the storage dtype.
@@ -41,7 +42,7 @@ inline std::map<std::string, torch::Tensor> hf_tensors(const HfShape& s) {
     auto x = torch::randn(shape, gen) * scale + offset;
     t[name] = x.to(torch_dtype(s.dtype)).to(torch::kFloat32);
   };
-  add("model.embed_tokens.weight", {s.vocab, s.hidden}, 1.0);
+  add("model.embed_tokens.weight", {s.vocab, s.hidden}, s.embed_scale);
   for (int l = 0; l < s.layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     add(p + "input_layernorm.weight", {s.hidden}, 0.2, 1.0);

@@ -14,6 +14,7 @@ struct DataConfig {
   std::string text_field = "text";
   std::string out = "";
   std::string cache_dir = "";
+  std::string tokenizer = "";
   int vocab_size = 4096;
   double val_fraction = 0.05;
   double test_fraction = 0.05;
@@ -26,7 +27,9 @@ struct DataConfig {
     v("text_field", text_field, "JSONL field that holds each document's text");
     v("out", out, "output directory ('' = <cache_dir>/data/<corpus>-<hash of inputs>)");
     v("cache_dir", cache_dir, "cache directory ('' = $OUTQ_CACHE or ~/.cache/outq)");
-    v("vocab_size", vocab_size, "BPE vocabulary size (>= 260: 256 byte pieces + specials)");
+    v("tokenizer", tokenizer, "an existing tokenizer.model to encode with ('' = train one; commands on an imported "
+      "model use its own)");
+    v("vocab_size", vocab_size, "BPE vocabulary size of a trained tokenizer (>= 260: 256 byte pieces + specials)");
     v("val_fraction", val_fraction, "fraction of documents in the validation split");
     v("test_fraction", test_fraction, "fraction of documents in the test split");
     v("tokenizer_max_lines", tokenizer_max_lines, "lines sampled to train the tokenizer (0 = all)");

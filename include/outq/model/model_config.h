@@ -46,6 +46,9 @@ struct ModelConfig {
   bool attention_bias = false;       ///< LLaMA's attention_bias: q, k, v and o have biases
   int sliding_window = 0;            ///< Mistral's window (0: none); max_position_embeddings <= it
   RopeScaling rope_scaling;
+  /// The Hugging Face checkpoint `outq import` read ("" for models outq trained); kept in
+  /// config.json as "outq_imported_from", so quantized directories of the model know it too.
+  std::string imported_from;
 
   template <class V>
   void visit(V& v) {

@@ -1,0 +1,117 @@
+// `outq import` end to end: a synthetic Hugging Face Qwen2 checkpoint (q/k/v biases, tied head,
+// two BF16 shards, GQA 3:1) with a SentencePiece tokenizer is imported, then evaluated, analysed,
+// quantized (GPTQ, SmoothQuant, rotation), run on the integer kernels and sampled from, the corpus
+// encoded with the imported tokenizer without being told; and the command's errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "hf_fixture.h"
+#include "outq/data/tokenizer.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace outq {
+namespace {
+
+const std::string kOutq = OUTQ_BINARY;
+const std::string kRecipes = OUTQ_SOURCE_DIR "/recipes/";
+
+class ImportCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir();
+    setup_error_ = test::error_of(make_checkpoint);  // (thrown here, it would only skip the tests)
+  }
+  static void make_checkpoint() {
+    fs::create_directories(*dir_ / "hf");
+    test::write_text(*dir_ / "corpus.txt", test::synthetic_text(60, 5));
+    TokenizerTrainOptions options;
+    options.vocab_size = 320;
+    Tokenizer::train({test::synthetic_text(30, 4, 7)}, options).save(*dir_ / "hf/tokenizer.model");
+    test::HfShape s;
+    s.model_type = "qwen2", s.vocab = 336, s.tied = true, s.dtype = DType::BF16, s.shards = true, s.v5 = true, s.embed_scale = 0.1;
+    test::write_hf_checkpoint(*dir_ / "hf", s);
+  }
+  void SetUp() override { ASSERT_EQ(setup_error_, "") << "writing the checkpoint failed"; }
+  static void TearDownTestSuite() { delete dir_; }
+  static test::RunResult outq(const std::string& args) {
+    return test::run_shell(kOutq + " " + args + " --set data.corpus=" + *dir_ / "corpus.txt" + " --set data.out=" + *dir_ / "data",
+                           {{"OUTQ_CACHE", *dir_ / "cache"}, {"OUTQ_PROGRESS", "off"}, {"OUTQ_LOG", "quiet"}});
+  }
+  static double ppl(const test::RunResult& r) { return nlohmann::json::parse(r.out).at("perplexity").get<double>(); }
+  static test::TempDir* dir_;
+  static std::string setup_error_;
+};
+test::TempDir* ImportCli::dir_ = nullptr;
+std::string ImportCli::setup_error_;
+
+TEST_F(ImportCli, ImportedModelGoesThroughEveryCommand) {
+  const std::string model = *dir_ / "imported";
+  auto r = outq("import --json --from " + *dir_ / "hf" + " --out " + model);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto summary = nlohmann::json::parse(r.out);
+  EXPECT_EQ(summary.at("model_type"), "qwen2");
+  EXPECT_EQ(summary.at("files").size(), 2u);
+  EXPECT_EQ(summary.at("dtypes"), "BF16");
+  // An earlier import is replaced; another directory only with --overwrite.
+  ASSERT_EQ(outq("import --from " + *dir_ / "hf" + " --out " + model).exit_code, 0);
+  fs::create_directories(*dir_ / "other");
+  test::write_text(*dir_ / "other/notes.txt", "mine");
+  r = outq("import --from " + *dir_ / "hf" + " --out " + *dir_ / "other");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("exists and is not an earlier output of this command (no import.json)"), std::string::npos) << r.err;
+  EXPECT_EQ(test::read_text(*dir_ / "other/notes.txt"), "mine");
+
+  // Evaluation prepares the corpus with the model's own tokenizer.
+  r = outq("eval --json --model " + model + " --max-tokens 2000");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const double float_ppl = ppl(r);
+  EXPECT_TRUE(float_ppl > 50 && float_ppl < 5000) << r.out;  // a random model: about the vocabulary's size
+  const auto manifest = nlohmann::json::parse(test::read_text(*dir_ / "data/manifest.json"));
+  EXPECT_EQ(manifest.at("tokenizer").at("checksum"), Tokenizer::load(*dir_ / "hf/tokenizer.model").checksum());
+  EXPECT_EQ(manifest.at("tokenizer").at("vocab_size"), 320);
+
+  r = outq("analyze --model " + model + " --max-tokens 512 --out " + *dir_ / "analysis");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = outq("generate --json --model " + model + " --prompt abc --max-new-tokens 5");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+
+  // Quantized with GPTQ (+ SmoothQuant, + rotation, whose v and o biases turn), on the integer
+  // kernels and in simulation: the same model within the kernels' rounding.
+  for (const char* recipe : {"w8a8-tensor-gptq", "w4a8-token-gptq-sq", "w4a4-token-gptq-rot"}) {
+    const std::string out = *dir_ / (std::string("q-") + recipe);
+    r = outq("quantize --model " + model + " --recipe " + kRecipes + recipe + ".toml --out " + out);
+    ASSERT_EQ(r.exit_code, 0) << recipe << ": " << r.err;
+    const auto kernels = outq("eval --json --model " + out + " --max-tokens 2000");
+    const auto simulated = outq("eval --json --simulate --model " + out + " --max-tokens 2000");
+    ASSERT_EQ(kernels.exit_code, 0) << recipe << ": " << kernels.err;
+    ASSERT_EQ(simulated.exit_code, 0) << recipe << ": " << simulated.err;
+    EXPECT_NEAR(ppl(kernels), ppl(simulated), 2e-3 * ppl(simulated)) << recipe;
+    EXPECT_NE(ppl(simulated), float_ppl) << recipe;
+  }
+}
+
+TEST_F(ImportCli, ErrorsAreOneLineNamingTheProblem) {
+  auto r = outq("import --from " + *dir_ / "nowhere" + " --out " + *dir_ / "x");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("nowhere: checkpoint directory not found"), std::string::npos) << r.err;
+  // A tokenizer.json-only checkpoint is refused before anything is written.
+  fs::create_directories(*dir_ / "bpe");
+  test::write_hf_checkpoint(*dir_ / "bpe", test::HfShape{});
+  test::write_text(*dir_ / "bpe/tokenizer.json", "{}");
+  r = outq("import --from " + *dir_ / "bpe" + " --out " + *dir_ / "y");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("found only tokenizer.json"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(*dir_ / "y"));
+  // --out inside --from.
+  r = outq("import --from " + *dir_ / "hf" + " --out " + *dir_ / "hf/inner");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("would replace or write into the input"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace outq
