@@ -48,6 +48,7 @@ Command command_train();
 Command command_eval();
 Command command_generate();
 Command command_import();
+Command command_export();
 Command command_quantize();
 Command command_analyze();
 Command command_bench();

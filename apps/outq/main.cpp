@@ -51,7 +51,7 @@ std::string builtin_config(const std::string& name) {
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {command_data(),     command_train(), command_import(), command_analyze(),
                                               command_quantize(), command_eval(),  command_generate(),
-                                              command_sensitivity(), command_bench(), command_study()};
+                                              command_sensitivity(), command_export(), command_bench(), command_study()};
   return table;
 }
 

@@ -15,7 +15,7 @@
 
 namespace outq::spm {
 
-inline constexpr int kApiVersion = 1;
+inline constexpr int kApiVersion = 2;
 
 struct Api {
   int version;
@@ -31,6 +31,11 @@ struct Api {
   int (*vocab_size)(const void* handle);
   int (*bos_id)(const void* handle);
   int (*eos_id)(const void* handle);
+  int (*unk_id)(const void* handle);
+  int (*pad_id)(const void* handle);  ///< -1: none
+  float (*score)(const void* handle, int id);
+  /// GGUF's token types: 1 normal, 2 unknown, 3 control, 5 unused, 6 byte.
+  int (*piece_type)(const void* handle, int id);
 };
 
 }  // namespace outq::spm

@@ -62,8 +62,19 @@ int vocab_size(const void* h) { return sp(h).GetPieceSize(); }
 int bos_id(const void* h) { return sp(h).bos_id(); }
 int eos_id(const void* h) { return sp(h).eos_id(); }
 
-const outq::spm::Api kApi = {outq::spm::kApiVersion, load, destroy, train, encode, decode,
-                             piece, vocab_size, bos_id, eos_id};
+int unk_id(const void* h) { return sp(h).unk_id(); }
+int pad_id(const void* h) { return sp(h).pad_id(); }
+float score(const void* h, int id) { return sp(h).GetScore(id); }
+int piece_type(const void* h, int id) {
+  if (sp(h).IsUnknown(id)) return 2;
+  if (sp(h).IsControl(id)) return 3;
+  if (sp(h).IsUnused(id)) return 5;
+  if (sp(h).IsByte(id)) return 6;
+  return 1;
+}
+
+const outq::spm::Api kApi = {outq::spm::kApiVersion, load, destroy, train, encode, decode, piece, vocab_size,
+                             bos_id, eos_id, unk_id, pad_id, score, piece_type};
 
 }  // namespace
 

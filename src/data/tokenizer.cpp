@@ -169,6 +169,14 @@ std::string Tokenizer::piece(int32_t id) const { return api().piece(handle_.get(
 int Tokenizer::vocab_size() const { return api().vocab_size(handle_.get()); }
 int32_t Tokenizer::bos_id() const { return api().bos_id(handle_.get()); }
 int32_t Tokenizer::eos_id() const { return api().eos_id(handle_.get()); }
+int32_t Tokenizer::unk_id() const { return api().unk_id(handle_.get()); }
+int32_t Tokenizer::pad_id() const { return api().pad_id(handle_.get()); }
+float Tokenizer::score(int32_t id) const { return api().score(handle_.get(), id); }
+int Tokenizer::piece_type(int32_t id) const { return api().piece_type(handle_.get(), id); }
+bool Tokenizer::adds_space_prefix() const {
+  const auto ids = encode("x");
+  return !ids.empty() && piece(ids.front()).rfind("\xE2\x96\x81", 0) == 0;  // U+2581
+}
 
 void Tokenizer::save(const std::string& path) const { write_file_atomic(path, bytes_); }
 

@@ -14,6 +14,7 @@
 #include "outq/core/progress.h"
 #include "outq/data/tokenizer.h"
 #include "outq/model/checkpoint.h"
+#include "outq/ptq/quantized_io.h"
 
 namespace fs = std::filesystem;
 
@@ -198,6 +199,31 @@ ImportSummary hf_import(const std::string& from, const std::string& out) {
   stage.commit();
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return summary;
+}
+
+std::vector<std::string> hf_export(const std::string& model_dir, const std::string& out) {
+  const bool quantized = is_quantized_dir(model_dir);
+  QuantizedModel info;
+  Llama model = quantized ? quantized_load(model_dir, &info) : model_load(model_dir);
+  const std::string where = model_dir + ": Hugging Face export";
+  OUTQ_CHECK(!model->config().post_norm(), where, ": a post-norm model; Hugging Face's LLaMA is pre-norm");
+  OUTQ_CHECK(!model->layer(0).mlp->down_input_hadamard, where, ": rotation's online Hadamard transform on the "
+             "down-projection input (r4) is not part of a Hugging Face LLaMA; quantize with r4 = false to export it");
+  OUTQ_CHECK(!info.prefix, where, ": a QFeP prefix (its cached keys and values) is not part of a checkpoint");
+  std::vector<std::string> notes;
+  if (quantized)
+    notes.push_back("the weights are the quantized ones, dequantized to float32; the activation quantization and the "
+                    "integer formats are not part of a Hugging Face checkpoint");
+  if (fs::exists(fs::path(model_dir) / "clips.json"))
+    notes.push_back("the learned activation clips (clips.json) are not part of a Hugging Face checkpoint");
+  StagedDirectory stage(out);
+  model_write(model, stage.path().string(), (fs::path(model_dir) / "tokenizer.model").string());
+  for (const char* name : kTokenizerFiles) {
+    const fs::path source = fs::path(model_dir) / name;
+    if (fs::exists(source)) write_file_atomic(stage.path() / name, read_file(source, name));
+  }
+  stage.commit();
+  return notes;
 }
 
 }  // namespace outq

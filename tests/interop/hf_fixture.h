@@ -1,7 +1,8 @@
 // Synthetic Hugging Face checkpoints written by the tests (config.json in the transformers v4 or v5
 // spelling, one safetensors file or two shards with an index, F32 / F16 / BF16 storage) and an
 // independent double-precision forward pass with Hugging Face's semantics in plain loops
-// (RMSNorm, rotate_half RoPE with linear / llama3 scaling, repeat_kv GQA, SwiGLU, biases).
+// (RMSNorm, rotate_half RoPE with linear / llama3 scaling, repeat_kv GQA, SwiGLU, biases), or with
+// llama.cpp's RoPE pairing of adjacent values.
 #pragma once
 
 #include <torch/torch.h>
@@ -31,6 +32,7 @@ struct HfShape {
   bool inv_freq = false;               // add the old rotary_emb.inv_freq buffers
   uint64_t seed = 1;
   double embed_scale = 1.0;            // 0.1: logits of about unit size, perplexity near the vocabulary's
+  bool interleaved_rope = false;       // reference only: rotate pairs (2i, 2i + 1) as llama.cpp does
 };
 
 // The stored tensors, as float32 values exactly representable in the storage dtype.
@@ -188,8 +190,9 @@ inline std::vector<std::vector<double>> hf_reference_logits(const std::map<std::
       for (int64_t h = 0; h < heads; ++h)
         for (int64_t i = 0; i < D / 2; ++i) {
           const double a = static_cast<double>(t) * inv_freq[static_cast<size_t>(i)];
-          double& x1 = x[static_cast<size_t>(t)][static_cast<size_t>(h * D + i)];
-          double& x2 = x[static_cast<size_t>(t)][static_cast<size_t>(h * D + i + D / 2)];
+          const int64_t i1 = s.interleaved_rope ? 2 * i : i, i2 = s.interleaved_rope ? 2 * i + 1 : i + D / 2;
+          double& x1 = x[static_cast<size_t>(t)][static_cast<size_t>(h * D + i1)];
+          double& x2 = x[static_cast<size_t>(t)][static_cast<size_t>(h * D + i2)];
           const double y1 = x1 * std::cos(a) - x2 * std::sin(a), y2 = x2 * std::cos(a) + x1 * std::sin(a);
           x1 = y1;
           x2 = y2;

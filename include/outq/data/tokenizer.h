@@ -46,6 +46,15 @@ class Tokenizer {
   int vocab_size() const;
   int32_t bos_id() const;
   int32_t eos_id() const;
+  int32_t unk_id() const;
+  int32_t pad_id() const;  ///< -1: none
+  /// The piece's score (the merge priority of a BPE model).
+  float score(int32_t id) const;
+  /// The piece's kind as GGUF numbers it: 1 normal, 2 unknown, 3 control, 5 unused, 6 byte.
+  int piece_type(int32_t id) const;
+  /// Whether encoding puts a word-boundary mark (U+2581) before the text (SentencePiece's
+  /// add_dummy_prefix), seen from how a single letter encodes.
+  bool adds_space_prefix() const;
   /// Serialized model bytes (what save() writes).
   const std::string& bytes() const { return bytes_; }
   /// 16 hex digits identifying the model (hash of its bytes); shards record it.

@@ -70,4 +70,11 @@ struct ImportSummary {
 /// the other tokenizer files, import.json (the source, its files and the notes).
 ImportSummary hf_import(const std::string& from, const std::string& out);
 
+/// Writes `model_dir` (float, or quantized: its fake-quant dequantized weights) as a Hugging Face
+/// checkpoint directory `out` (config.json, model.safetensors in float32, tokenizer.model and the
+/// tokenizer files imported with it), atomically; importing it gives the same tensors bit for bit.
+/// Refused for what a Hugging Face LLaMA cannot compute: an online Hadamard transform, a float
+/// prefix, post-norm blocks. Returns notes on what was left out (quantization, learned clips).
+std::vector<std::string> hf_export(const std::string& model_dir, const std::string& out);
+
 }  // namespace outq
