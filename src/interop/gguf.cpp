@@ -298,6 +298,7 @@ GgufFile::GgufFile(const std::string& path) : path_(path), file_(path) {
     tensors_.push_back(std::move(t));
   }
   const uint64_t data_start = pad(c.at(), alignment_);
+  data_offset_ = data_start;
   for (auto& t : tensors_) {
     if (data_start + t.offset + t.bytes > file_.size())
       fail_mismatch(path_ + ": tensor '" + t.name + "'", "data", fmt::format("{} bytes within the file", t.bytes),

@@ -74,6 +74,8 @@ class GgufFile {
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
+  /// Where the tensor data starts in the file (the tensor offsets count from here).
+  uint64_t data_offset() const { return data_offset_; }
   const std::vector<std::pair<std::string, GgufValue>>& metadata() const { return kv_; }
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   /// The value of `key`, or an error naming the file and key.
@@ -85,6 +87,7 @@ class GgufFile {
   std::string path_;
   MappedFile file_;
   uint32_t version_ = 0, alignment_ = 32;
+  uint64_t data_offset_ = 0;
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::vector<GgufTensorInfo> tensors_;
 };
