@@ -2,14 +2,18 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <filesystem>
 
 #include "command.h"
 #include "outq/core/error.h"
 #include "outq/core/table.h"
+#include "outq/model/checkpoint.h"
 #include "outq/train/process_group.h"
 #include "outq/train/trainer.h"
 #include "rank_launcher.h"
 #include "train_result.h"
+
+namespace fs = std::filesystem;
 
 namespace outq::app {
 namespace {
@@ -37,6 +41,15 @@ int run(const CommonOptions& common, OutqConfig& config) {
     const auto& argv = process_arguments();
     return launch_local_ranks(g_nproc, without_nproc({argv.begin() + 1, argv.end()}),
                               std::chrono::seconds(config.train.dist_timeout_s + 30));
+  }
+  if (!g_init_from.empty()) {
+    // An imported checkpoint brings its own architecture (family, biases, RoPE, norms) and
+    // tokenizer: the [model] keys cannot describe all of it, so the run takes it from there.
+    const ModelConfig base = model_config_read(g_init_from);
+    if (!base.imported_from.empty()) {
+      config.model = base;
+      if (config.data.tokenizer.empty()) config.data.tokenizer = (fs::path(g_init_from) / "tokenizer.model").string();
+    }
   }
   const bool lead = rank_info_from_environment().rank == 0;
   if (lead) print_effective_config(config);

@@ -214,8 +214,10 @@ TrainResult train_run(const TrainOptions& opt) {
   const DataSummary data_summary = train_detail::prepare_data_once(opt.data, opt.config_json, group.get());
   PreparedData data(data_summary.dir);
   const std::string tokenizer_path = (fs::path(data_summary.dir) / "tokenizer.model").string();
-  OUTQ_CHECK(opt.model.vocab_size == data.tokenizer().vocab_size(), "model.vocab_size: expected the tokenizer's vocabulary size ",
-             data.tokenizer().vocab_size(), " (", tokenizer_path, "), found ", opt.model.vocab_size);
+  // (An imported checkpoint may have more embedding rows than its tokenizer has pieces.)
+  const bool padded = !opt.model.imported_from.empty() && opt.model.vocab_size > data.tokenizer().vocab_size();
+  OUTQ_CHECK(opt.model.vocab_size == data.tokenizer().vocab_size() || padded, "model.vocab_size: expected the tokenizer's "
+             "vocabulary size ", data.tokenizer().vocab_size(), " (", tokenizer_path, "), found ", opt.model.vocab_size);
   const TokenShard train_shard = data.shard("train");
   const TokenShard val_shard = data.shard("val");
 

@@ -1,6 +1,7 @@
 // `outq import` end to end: a synthetic Hugging Face Qwen2 checkpoint (q/k/v biases, tied head,
 // two BF16 shards, GQA 3:1) with a SentencePiece tokenizer is imported, then evaluated, analysed,
-// quantized (GPTQ, SmoothQuant, rotation), run on the integer kernels and sampled from, the corpus
+// QAT fine-tuned, quantized (GPTQ, SmoothQuant, rotation), run on the integer kernels and sampled
+// from, the corpus
 // encoded with the imported tokenizer without being told; and the command's errors.
 #include <gtest/gtest.h>
 
@@ -79,6 +80,16 @@ TEST_F(ImportCli, ImportedModelGoesThroughEveryCommand) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   r = outq("generate --json --model " + model + " --prompt abc --max-new-tokens 5");
   EXPECT_EQ(r.exit_code, 0) << r.err;
+
+  // QAT fine-tuning from it: the run takes the imported architecture (biases included) and tokenizer.
+  r = outq("train --init-from " + model + " --set qat.mode=lsq --set train.steps=3 --set train.eval_every=0"
+           " --set train.seq_len=32 --set train.batch_size=2 --set train.eval_tokens=256 --set train.threads=2"
+           " --set train.run_dir=" + *dir_ / "ft");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto tuned = outq("eval --json --model " + *dir_ / "ft/model" + " --max-tokens 2000");
+  ASSERT_EQ(tuned.exit_code, 0) << tuned.err;
+  EXPECT_NE(ppl(tuned), float_ppl);
+  EXPECT_NE(test::read_text(*dir_ / "ft/model/config.json").find("Qwen2ForCausalLM"), std::string::npos);
 
   // Quantized with GPTQ (+ SmoothQuant, + rotation, whose v and o biases turn), on the integer
   // kernels and in simulation: the same model within the kernels' rounding.
