@@ -11,6 +11,7 @@ packages=(
   libgloo-dev                                     # Gloo headers for LibTorch's c10d process groups (data-parallel training)
   libopenblas0-openmp                             # fast BLAS for LibTorch (the default is reference BLAS)
   libsentencepiece-dev                            # BPE tokenizer
+  libpcre2-dev                                    # Unicode regexes of byte-level BPE pre-tokenizers (tokenizer.json)
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox                                     # plots
