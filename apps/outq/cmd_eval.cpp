@@ -57,7 +57,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
   LoadedModel lm = load_model_dir(g_model, g_simulate);
   use_model_tokenizer(config, lm, g_model);
   const Tokenizer& tokenizer = *lm.tokenizer;
-  const std::string tokenizer_path = (fs::path(g_model) / "tokenizer.model").string();
+  const std::string tokenizer_path = outq::tokenizer_path(g_model);
   OUTQ_CHECK(!lm.quantized || (g_recipe.empty() && g_sweep.empty()), g_model,
              ": --recipe/--sweep: expected a float model directory, found a quantized one");
 

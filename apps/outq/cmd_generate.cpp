@@ -50,7 +50,7 @@ int run(const CommonOptions& common, OutqConfig&) {
   if (common.json) {
     std::printf("%s\n", nlohmann::json({{"prompt", g_prompt}, {"completion", tokenizer.decode(out)},
                                         {"tokens", out.size()}, {"seed", g_sampling.seed}})
-                            .dump(2)
+                            .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)  // (a cut UTF-8 sequence)
                             .c_str());
   } else {
     std::printf("\n");

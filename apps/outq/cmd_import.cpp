@@ -1,5 +1,6 @@
 // `outq import`: a Hugging Face LLaMA-family checkpoint directory (LLaMA, TinyLlama, Mistral,
-// Qwen2; one safetensors file or shards; F32, F16 or BF16) converted into an outq model directory
+// Qwen2; one safetensors file or shards; F32, F16 or BF16; a SentencePiece or byte-level BPE
+// tokenizer) converted into an outq model directory
 // that every other command reads (see outq/interop/hf_import.h).
 #include <fmt/format.h>
 
@@ -19,7 +20,7 @@ bool g_overwrite = false;
 
 void add_options(CLI::App& app) {
   app.add_option("--from", g_from, "Hugging Face checkpoint directory (config.json, model.safetensors or its shards, "
-                                   "tokenizer.model)")->required();
+                                   "tokenizer.model or tokenizer.json)")->required();
   app.add_option("--out", g_out, "output model directory")->required();
   app.add_flag("--overwrite", g_overwrite, "replace --out if it is an earlier import (or any directory)");
 }
@@ -46,7 +47,7 @@ int run(const CommonOptions& common, OutqConfig&) {
                                   c.num_key_value_heads, c.vocab_size)});
   t.add_row({"read", fmt::format("{} ({}), {:.1f} MB of {}", fmt::join(s.files, ", "), s.files.size() == 1 ? "one file" : "shards",
                                  s.tensor_bytes / 1e6, s.dtypes)});
-  t.add_row({"wrote", fmt::format("{} (float32; tokenizer.model{}{})", g_out, s.copied.empty() ? "" : ", ",
+  t.add_row({"wrote", fmt::format("{} (float32; {}{}{})", g_out, s.tokenizer, s.copied.empty() ? "" : ", ",
                                   fmt::join(s.copied, ", "))});
   t.add_row({"time", fmt::format("{:.1f} s", s.seconds)});
   std::printf("%s", t.render().c_str());

@@ -95,7 +95,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
   LoadedModel lm = load_model_dir(g_model);
   use_model_tokenizer(config, lm, g_model);
   OUTQ_CHECK(!lm.quantized, g_model, ": expected a float model directory, found a quantized one (quant_config.json)");
-  const std::string tokenizer_path = (fs::path(g_model) / "tokenizer.model").string();
+  const std::string tokenizer_path = outq::tokenizer_path(g_model);
   std::unique_ptr<TokenShard> calib;
   if (recipe_needs_calibration_data(recipe))  // (the suggestion's 16-bit tensors are static exactly when these are)
     calib = open_calibration_shard(g_calib, g_data_dir, config, *lm.tokenizer, tokenizer_path);

@@ -7,6 +7,7 @@
 #include "command.h"
 #include "outq/core/error.h"
 #include "outq/core/table.h"
+#include "outq/data/tokenizer.h"
 #include "outq/model/checkpoint.h"
 #include "outq/train/process_group.h"
 #include "outq/train/trainer.h"
@@ -48,7 +49,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
     const ModelConfig base = model_config_read(g_init_from);
     if (!base.imported_from.empty()) {
       config.model = base;
-      if (config.data.tokenizer.empty()) config.data.tokenizer = (fs::path(g_init_from) / "tokenizer.model").string();
+      if (config.data.tokenizer.empty()) config.data.tokenizer = tokenizer_path(g_init_from);
     }
   }
   const bool lead = rank_info_from_environment().rank == 0;

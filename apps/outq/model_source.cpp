@@ -27,10 +27,10 @@ LoadedModel load_model_dir(const std::string& dir, bool simulate) {
   } else {
     out.model = model_load(dir);
   }
-  out.tokenizer = std::make_unique<Tokenizer>(Tokenizer::load((fs::path(dir) / "tokenizer.model").string()));
+  out.tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(tokenizer_path(dir)));
   // (Imported checkpoints may have more embedding rows than tokens: padding no text ever reaches.)
   OUTQ_CHECK(out.tokenizer->vocab_size() <= out.model->config().vocab_size, dir,
-             "/tokenizer.model: vocabulary size: expected at most ", out.model->config().vocab_size, " (the model's), found ",
+             "/", out.tokenizer->file_name(), ": vocabulary size: expected at most ", out.model->config().vocab_size, " (the model's), found ",
              out.tokenizer->vocab_size());
   const fs::path clips = fs::path(dir) / "clips.json";
   if (fs::exists(clips)) out.learned = learned_ranges_load(clips.string());
@@ -41,7 +41,7 @@ LoadedModel load_model_dir(const std::string& dir, bool simulate) {
 
 void use_model_tokenizer(OutqConfig& config, const LoadedModel& lm, const std::string& model_dir) {
   if (lm.model->config().imported_from.empty() || !config.data.tokenizer.empty()) return;
-  config.data.tokenizer = (fs::path(model_dir) / "tokenizer.model").string();
+  config.data.tokenizer = tokenizer_path(model_dir);
 }
 
 void check_output_dir(const std::string& option, const std::string& out, const std::vector<std::string>& inputs,

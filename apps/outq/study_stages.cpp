@@ -79,7 +79,7 @@ QuantizedModel quantize_for_study(LoadedModel& lm, const Recipe& recipe, const s
                                   const std::string& data_dir, OutqConfig& config, GptqCache& gptq) {
   std::unique_ptr<TokenShard> calib;
   if (recipe_needs_calibration_data(recipe))
-    calib = open_calibration_shard("", data_dir, config, *lm.tokenizer, (fs::path(model_dir) / "tokenizer.model").string());
+    calib = open_calibration_shard("", data_dir, config, *lm.tokenizer, tokenizer_path(model_dir));
   return quantize_model(lm.model, recipe, calib.get(), lm.tokenizer->bos_id(), lm.learned ? &*lm.learned : nullptr,
                         lm.learned_weights ? &*lm.learned_weights : nullptr, &gptq);
 }

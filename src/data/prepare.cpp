@@ -191,7 +191,7 @@ DataSummary data_prepare(const DataConfig& config, const std::string& config_jso
 
   StagedDirectory stage(dir);
   const fs::path out = stage.path();
-  tokenizer.save((out / "tokenizer.model").string());
+  tokenizer.save((out / tokenizer.file_name()).string());
 
   DataSummary summary;
   summary.dir = dir;
@@ -241,7 +241,7 @@ DataSummary data_prepare(const DataConfig& config, const std::string& config_jso
       {"invalid_utf8_replaced", corpus.invalid_utf8},
       {"split_rule", {{"val_fraction", config.val_fraction}, {"test_fraction", config.test_fraction},
                       {"method", "golden-ratio sequence over documents in corpus order"}}},
-      {"tokenizer", {{"file", "tokenizer.model"}, {"type", "sentencepiece-bpe"},
+      {"tokenizer", {{"file", tokenizer.file_name()}, {"type", tokenizer.kind()},
                      {"checksum", tokenizer.checksum()}, {"vocab_size", tokenizer.vocab_size()},
                      {"bos_id", tokenizer.bos_id()}, {"eos_id", tokenizer.eos_id()}}},
       {"splits", splits_json}};
@@ -278,10 +278,10 @@ nlohmann::json data_summary_json(const DataSummary& s) {
 
 PreparedData::PreparedData(const std::string& dir)
     : dir_(dir), manifest_(read_manifest(dir)),
-      tokenizer_(Tokenizer::load((fs::path(dir) / "tokenizer.model").string())) {
+      tokenizer_(Tokenizer::load(tokenizer_path(dir))) {
   const std::string expected = manifest_.at("tokenizer").value("checksum", "");
   if (tokenizer_.checksum() != expected) {
-    fail_mismatch((fs::path(dir) / "tokenizer.model").string(), "checksum",
+    fail_mismatch(tokenizer_path(dir), "checksum",
                   expected + " (from manifest.json)", tokenizer_.checksum());
   }
 }
@@ -292,7 +292,7 @@ TokenShard PreparedData::shard(const std::string& split) const {
     fail_mismatch((fs::path(dir_) / "manifest.json").string(), "splits", "train, val or test", split);
   }
   TokenShard shard((fs::path(dir_) / splits.at(split).value("file", split + ".bin")).string());
-  shard.expect_tokenizer(tokenizer_.checksum(), (fs::path(dir_) / "tokenizer.model").string());
+  shard.expect_tokenizer(tokenizer_.checksum(), tokenizer_path(dir_));
   return shard;
 }
 

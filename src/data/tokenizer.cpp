@@ -1,5 +1,6 @@
-// BPE tokenizer on top of the sentencepiece shim (see tokenizer.h for the settings and why, and
-// spm_api.h for why sentencepiece is loaded with dlopen).
+// Tokenizers: SentencePiece BPE on top of the sentencepiece shim (see tokenizer.h for the settings
+// and why, and spm_api.h for why sentencepiece is loaded with dlopen), or byte-level BPE from a
+// tokenizer.json (bpe_tokenizer.h).
 #include "outq/data/tokenizer.h"
 
 #include <dlfcn.h>
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
 #include <unordered_map>
@@ -18,6 +20,7 @@
 #include "outq/core/file_io.h"
 #include "outq/core/hash.h"
 #include "outq/core/progress.h"
+#include "outq/data/bpe_tokenizer.h"
 #include "spm_api.h"
 
 namespace fs = std::filesystem;
@@ -115,19 +118,59 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& lines, const Tokenize
 
 Tokenizer Tokenizer::load(const std::string& path) { return from_bytes(read_file(path, "tokenizer model"), path); }
 
+namespace {
+
+// A tokenizer.json's begin- and end-of-text ids: the first special token of the post-processor's
+// template when it has one (LLaMA-3's <|begin_of_text|>), else the end-of-text token, which
+// byte-level BPE models without a BOS (Qwen2, SmolLM2) put between documents.
+std::pair<int32_t, int32_t> bpe_specials(const ByteLevelBpe& bpe, const std::string& bytes, const std::string& origin) {
+  int32_t eos = -1;
+  for (const char* name : {"<|end_of_text|>", "<|endoftext|>", "</s>", "<|im_end|>", "<|eot_id|>"})
+    if (eos < 0) eos = bpe.id_of(name);
+  OUTQ_CHECK(eos >= 0, origin, ": added_tokens: expected an end-of-text token (<|end_of_text|>, <|endoftext|>, </s>, "
+             "<|im_end|> or <|eot_id|>), found none");
+  int32_t bos = eos;
+  const auto j = nlohmann::json::parse(bytes);
+  std::vector<nlohmann::json> processors;
+  if (j.contains("post_processor") && j["post_processor"].is_object()) {
+    const auto& p = j["post_processor"];
+    if (p.value("type", "") == "Sequence" && p.contains("processors") && p["processors"].is_array())
+      for (const auto& q : p["processors"]) processors.push_back(q);
+    else
+      processors.push_back(p);
+  }
+  for (const auto& p : processors)
+    if (p.is_object() && p.value("type", "") == "TemplateProcessing" && p.contains("single") && p["single"].is_array() &&
+        !p["single"].empty() && p["single"][0].contains("SpecialToken")) {
+      const std::string name = p["single"][0]["SpecialToken"].value("id", "");
+      if (bpe.id_of(name) >= 0) bos = bpe.id_of(name);
+    }
+  return {bos, eos};
+}
+
+}  // namespace
+
 Tokenizer Tokenizer::from_bytes(std::string bytes, const std::string& origin) {
-  const spm::Api& a = api();
-  std::string error;
-  void* handle = a.load(bytes, &error);
-  OUTQ_CHECK(handle != nullptr, origin, ": not a valid sentencepiece model (", error, ")");
   Tokenizer t;
-  t.handle_ = std::shared_ptr<void>(handle, a.destroy);
+  const size_t first = bytes.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && bytes[first] == '{') {  // a tokenizer.json
+    auto bpe = std::make_shared<const ByteLevelBpe>(ByteLevelBpe::from_json(bytes, origin));
+    std::tie(t.bos_, t.eos_) = bpe_specials(*bpe, bytes, origin);
+    t.bpe_ = std::move(bpe);
+  } else {
+    const spm::Api& a = api();
+    std::string error;
+    void* handle = a.load(bytes, &error);
+    OUTQ_CHECK(handle != nullptr, origin, ": not a valid sentencepiece model (", error, ")");
+    t.handle_ = std::shared_ptr<void>(handle, a.destroy);
+  }
   t.checksum_ = hex64(fnv1a64(bytes));
   t.bytes_ = std::move(bytes);
   return t;
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  if (bpe_) return bpe_->encode(text);
   std::vector<int> ids;
   std::string error;
   OUTQ_CHECK(api().encode(handle_.get(), text, &ids, &error), "tokenizer: cannot encode text: ", error);
@@ -159,23 +202,35 @@ std::vector<std::vector<int32_t>> Tokenizer::encode_many(const std::vector<std::
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  if (bpe_) return bpe_->decode(ids);
   std::string text, error;
   OUTQ_CHECK(api().decode(handle_.get(), std::vector<int>(ids.begin(), ids.end()), &text, &error),
              "tokenizer: cannot decode ids: ", error);
   return text;
 }
 
-std::string Tokenizer::piece(int32_t id) const { return api().piece(handle_.get(), id); }
-int Tokenizer::vocab_size() const { return api().vocab_size(handle_.get()); }
-int32_t Tokenizer::bos_id() const { return api().bos_id(handle_.get()); }
-int32_t Tokenizer::eos_id() const { return api().eos_id(handle_.get()); }
-int32_t Tokenizer::unk_id() const { return api().unk_id(handle_.get()); }
-int32_t Tokenizer::pad_id() const { return api().pad_id(handle_.get()); }
-float Tokenizer::score(int32_t id) const { return api().score(handle_.get(), id); }
-int Tokenizer::piece_type(int32_t id) const { return api().piece_type(handle_.get(), id); }
+std::string Tokenizer::piece(int32_t id) const { return bpe_ ? bpe_->piece(id) : api().piece(handle_.get(), id); }
+int Tokenizer::vocab_size() const { return bpe_ ? bpe_->vocab_size() : api().vocab_size(handle_.get()); }
+int32_t Tokenizer::bos_id() const { return bpe_ ? bos_ : api().bos_id(handle_.get()); }
+int32_t Tokenizer::eos_id() const { return bpe_ ? eos_ : api().eos_id(handle_.get()); }
+int32_t Tokenizer::unk_id() const { return bpe_ ? -1 : api().unk_id(handle_.get()); }
+int32_t Tokenizer::pad_id() const { return bpe_ ? -1 : api().pad_id(handle_.get()); }
+float Tokenizer::score(int32_t id) const { return bpe_ ? 0.0f : api().score(handle_.get(), id); }
+int Tokenizer::piece_type(int32_t id) const {
+  if (bpe_) return bpe_->is_special(id) ? 3 : 1;
+  return api().piece_type(handle_.get(), id);
+}
 bool Tokenizer::adds_space_prefix() const {
+  if (bpe_) return false;
   const auto ids = encode("x");
   return !ids.empty() && piece(ids.front()).rfind("\xE2\x96\x81", 0) == 0;  // U+2581
+}
+const char* Tokenizer::file_name() const { return bpe_ ? "tokenizer.json" : "tokenizer.model"; }
+const char* Tokenizer::kind() const { return bpe_ ? "byte-level-bpe" : "sentencepiece-bpe"; }
+
+std::string tokenizer_path(const std::string& dir) {
+  const fs::path spm = fs::path(dir) / "tokenizer.model", json = fs::path(dir) / "tokenizer.json";
+  return (!fs::exists(spm) && fs::exists(json) ? json : spm).string();
 }
 
 void Tokenizer::save(const std::string& path) const { write_file_atomic(path, bytes_); }

@@ -111,7 +111,9 @@ GgufExportSummary gguf_export(const std::string& model_dir, const std::string& o
   OUTQ_CHECK(!model->layer(0).mlp->down_input_hadamard, where, ": rotation's online Hadamard transform on the "
              "down-projection input (r4) has no place in a GGUF; quantize with r4 = false to export a rotated model");
   OUTQ_CHECK(!info.prefix, where, ": a QFeP prefix (its cached keys and values) has no place in a GGUF");
-  const Tokenizer tokenizer = Tokenizer::load((fs::path(model_dir) / "tokenizer.model").string());
+  const Tokenizer tokenizer = Tokenizer::load(tokenizer_path(model_dir));
+  OUTQ_CHECK(std::string(tokenizer.kind()) == "sentencepiece-bpe", where, ": a byte-level BPE vocabulary (tokenizer.json; "
+             "GGUF's gpt2 tokenizer model with its merges and pre-tokenizer name) is not written yet; a SentencePiece one is");
   OUTQ_CHECK(tokenizer.vocab_size() <= c.vocab_size, where, ": the tokenizer has ", tokenizer.vocab_size(),
              " pieces for ", c.vocab_size, " embedding rows");
 

@@ -141,12 +141,10 @@ std::string HfCheckpoint::dtypes() const {
 }
 
 std::string HfCheckpoint::tokenizer_model() const {
-  const fs::path spm = fs::path(dir_) / "tokenizer.model";
-  if (fs::exists(spm)) return spm.string();
-  OUTQ_CHECK(!fs::exists(fs::path(dir_) / "tokenizer.json"), dir_,
-             ": tokenizer: expected tokenizer.model (SentencePiece, as LLaMA-2, TinyLlama and Mistral ship), found only "
-             "tokenizer.json (byte-level BPE, as LLaMA-3, Qwen2 and SmolLM2 ship), which outq does not read yet");
-  OUTQ_CHECK(false, dir_, ": tokenizer: expected tokenizer.model (SentencePiece), found no tokenizer file");
+  const std::string path = tokenizer_path(dir_);
+  OUTQ_CHECK(fs::exists(path), dir_, ": tokenizer: expected tokenizer.model (SentencePiece, as LLaMA-2, TinyLlama and "
+             "Mistral ship) or tokenizer.json (byte-level BPE, as LLaMA-3, Qwen2 and SmolLM2 ship), found neither");
+  return path;
 }
 
 Llama HfCheckpoint::load(Progress* progress) const {
@@ -171,6 +169,7 @@ ImportSummary hf_import(const std::string& from, const std::string& out) {
   summary.files = checkpoint.files();
   summary.dtypes = checkpoint.dtypes();
   summary.tensor_bytes = checkpoint.tensor_bytes();
+  summary.tokenizer = tokenizer.file_name();
   Llama model = [&] {
     Progress progress("reading weights", summary.tensor_bytes, "bytes");
     Llama m = checkpoint.load(&progress);
@@ -181,7 +180,7 @@ ImportSummary hf_import(const std::string& from, const std::string& out) {
   model_write(model, stage.path().string(), tokenizer_path);
   for (const char* name : kTokenizerFiles) {
     const fs::path source = fs::path(from) / name;
-    if (!fs::exists(source)) continue;
+    if (!fs::exists(source) || summary.tokenizer == name) continue;  // (model_write wrote the tokenizer)
     write_file_atomic(stage.path() / name, read_file(source, name));
     summary.copied.push_back(name);
   }
@@ -191,7 +190,7 @@ ImportSummary hf_import(const std::string& from, const std::string& out) {
                                          {"files", summary.files},
                                          {"dtypes", summary.dtypes},
                                          {"tensor_bytes", summary.tensor_bytes},
-                                         {"tokenizer", "tokenizer.model"},
+                                         {"tokenizer", tokenizer.file_name()},
                                          {"copied", summary.copied},
                                          {"notes", summary.notes},
                                          {"source_config", json_read_object(fs::path(from) / "config.json", "model config")}};
@@ -217,7 +216,7 @@ std::vector<std::string> hf_export(const std::string& model_dir, const std::stri
   if (fs::exists(fs::path(model_dir) / "clips.json"))
     notes.push_back("the learned activation clips (clips.json) are not part of a Hugging Face checkpoint");
   StagedDirectory stage(out);
-  model_write(model, stage.path().string(), (fs::path(model_dir) / "tokenizer.model").string());
+  model_write(model, stage.path().string(), tokenizer_path(model_dir));
   for (const char* name : kTokenizerFiles) {
     const fs::path source = fs::path(model_dir) / name;
     if (fs::exists(source)) write_file_atomic(stage.path() / name, read_file(source, name));

@@ -27,7 +27,9 @@ void model_write(Llama& model, const std::string& dir, const std::string& tokeni
   writer.write((fs::path(dir) / "model.safetensors").string());
   write_file_atomic(fs::path(dir) / "config.json", model->config().to_hf_json().dump(2) + "\n");
   if (!tokenizer_path.empty()) {
-    write_file_atomic(fs::path(dir) / "tokenizer.model", read_file(tokenizer_path, "tokenizer model"));
+    // (A byte-level BPE keeps its tokenizer.json name; a SentencePiece model is tokenizer.model.)
+    const bool json = fs::path(tokenizer_path).filename() == "tokenizer.json";
+    write_file_atomic(fs::path(dir) / (json ? "tokenizer.json" : "tokenizer.model"), read_file(tokenizer_path, "tokenizer"));
   }
 }
 

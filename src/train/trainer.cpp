@@ -172,8 +172,8 @@ int64_t init_from_model(Llama& model, const std::string& dir, const std::string&
                     have.value(key, nlohmann::json()).dump());
     }
   }
-  const fs::path tokenizer = fs::path(dir) / "tokenizer.model";
-  OUTQ_CHECK(fs::exists(tokenizer), where, ": expected the model's tokenizer.model, found none");
+  const fs::path tokenizer = tokenizer_path(dir);
+  OUTQ_CHECK(fs::exists(tokenizer), where, ": expected the model's tokenizer.model or tokenizer.json, found none");
   OUTQ_CHECK(Tokenizer::load(tokenizer.string()).checksum() == tokenizer_checksum, where,
              ": expected the tokenizer of this run's data (the same vocabulary), found another tokenizer.model");
   const SafetensorsFile weights((fs::path(dir) / "model.safetensors").string());
@@ -213,11 +213,11 @@ TrainResult train_run(const TrainOptions& opt) {
   const int local_batch = tc.batch_size / world;
   const DataSummary data_summary = train_detail::prepare_data_once(opt.data, opt.config_json, group.get());
   PreparedData data(data_summary.dir);
-  const std::string tokenizer_path = (fs::path(data_summary.dir) / "tokenizer.model").string();
+  const std::string data_tokenizer = tokenizer_path(data_summary.dir);
   // (An imported checkpoint may have more embedding rows than its tokenizer has pieces.)
   const bool padded = !opt.model.imported_from.empty() && opt.model.vocab_size > data.tokenizer().vocab_size();
   OUTQ_CHECK(opt.model.vocab_size == data.tokenizer().vocab_size() || padded, "model.vocab_size: expected the tokenizer's "
-             "vocabulary size ", data.tokenizer().vocab_size(), " (", tokenizer_path, "), found ", opt.model.vocab_size);
+             "vocabulary size ", data.tokenizer().vocab_size(), " (", data_tokenizer, "), found ", opt.model.vocab_size);
   const TokenShard train_shard = data.shard("train");
   const TokenShard val_shard = data.shard("val");
 
@@ -379,7 +379,7 @@ TrainResult train_run(const TrainOptions& opt) {
       extra["clip_optimizer"] = torch::from_blob(const_cast<char*>(b.data()), {static_cast<int64_t>(b.size())},
                                                  torch::kUInt8).clone();
     }
-    train_detail::checkpoint_save(tc.run_dir, step, model, optimizer, state, tokenizer_path, tc.keep_checkpoints, extra);
+    train_detail::checkpoint_save(tc.run_dir, step, model, optimizer, state, data_tokenizer, tc.keep_checkpoints, extra);
   };
 
   StopSignals signals;
@@ -527,7 +527,7 @@ TrainResult train_run(const TrainOptions& opt) {
                                                {"run_tokens", std::to_string(step * tokens_per_step)}};
     if (!opt.init_from.empty()) meta.insert({{"init_from", opt.init_from}, {"base_tokens", std::to_string(base_tokens)}});
     if (opt.qat.quantizes_weights()) meta["weight_bits"] = std::to_string(opt.qat.weight_bits);
-    model_save(model, result.model_dir, tokenizer_path, meta);
+    model_save(model, result.model_dir, data_tokenizer, meta);
     if (qat && (opt.qat.quantizes() || opt.qat.clamps())) {
       write_file_atomic(fs::path(result.model_dir) / "clips.json", qat->clips_json().dump(2) + "\n");
     }

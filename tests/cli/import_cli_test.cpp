@@ -39,8 +39,9 @@ class ImportCli : public ::testing::Test {
   }
   void SetUp() override { ASSERT_EQ(setup_error_, "") << "writing the checkpoint failed"; }
   static void TearDownTestSuite() { delete dir_; }
-  static test::RunResult outq(const std::string& args) {
-    return test::run_shell(kOutq + " " + args + " --set data.corpus=" + *dir_ / "corpus.txt" + " --set data.out=" + *dir_ / "data",
+  // `data`: the prepared data directory's name (one per tokenizer).
+  static test::RunResult outq(const std::string& args, const std::string& data = "data") {
+    return test::run_shell(kOutq + " " + args + " --set data.corpus=" + *dir_ / "corpus.txt" + " --set data.out=" + *dir_ / data,
                            {{"OUTQ_CACHE", *dir_ / "cache"}, {"OUTQ_PROGRESS", "off"}, {"OUTQ_LOG", "quiet"}});
   }
   static double ppl(const test::RunResult& r) { return nlohmann::json::parse(r.out).at("perplexity").get<double>(); }
@@ -106,17 +107,55 @@ TEST_F(ImportCli, ImportedModelGoesThroughEveryCommand) {
   }
 }
 
+// A SmolLM2-style checkpoint (LLaMA, tied head) whose tokenizer is a byte-level BPE tokenizer.json:
+// the corpus is encoded with it, the model evaluates, quantizes, runs and samples; GGUF export
+// says what it does not write yet; the Hugging Face export keeps tokenizer.json.
+TEST_F(ImportCli, AByteLevelBpeCheckpointWorksEndToEnd) {
+  const std::string hf = *dir_ / "smol", model = *dir_ / "smol-imported";
+  fs::create_directories(hf);
+  test::HfShape s;
+  s.vocab = 576, s.tied = true, s.embed_scale = 0.1, s.dtype = DType::BF16;
+  test::write_hf_checkpoint(hf, s);
+  test::write_text(hf + "/tokenizer.json", test::read_text(OUTQ_SOURCE_DIR "/tests/data/fixtures/bpe-smollm2.json"));
+  auto r = outq("import --from " + hf + " --out " + model);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(model + "/tokenizer.json"));
+  EXPECT_FALSE(fs::exists(model + "/tokenizer.model"));
+  const std::string data = "smol-data";
+  r = outq("eval --json --model " + model + " --max-tokens 2000", data);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_FALSE(r.out.empty()) << r.err;
+  const double float_ppl = ppl(r);
+  const auto manifest = nlohmann::json::parse(test::read_text(*dir_ / "smol-data/manifest.json"));
+  EXPECT_EQ(manifest.at("tokenizer").at("type"), "byte-level-bpe");
+  EXPECT_EQ(manifest.at("tokenizer").at("file"), "tokenizer.json");
+  EXPECT_EQ(manifest.at("tokenizer").at("bos_id"), 569);  // <|endoftext|> (no BOS of its own)
+  r = outq("quantize --model " + model + " --recipe " + kRecipes + "w4a8-token-gptq.toml --out " + *dir_ / "smol-q", data);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = outq("eval --json --model " + *dir_ / "smol-q" + " --max-tokens 2000", data);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(ppl(r), float_ppl);
+  r = outq("generate --json --model " + *dir_ / "smol-q" + " --prompt \"The jury\" --max-new-tokens 4");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = outq("export --model " + model + " --out " + *dir_ / "smol.gguf");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("byte-level BPE vocabulary"), std::string::npos) << r.err;
+  r = outq("export --format hf --model " + model + " --out " + *dir_ / "smol-hf");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(test::read_text(*dir_ / "smol-hf/tokenizer.json"), test::read_text(hf + "/tokenizer.json"));
+}
+
 TEST_F(ImportCli, ErrorsAreOneLineNamingTheProblem) {
   auto r = outq("import --from " + *dir_ / "nowhere" + " --out " + *dir_ / "x");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("nowhere: checkpoint directory not found"), std::string::npos) << r.err;
-  // A tokenizer.json-only checkpoint is refused before anything is written.
+  // A tokenizer.json that is not a tokenizer is refused before anything is written.
   fs::create_directories(*dir_ / "bpe");
   test::write_hf_checkpoint(*dir_ / "bpe", test::HfShape{});
   test::write_text(*dir_ / "bpe/tokenizer.json", "{}");
   r = outq("import --from " + *dir_ / "bpe" + " --out " + *dir_ / "y");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("found only tokenizer.json"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("tokenizer.json: model: expected an object"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(*dir_ / "y"));
   // --out inside --from.
   r = outq("import --from " + *dir_ / "hf" + " --out " + *dir_ / "hf/inner");

@@ -1,8 +1,11 @@
-// BPE tokenizer backed by the sentencepiece library (reached through liboutq_spm.so, see
+// Tokenizers: BPE backed by the sentencepiece library (reached through liboutq_spm.so, see
 // src/data/spm_api.h): training from in-memory text, loading from a model file, and encoding on
 // several threads. Settings follow LLaMA's tokenizer: BPE with
 // byte fallback (no text is ever unknown), identity normalisation (decode(encode(s)) == s),
-// digits split, ids unk = 0, bos = 1, eos = 2.
+// digits split, ids unk = 0, bos = 1, eos = 2. Or, loaded from a Hugging Face tokenizer.json,
+// byte-level BPE (bpe_tokenizer.h): its begin-of-text id is the post-processor template's first
+// special token, else its end-of-text token (<|end_of_text|>, <|endoftext|>, </s>, ...), which
+// then also separates documents.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +17,7 @@
 namespace outq {
 
 class Progress;
+class ByteLevelBpe;
 
 struct TokenizerTrainOptions {
   int vocab_size = 4096;
@@ -28,7 +32,8 @@ class Tokenizer {
   static Tokenizer train(const std::vector<std::string>& lines, const TokenizerTrainOptions& options);
   /// Loads a serialized model file.
   static Tokenizer load(const std::string& path);
-  /// Loads a model from its serialized bytes; `origin` names it in errors.
+  /// Loads a model from its serialized bytes (a tokenizer.json when they are a JSON object);
+  /// `origin` names it in errors.
   static Tokenizer from_bytes(std::string bytes, const std::string& origin);
 
   Tokenizer(Tokenizer&&) noexcept;
@@ -55,6 +60,10 @@ class Tokenizer {
   /// Whether encoding puts a word-boundary mark (U+2581) before the text (SentencePiece's
   /// add_dummy_prefix), seen from how a single letter encodes.
   bool adds_space_prefix() const;
+  /// The file it is saved as in model and data directories: tokenizer.model or tokenizer.json.
+  const char* file_name() const;
+  /// "sentencepiece-bpe" or "byte-level-bpe".
+  const char* kind() const;
   /// Serialized model bytes (what save() writes).
   const std::string& bytes() const { return bytes_; }
   /// 16 hex digits identifying the model (hash of its bytes); shards record it.
@@ -63,8 +72,14 @@ class Tokenizer {
 
  private:
   Tokenizer() = default;
-  std::shared_ptr<void> handle_;  ///< the shim's processor
+  std::shared_ptr<void> handle_;  ///< the shim's processor (SentencePiece)
+  std::shared_ptr<const ByteLevelBpe> bpe_;  ///< a tokenizer.json (else null)
+  int32_t bos_ = -1, eos_ = -1;  ///< byte-level BPE
   std::string bytes_, checksum_;
 };
+
+/// The tokenizer file of a model or data directory: tokenizer.model, else tokenizer.json (a
+/// byte-level BPE); dir/tokenizer.model when there is neither (so the error names it).
+std::string tokenizer_path(const std::string& dir);
 
 }  // namespace outq
