@@ -12,6 +12,7 @@ packages=(
   libopenblas0-openmp                             # fast BLAS for LibTorch (the default is reference BLAS)
   libsentencepiece-dev                            # BPE tokenizer
   libpcre2-dev                                    # Unicode regexes of byte-level BPE pre-tokenizers (tokenizer.json)
+  libicu-dev                                      # Unicode normalization (NFC, ...) of tokenizer.json normalizers
   libcli11-dev nlohmann-json3-dev libtomlplusplus-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   gnuplot-nox                                     # plots

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 #include <pcre2.h>
+#include <unicode/bytestream.h>
+#include <unicode/normalizer2.h>
 
 #include <algorithm>
 #include <climits>
@@ -131,9 +133,21 @@ ByteLevelBpe ByteLevelBpe::from_json(const std::string& text, const std::string&
   expect(!m.value("byte_fallback", false), "model.byte_fallback", "false (a byte-level BPE)", m["byte_fallback"]);
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     expect(!m.contains(key) || m[key].is_null() || m[key] == "", std::string("model.") + key, "none", m.value(key, nlohmann::json()));
-  expect(!j.contains("normalizer") || j["normalizer"].is_null(), "normalizer", "none (normalizers such as NFC are not implemented)",
-         j.value("normalizer", nlohmann::json()));
   ByteLevelBpe t;
+  if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+    const nlohmann::json& n = j["normalizer"];
+    std::vector<nlohmann::json> list;
+    if (n.is_object() && n.value("type", "") == "Sequence" && n.contains("normalizers") && n["normalizers"].is_array())
+      for (const auto& x : n["normalizers"]) list.push_back(x);
+    else
+      list.push_back(n);
+    for (const auto& x : list) {
+      const std::string type = x.is_object() ? x.value("type", "") : "";
+      expect(type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD", "normalizer.type",
+             "NFC, NFD, NFKC, NFKD or a Sequence of them (the normalizers implemented)", x.is_object() ? x.value("type", nlohmann::json()) : x);
+      t.normalizers_.push_back(type);
+    }
+  }
   t.ignore_merges_ = m.value("ignore_merges", false);
   expect(m.contains("vocab") && m["vocab"].is_object(), "model.vocab", "an object of token ids", m.value("vocab", nlohmann::json()));
   int32_t max_id = -1;
@@ -218,6 +232,24 @@ ByteLevelBpe ByteLevelBpe::from_json(const std::string& text, const std::string&
   return t;
 }
 
+std::string ByteLevelBpe::normalize(std::string_view text) const {
+  std::string s(text);
+  for (const auto& form : normalizers_) {
+    UErrorCode status = U_ZERO_ERROR;
+    const icu::Normalizer2* n = form == "NFC"    ? icu::Normalizer2::getNFCInstance(status)
+                                : form == "NFD"  ? icu::Normalizer2::getNFDInstance(status)
+                                : form == "NFKC" ? icu::Normalizer2::getNFKCInstance(status)
+                                                 : icu::Normalizer2::getNFKDInstance(status);
+    OUTQ_CHECK(U_SUCCESS(status), "tokenizer: ICU has no ", form, " normalizer (", u_errorName(status), ")");
+    std::string out;
+    icu::StringByteSink<std::string> sink(&out);
+    n->normalizeUTF8(0, icu::StringPiece(s.data(), static_cast<int32_t>(s.size())), sink, nullptr, status);
+    OUTQ_CHECK(U_SUCCESS(status), "tokenizer: ", form, " normalization failed (", u_errorName(status), ")");
+    s.swap(out);
+  }
+  return s;
+}
+
 void ByteLevelBpe::pre_tokenize(std::string_view text, std::vector<std::string>* words) const {
   std::vector<std::string> pieces = {std::string(text)}, next;
   for (const Step& s : steps_) {
@@ -295,7 +327,8 @@ std::vector<int32_t> ByteLevelBpe::encode(std::string_view text) const {
   auto plain = [&](std::string_view s) {
     if (s.empty()) return;
     words.clear();
-    pre_tokenize(s, &words);
+    if (normalizers_.empty()) pre_tokenize(s, &words);
+    else pre_tokenize(normalize(s), &words);
     for (const auto& w : words) bpe(w, &ids);
   };
   size_t last = 0;

@@ -1,5 +1,5 @@
-// Byte-level BPE (tokenizer.json): the committed fixtures (Qwen2-, LLaMA-3- and SmolLM2-style
-// pre-tokenizers; tests/data/fixtures/make_bpe_fixtures.py) encode the golden strings to exactly
+// Byte-level BPE (tokenizer.json): the committed fixtures (Qwen2-style with its NFC normalizer,
+// LLaMA-3- and SmolLM2-style pre-tokenizers; tests/data/fixtures/make_bpe_fixtures.py) encode the golden strings to exactly
 // the ids @huggingface/tokenizers gave for them (bpe-golden.jsonl), decode back to the text, and
 // what outq does not implement is refused by key. The comparison on thousands of random strings
 // against the npm package itself is tests/cli/bpe_oracle_test.cpp.
@@ -30,10 +30,12 @@ TEST(ByteLevelBpe, GoldenIdsOfTheReferenceEncoder) {
     const ByteLevelBpe& t = tokenizers.at(name);
     const std::string text = j.at("text");
     EXPECT_EQ(t.encode(text), j.at("ids").get<std::vector<int32_t>>()) << name << ": " << text;
-    EXPECT_EQ(t.decode(t.encode(text)), text) << name;
+    // (NFC may recompose the text: Qwen2's fixture decodes to the normalized string, which encodes alike.)
+    if (name == "bpe-qwen2.json") EXPECT_EQ(t.encode(t.decode(t.encode(text))), t.encode(text)) << name;
+    else EXPECT_EQ(t.decode(t.encode(text)), text) << name;
     ++checked;
   }
-  EXPECT_EQ(checked, 42);
+  EXPECT_EQ(checked, 45);
   const ByteLevelBpe& q = tokenizers.at("bpe-qwen2.json");
   EXPECT_EQ(q.vocab_size(), 571);
   EXPECT_EQ(q.id_of("<|endoftext|>"), 569);
@@ -47,7 +49,7 @@ TEST(ByteLevelBpe, GoldenIdsOfTheReferenceEncoder) {
 TEST(ByteLevelBpe, WhatIsNotImplementedIsRefusedByKey) {
   const auto base = nlohmann::json::parse(test::read_text(kFixtures + "bpe-qwen2.json"));
   const std::vector<std::pair<std::string, std::function<void(nlohmann::json&)>>> cases = {
-      {"normalizer: expected none", [](auto& j) { j["normalizer"] = {{"type", "NFC"}}; }},
+      {"normalizer.type: expected NFC, NFD, NFKC, NFKD", [](auto& j) { j["normalizer"] = {{"type", "Lowercase"}}; }},
       {"model.type: expected \"BPE\"", [](auto& j) { j["model"]["type"] = "WordPiece"; }},
       {"model.byte_fallback", [](auto& j) { j["model"]["byte_fallback"] = true; }},
       {"pre_tokenizer[0].behavior", [](auto& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Removed"; }},

@@ -1,11 +1,12 @@
 // Byte-level BPE tokenizers read from a Hugging Face tokenizer.json (the LLaMA-3, Qwen2 and
-// SmolLM2 kind): added tokens split off first; the pre-tokenizer (Split with a regex, Digits,
+// SmolLM2 kind): added tokens split off first; the rest normalized (NFC, NFD, NFKC, NFKD or a
+// Sequence of them, by ICU) when the file has a normalizer; the pre-tokenizer (Split with a regex, Digits,
 // ByteLevel with or without the GPT-2 regex, or a Sequence of them) cuts the text into words,
 // with the regexes run by PCRE2 in Unicode mode (\p{L}, \p{N}, lookahead, case-insensitive
 // groups); each word's bytes become the byte-level alphabet (printable bytes themselves, the rest
 // U+0100 onwards) and are merged pair by pair in merge-rank order (or taken whole when the
 // vocabulary has them and ignore_merges is set); decoding maps the characters back to bytes.
-// What the format allows and outq does not implement (normalizers, other models, other split
+// What the format allows and outq does not implement (other normalizers, other models, other split
 // behaviours, byte fallback, stripped added tokens) is an error naming the key.
 #pragma once
 
@@ -44,6 +45,7 @@ class ByteLevelBpe {
   struct Step;  // one pre-tokenizer
   struct Regex;
   void pre_tokenize(std::string_view text, std::vector<std::string>* words) const;
+  std::string normalize(std::string_view text) const;
   void bpe(const std::string& word, std::vector<int32_t>* out) const;
 
   std::unordered_map<std::string, int32_t> vocab_;
@@ -53,6 +55,7 @@ class ByteLevelBpe {
   std::vector<std::pair<std::string, int32_t>> added_;   ///< content, id (longest first)
   std::vector<bool> special_;
   std::vector<Step> steps_;
+  std::vector<std::string> normalizers_;  ///< "NFC", "NFD", "NFKC", "NFKD", applied in order
   bool ignore_merges_ = false;
 };
 
