@@ -219,8 +219,14 @@ std::vector<std::string> hf_export(const std::string& model_dir, const std::stri
   model_write(model, stage.path().string(), tokenizer_path(model_dir));
   for (const char* name : kTokenizerFiles) {
     const fs::path source = fs::path(model_dir) / name;
-    if (fs::exists(source)) write_file_atomic(stage.path() / name, read_file(source, name));
+    if (fs::exists(source) && !fs::exists(stage.path() / name)) write_file_atomic(stage.path() / name, read_file(source, name));
   }
+  // The begin- and end-of-text ids transformers reads from config.json are the tokenizer's.
+  const Tokenizer tokenizer = Tokenizer::load(tokenizer_path(model_dir));
+  nlohmann::json config = model->config().to_hf_json();
+  config["bos_token_id"] = tokenizer.bos_id();
+  config["eos_token_id"] = tokenizer.eos_id();
+  write_file_atomic(stage.path() / "config.json", config.dump(2) + "\n");
   stage.commit();
   return notes;
 }

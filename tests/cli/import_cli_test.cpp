@@ -143,6 +143,9 @@ TEST_F(ImportCli, AByteLevelBpeCheckpointWorksEndToEnd) {
   r = outq("export --format hf --model " + model + " --out " + *dir_ / "smol-hf");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(test::read_text(*dir_ / "smol-hf/tokenizer.json"), test::read_text(hf + "/tokenizer.json"));
+  const auto config = nlohmann::json::parse(test::read_text(*dir_ / "smol-hf/config.json"));
+  EXPECT_EQ(config.at("bos_token_id"), 569);  // <|endoftext|>, not SentencePiece's 1
+  EXPECT_EQ(config.at("eos_token_id"), 569);
 }
 
 TEST_F(ImportCli, ErrorsAreOneLineNamingTheProblem) {
