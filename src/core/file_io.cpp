@@ -142,6 +142,14 @@ MappedFile::MappedFile(const fs::path& path) : path_(path) {
   ::close(fd);
 }
 
+void MappedFile::release(const uint8_t* begin, size_t bytes) const {
+  if (!data_ || bytes == 0 || begin < data_ || begin + bytes > data_ + size_) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(begin) + bytes) / page * page;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);  // (advice: a failure changes nothing)
+}
+
 MappedFile::MappedFile(MappedFile&& other) noexcept
     : path_(std::move(other.path_)), data_(other.data_), size_(other.size_) {
   other.data_ = nullptr;

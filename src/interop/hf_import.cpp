@@ -150,7 +150,7 @@ std::string HfCheckpoint::tokenizer_model() const {
 Llama HfCheckpoint::load(Progress* progress) const {
   Llama model(config_);
   std::map<std::string, StoredTensor> stored;
-  for (const auto& [name, e] : tensors_) stored[name] = {e.view, e.file->path()};
+  for (const auto& [name, e] : tensors_) stored[name] = {e.view, e.file->path(), e.file};
   model_load_weights(model, stored, files_.size() == 1 ? files_.front()->path() : dir_ + " (its shards)", progress);
   return model;
 }

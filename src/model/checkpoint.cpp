@@ -56,7 +56,7 @@ Llama model_load(const std::string& dir) {
 
 void model_load_weights(Llama& model, const SafetensorsFile& file) {
   std::map<std::string, StoredTensor> tensors;
-  for (const auto& [name, view] : file.tensors()) tensors[name] = {&view, file.path()};
+  for (const auto& [name, view] : file.tensors()) tensors[name] = {&view, file.path(), &file};
   model_load_weights(model, tensors, file.path());
 }
 
@@ -98,6 +98,7 @@ void model_load_weights(Llama& model, const std::map<std::string, StoredTensor>&
     }
     p.value().copy_(tensor_from_view(view).to(p.value().device(), torch::kFloat32));
     expect_finite(p.value(), stored.file, p.key());  // (after the cast: an F16 value can overflow to inf)
+    if (stored.source) stored.source->release(view);  // (one copy resident, not two)
     if (progress) progress->advance(static_cast<int64_t>(view.bytes));
   }
 }

@@ -50,6 +50,9 @@ class MappedFile {
 
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
+  /// Tells the kernel the whole pages within [begin, begin + bytes) are not needed for now: they
+  /// leave this process's resident memory and are read from the file again if touched.
+  void release(const uint8_t* begin, size_t bytes) const;
   const std::filesystem::path& path() const { return path_; }
 
  private:

@@ -62,6 +62,8 @@ class SafetensorsFile {
   /// The tensor `name`, or an error naming the file and the missing tensor.
   const TensorView& get(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  /// Drops the tensor's pages from resident memory once it has been read (see MappedFile::release).
+  void release(const TensorView& view) const { file_.release(view.data, view.bytes); }
   /// The metadata value `key` as an integer in lo..hi; nullopt when absent, an error naming the
   /// file and key when it is not such an integer.
   std::optional<int64_t> metadata_int(const std::string& key, int64_t lo, int64_t hi) const;

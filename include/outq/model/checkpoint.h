@@ -35,6 +35,7 @@ void model_load_weights(Llama& model, const SafetensorsFile& file);
 struct StoredTensor {
   const TensorView* view = nullptr;
   std::string file;
+  const SafetensorsFile* source = nullptr;  ///< when set, its pages are released once copied
 };
 /// The same from tensors spread over several files (a sharded checkpoint); `where` names them all
 /// in errors about missing or unexpected tensors. `progress` advances by the bytes read.
