@@ -58,7 +58,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
   check_output_dir("--out", out, {in_model ? "" : g_model, g_data_dir, g_checkpoints, g_run_dir}, "analysis.json",
                    g_overwrite);
   LoadedModel lm = load_model_dir(g_model);
-  use_model_tokenizer(config, lm, g_model);
+  use_model_tokenizer(config, lm.model->config(), g_model);
   const std::string dir = resolve_data_dir(g_data_dir, config);
   const TokenShard shard = open_eval_shard(dir, g_split, *lm.tokenizer, g_model);
   AnalyzeOptions o;

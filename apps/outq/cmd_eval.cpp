@@ -55,7 +55,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
   torch::set_num_threads(g_threads);
   OUTQ_CHECK(g_recipe.empty() || g_sweep.empty(), "--recipe and --sweep: expected one of them, found both");
   LoadedModel lm = load_model_dir(g_model, g_simulate);
-  use_model_tokenizer(config, lm, g_model);
+  use_model_tokenizer(config, lm.model->config(), g_model);
   const Tokenizer& tokenizer = *lm.tokenizer;
   const std::string tokenizer_path = outq::tokenizer_path(g_model);
   OUTQ_CHECK(!lm.quantized || (g_recipe.empty() && g_sweep.empty()), g_model,

@@ -44,7 +44,7 @@ int run(const CommonOptions& common, OutqConfig& config) {
   check_output_dir("--out", g_out, {g_model, g_calib, g_recipe, g_data_dir}, "quant_config.json", g_overwrite);
   const Recipe recipe = recipe_load(g_recipe);
   LoadedModel lm = load_model_dir(g_model);
-  use_model_tokenizer(config, lm, g_model);
+  use_model_tokenizer(config, lm.model->config(), g_model);
   OUTQ_CHECK(!lm.quantized, g_model, ": expected a float model directory, found a quantized one (quant_config.json)");
   const std::string tokenizer_path = outq::tokenizer_path(g_model);
   std::unique_ptr<TokenShard> calib;

@@ -2,19 +2,16 @@
 #include <fmt/format.h>
 
 #include <cstdio>
-#include <filesystem>
 
 #include "command.h"
+#include "model_source.h"
 #include "outq/core/error.h"
 #include "outq/core/table.h"
-#include "outq/data/tokenizer.h"
 #include "outq/model/checkpoint.h"
 #include "outq/train/process_group.h"
 #include "outq/train/trainer.h"
 #include "rank_launcher.h"
 #include "train_result.h"
-
-namespace fs = std::filesystem;
 
 namespace outq::app {
 namespace {
@@ -47,10 +44,8 @@ int run(const CommonOptions& common, OutqConfig& config) {
     // An imported checkpoint brings its own architecture (family, biases, RoPE, norms) and
     // tokenizer: the [model] keys cannot describe all of it, so the run takes it from there.
     const ModelConfig base = model_config_read(g_init_from);
-    if (!base.imported_from.empty()) {
-      config.model = base;
-      if (config.data.tokenizer.empty()) config.data.tokenizer = tokenizer_path(g_init_from);
-    }
+    if (!base.imported_from.empty()) config.model = base;
+    use_model_tokenizer(config, base, g_init_from);
   }
   const bool lead = rank_info_from_environment().rank == 0;
   if (lead) print_effective_config(config);

@@ -39,8 +39,8 @@ LoadedModel load_model_dir(const std::string& dir, bool simulate) {
   return out;
 }
 
-void use_model_tokenizer(OutqConfig& config, const LoadedModel& lm, const std::string& model_dir) {
-  if (lm.model->config().imported_from.empty() || !config.data.tokenizer.empty()) return;
+void use_model_tokenizer(OutqConfig& config, const ModelConfig& model, const std::string& model_dir) {
+  if (model.imported_from.empty() || !config.data.tokenizer.empty()) return;
   config.data.tokenizer = tokenizer_path(model_dir);
 }
 

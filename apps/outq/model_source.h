@@ -35,7 +35,7 @@ LoadedModel load_model_dir(const std::string& dir, bool simulate = false);
 
 /// An imported model reads the corpus with its own tokenizer: unless data.tokenizer is set, it
 /// becomes the model directory's tokenizer.model, so the data prepared for it matches it.
-void use_model_tokenizer(OutqConfig& config, const LoadedModel& lm, const std::string& model_dir);
+void use_model_tokenizer(OutqConfig& config, const ModelConfig& model, const std::string& model_dir);
 
 /// One line on how a loaded model computes: "float", "fake-quant simulation" or the integer
 /// runtime's layer counts and ISA.

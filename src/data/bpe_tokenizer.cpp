@@ -85,13 +85,17 @@ struct ByteLevelBpe::Regex {
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // (an interpreter match when the JIT is unavailable)
   }
   ~Regex() { pcre2_code_free(code); }
-  // Splits `s` into its matches and the stretches between them ("Isolated"), in order.
+  // Splits `s` into its matches and the stretches between them ("Isolated"), in order. Only the
+  // whole match is read, so one pair of offsets per thread serves every pattern and call.
   void split(const std::string& s, std::vector<std::string>* out) const {
-    pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
+    thread_local const std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> data(
+        pcre2_match_data_create(1, nullptr), pcre2_match_data_free);
+    pcre2_match_data* md = data.get();
     size_t start = 0, last = 0;
     while (start <= s.size()) {
       const int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), start, 0, md, nullptr);
       if (rc < 0) break;  // no match (or a match error on invalid UTF-8: the rest stays one piece)
+      // (rc == 0: captures beyond the first pair not kept; the whole match is all that is read)
       const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
       const size_t b = ov[0], e = ov[1];
       if (b > last) out->push_back(s.substr(last, b - last));
@@ -102,7 +106,6 @@ struct ByteLevelBpe::Regex {
       else start = b + utf8_length_at(s, b);
     }
     if (last < s.size()) out->push_back(s.substr(last));
-    pcre2_match_data_free(md);
   }
 };
 
@@ -186,11 +189,11 @@ ByteLevelBpe ByteLevelBpe::from_json(const std::string& text, const std::string&
         expect(!a.value(flag, false), "added_tokens." + content + "." + flag, "false (stripping and whole-word matching are not implemented)", a[flag]);
       add_piece(content, a["id"], "added_tokens." + content + ".id");
       t.added_.emplace_back(content, static_cast<int32_t>(a["id"].get<int64_t>()));
-      t.special_.resize(t.pieces_.size());
-      t.special_[static_cast<size_t>(t.added_.back().second)] = a.value("special", false);
+      t.kind_.resize(t.pieces_.size());
+      t.kind_[static_cast<size_t>(t.added_.back().second)] = a.value("special", false) ? 2 : 1;
     }
   }
-  t.special_.resize(t.pieces_.size());
+  t.kind_.resize(t.pieces_.size());
   std::stable_sort(t.added_.begin(), t.added_.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   // Pre-tokenizers.
   expect(j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object(), "pre_tokenizer", "an object", j.value("pre_tokenizer", nlohmann::json()));
@@ -229,6 +232,26 @@ ByteLevelBpe ByteLevelBpe::from_json(const std::string& text, const std::string&
     t.steps_.push_back(std::move(step));
   }
   expect(byte_level, "pre_tokenizer", "a ByteLevel step (a byte-level BPE)", pre);
+  // Begin- and end-of-text (see the header).
+  for (const char* name : {"<|end_of_text|>", "<|endoftext|>", "</s>", "<|im_end|>", "<|eot_id|>"})
+    if (t.eos_ < 0) t.eos_ = t.id_of(name);
+  expect(t.eos_ >= 0, "added_tokens", "an end-of-text token (<|end_of_text|>, <|endoftext|>, </s>, <|im_end|> or <|eot_id|>)",
+         nullptr);
+  t.bos_ = t.eos_;
+  std::vector<nlohmann::json> processors;
+  if (j.contains("post_processor") && j["post_processor"].is_object()) {
+    const auto& p = j["post_processor"];
+    if (p.value("type", "") == "Sequence" && p.contains("processors") && p["processors"].is_array())
+      for (const auto& q : p["processors"]) processors.push_back(q);
+    else
+      processors.push_back(p);
+  }
+  for (const auto& p : processors)
+    if (p.is_object() && p.value("type", "") == "TemplateProcessing" && p.contains("single") && p["single"].is_array() &&
+        !p["single"].empty() && p["single"][0].contains("SpecialToken")) {
+      const int32_t id = t.id_of(p["single"][0]["SpecialToken"].value("id", ""));
+      if (id >= 0) t.bos_ = id;
+    }
   return t;
 }
 
@@ -355,7 +378,7 @@ std::string ByteLevelBpe::decode(const std::vector<int32_t>& ids) const {
   for (int32_t id : ids) {
     if (id < 0 || id >= vocab_size()) continue;
     const std::string& p = pieces_[static_cast<size_t>(id)];
-    if (std::any_of(added_.begin(), added_.end(), [&](const auto& a) { return a.second == id; })) {
+    if (kind_[static_cast<size_t>(id)] != 0) {  // an added token: its content as it is
       out += p;
       continue;
     }
@@ -376,7 +399,7 @@ int32_t ByteLevelBpe::id_of(const std::string& token) const {
   return it == vocab_.end() ? -1 : it->second;
 }
 
-bool ByteLevelBpe::is_special(int32_t id) const { return id >= 0 && static_cast<size_t>(id) < special_.size() && special_[static_cast<size_t>(id)]; }
+bool ByteLevelBpe::is_special(int32_t id) const { return id >= 0 && id < vocab_size() && kind_[static_cast<size_t>(id)] == 2; }
 
 std::vector<std::string> ByteLevelBpe::merges() const {
   std::vector<std::string> out;

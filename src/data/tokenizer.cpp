@@ -11,7 +11,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
 #include <unordered_map>
@@ -118,45 +117,11 @@ Tokenizer Tokenizer::train(const std::vector<std::string>& lines, const Tokenize
 
 Tokenizer Tokenizer::load(const std::string& path) { return from_bytes(read_file(path, "tokenizer model"), path); }
 
-namespace {
-
-// A tokenizer.json's begin- and end-of-text ids: the first special token of the post-processor's
-// template when it has one (LLaMA-3's <|begin_of_text|>), else the end-of-text token, which
-// byte-level BPE models without a BOS (Qwen2, SmolLM2) put between documents.
-std::pair<int32_t, int32_t> bpe_specials(const ByteLevelBpe& bpe, const std::string& bytes, const std::string& origin) {
-  int32_t eos = -1;
-  for (const char* name : {"<|end_of_text|>", "<|endoftext|>", "</s>", "<|im_end|>", "<|eot_id|>"})
-    if (eos < 0) eos = bpe.id_of(name);
-  OUTQ_CHECK(eos >= 0, origin, ": added_tokens: expected an end-of-text token (<|end_of_text|>, <|endoftext|>, </s>, "
-             "<|im_end|> or <|eot_id|>), found none");
-  int32_t bos = eos;
-  const auto j = nlohmann::json::parse(bytes);
-  std::vector<nlohmann::json> processors;
-  if (j.contains("post_processor") && j["post_processor"].is_object()) {
-    const auto& p = j["post_processor"];
-    if (p.value("type", "") == "Sequence" && p.contains("processors") && p["processors"].is_array())
-      for (const auto& q : p["processors"]) processors.push_back(q);
-    else
-      processors.push_back(p);
-  }
-  for (const auto& p : processors)
-    if (p.is_object() && p.value("type", "") == "TemplateProcessing" && p.contains("single") && p["single"].is_array() &&
-        !p["single"].empty() && p["single"][0].contains("SpecialToken")) {
-      const std::string name = p["single"][0]["SpecialToken"].value("id", "");
-      if (bpe.id_of(name) >= 0) bos = bpe.id_of(name);
-    }
-  return {bos, eos};
-}
-
-}  // namespace
-
 Tokenizer Tokenizer::from_bytes(std::string bytes, const std::string& origin) {
   Tokenizer t;
   const size_t first = bytes.find_first_not_of(" \t\r\n");
   if (first != std::string::npos && bytes[first] == '{') {  // a tokenizer.json
-    auto bpe = std::make_shared<const ByteLevelBpe>(ByteLevelBpe::from_json(bytes, origin));
-    std::tie(t.bos_, t.eos_) = bpe_specials(*bpe, bytes, origin);
-    t.bpe_ = std::move(bpe);
+    t.bpe_ = std::make_shared<const ByteLevelBpe>(ByteLevelBpe::from_json(bytes, origin));
   } else {
     const spm::Api& a = api();
     std::string error;
@@ -211,8 +176,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
 
 std::string Tokenizer::piece(int32_t id) const { return bpe_ ? bpe_->piece(id) : api().piece(handle_.get(), id); }
 int Tokenizer::vocab_size() const { return bpe_ ? bpe_->vocab_size() : api().vocab_size(handle_.get()); }
-int32_t Tokenizer::bos_id() const { return bpe_ ? bos_ : api().bos_id(handle_.get()); }
-int32_t Tokenizer::eos_id() const { return bpe_ ? eos_ : api().eos_id(handle_.get()); }
+int32_t Tokenizer::bos_id() const { return bpe_ ? bpe_->bos_id() : api().bos_id(handle_.get()); }
+int32_t Tokenizer::eos_id() const { return bpe_ ? bpe_->eos_id() : api().eos_id(handle_.get()); }
 int32_t Tokenizer::unk_id() const { return bpe_ ? -1 : api().unk_id(handle_.get()); }
 int32_t Tokenizer::pad_id() const { return bpe_ ? -1 : api().pad_id(handle_.get()); }
 float Tokenizer::score(int32_t id) const { return bpe_ ? 0.0f : api().score(handle_.get(), id); }

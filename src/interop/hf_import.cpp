@@ -22,9 +22,21 @@ namespace outq {
 namespace {
 
 constexpr const char* kIndexFile = "model.safetensors.index.json";
-// Tokenizer files copied along (outq reads tokenizer.model; the rest keep the directory whole).
+// Tokenizer files copied along (outq reads tokenizer.model or tokenizer.json; the rest keep the
+// directory whole).
 constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                            "generation_config.json"};
+
+// Copies the tokenizer files `from` has into `to`, except those already there; returns their names.
+std::vector<std::string> copy_tokenizer_files(const fs::path& from, const fs::path& to) {
+  std::vector<std::string> copied;
+  for (const char* name : kTokenizerFiles) {
+    if (!fs::exists(from / name) || fs::exists(to / name)) continue;
+    write_file_atomic(to / name, read_file(from / name, name));
+    copied.push_back(name);
+  }
+  return copied;
+}
 
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -64,7 +76,7 @@ HfCheckpoint::HfCheckpoint(const std::string& dir) : dir_(dir) {
   const fs::path single = fs::path(dir) / "model.safetensors", index_path = fs::path(dir) / kIndexFile;
   if (fs::exists(single)) {
     files_.push_back(std::make_unique<SafetensorsFile>(single.string()));
-    for (const auto& [name, view] : files_.back()->tensors()) tensors_[name] = {files_.back().get(), &view};
+    for (const auto& [name, view] : files_.back()->tensors()) tensors_[name] = {&view, files_.back().get()};
   } else if (fs::exists(index_path)) {
     const std::string where = index_path.string();
     const nlohmann::json index = json_read_object(index_path, "safetensors index");
@@ -88,7 +100,7 @@ HfCheckpoint::HfCheckpoint(const std::string& dir) : dir_(dir) {
       if (!file->contains(name))
         fail_mismatch(where, "weight_map." + name, fmt::format("a tensor of {}", shard.get<std::string>()),
                       "a name that shard does not hold");
-      tensors_[name] = {file, &file->get(name)};
+      tensors_[name] = {&file->get(name), file};
     }
     for (const auto& file : files_)
       for (const auto& [name, view] : file->tensors()) {
@@ -96,9 +108,9 @@ HfCheckpoint::HfCheckpoint(const std::string& dir) : dir_(dir) {
         if (it == tensors_.end())
           fail_mismatch(file->path(), "tensor '" + name + "'", "only tensors the index lists",
                         fmt::format("a tensor {} does not list", kIndexFile));
-        if (it->second.file != file.get())
+        if (it->second.source != file.get())
           fail_mismatch(file->path(), "tensor '" + name + "'", "each tensor in one shard",
-                        fmt::format("it in {} as well (the index names that one)", it->second.file->path()));
+                        fmt::format("it in {} as well (the index names that one)", it->second.source->path()));
       }
   } else {
     const bool pickle = fs::exists(fs::path(dir) / "pytorch_model.bin") || fs::exists(fs::path(dir) / "pytorch_model.bin.index.json");
@@ -149,9 +161,7 @@ std::string HfCheckpoint::tokenizer_model() const {
 
 Llama HfCheckpoint::load(Progress* progress) const {
   Llama model(config_);
-  std::map<std::string, StoredTensor> stored;
-  for (const auto& [name, e] : tensors_) stored[name] = {e.view, e.file->path(), e.file};
-  model_load_weights(model, stored, files_.size() == 1 ? files_.front()->path() : dir_ + " (its shards)", progress);
+  model_load_weights(model, tensors_, files_.size() == 1 ? files_.front()->path() : dir_ + " (its shards)", progress);
   return model;
 }
 
@@ -178,12 +188,7 @@ ImportSummary hf_import(const std::string& from, const std::string& out) {
   }();
   StagedDirectory stage(out);
   model_write(model, stage.path().string(), tokenizer_path);
-  for (const char* name : kTokenizerFiles) {
-    const fs::path source = fs::path(from) / name;
-    if (!fs::exists(source) || summary.tokenizer == name) continue;  // (model_write wrote the tokenizer)
-    write_file_atomic(stage.path() / name, read_file(source, name));
-    summary.copied.push_back(name);
-  }
+  summary.copied = copy_tokenizer_files(from, stage.path());  // (model_write wrote the tokenizer itself)
   const nlohmann::ordered_json record = {{"format", "outq-import"},
                                          {"version", 1},
                                          {"source", fs::absolute(from).string()},
@@ -217,10 +222,7 @@ std::vector<std::string> hf_export(const std::string& model_dir, const std::stri
     notes.push_back("the learned activation clips (clips.json) are not part of a Hugging Face checkpoint");
   StagedDirectory stage(out);
   model_write(model, stage.path().string(), tokenizer_path(model_dir));
-  for (const char* name : kTokenizerFiles) {
-    const fs::path source = fs::path(model_dir) / name;
-    if (fs::exists(source) && !fs::exists(stage.path() / name)) write_file_atomic(stage.path() / name, read_file(source, name));
-  }
+  copy_tokenizer_files(model_dir, stage.path());
   // The begin- and end-of-text ids transformers reads from config.json are the tokenizer's.
   const Tokenizer tokenizer = Tokenizer::load(tokenizer_path(model_dir));
   nlohmann::json config = model->config().to_hf_json();

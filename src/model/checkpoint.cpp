@@ -26,11 +26,12 @@ void model_write(Llama& model, const std::string& dir, const std::string& tokeni
   for (const auto& p : model->named_parameters()) writer.add(p.key(), p.value().to(torch::kCPU, torch::kFloat32));
   writer.write((fs::path(dir) / "model.safetensors").string());
   write_file_atomic(fs::path(dir) / "config.json", model->config().to_hf_json().dump(2) + "\n");
-  if (!tokenizer_path.empty()) {
-    // (A byte-level BPE keeps its tokenizer.json name; a SentencePiece model is tokenizer.model.)
-    const bool json = fs::path(tokenizer_path).filename() == "tokenizer.json";
-    write_file_atomic(fs::path(dir) / (json ? "tokenizer.json" : "tokenizer.model"), read_file(tokenizer_path, "tokenizer"));
-  }
+  if (!tokenizer_path.empty()) tokenizer_copy(tokenizer_path, dir);
+}
+
+void tokenizer_copy(const std::string& tokenizer_path, const std::string& dir) {
+  const bool json = fs::path(tokenizer_path).filename() == "tokenizer.json";
+  write_file_atomic(fs::path(dir) / (json ? "tokenizer.json" : "tokenizer.model"), read_file(tokenizer_path, "tokenizer"));
 }
 
 void model_save(Llama& model, const std::string& dir, const std::string& tokenizer_path,
@@ -56,7 +57,7 @@ Llama model_load(const std::string& dir) {
 
 void model_load_weights(Llama& model, const SafetensorsFile& file) {
   std::map<std::string, StoredTensor> tensors;
-  for (const auto& [name, view] : file.tensors()) tensors[name] = {&view, file.path(), &file};
+  for (const auto& [name, view] : file.tensors()) tensors[name] = {&view, &file};
   model_load_weights(model, tensors, file.path());
 }
 
@@ -89,16 +90,17 @@ void model_load_weights(Llama& model, const std::map<std::string, StoredTensor>&
   for (const auto& p : params) {
     const StoredTensor& stored = tensors.at(p.key());
     const TensorView& view = *stored.view;
+    const std::string& file = stored.source->path();
     if (view.shape != p.value().sizes().vec()) {
-      fail_mismatch(stored.file, p.key(), fmt::format("shape {} (from config.json)", p.value().sizes()),
+      fail_mismatch(file, p.key(), fmt::format("shape {} (from config.json)", p.value().sizes()),
                     fmt::format("shape [{}]", fmt::join(view.shape, ", ")));
     }
     if (view.dtype != DType::F32 && view.dtype != DType::F16 && view.dtype != DType::BF16) {
-      fail_mismatch(stored.file, p.key(), "dtype F32, F16 or BF16", dtype_name(view.dtype));
+      fail_mismatch(file, p.key(), "dtype F32, F16 or BF16", dtype_name(view.dtype));
     }
     p.value().copy_(tensor_from_view(view).to(p.value().device(), torch::kFloat32));
-    expect_finite(p.value(), stored.file, p.key());  // (after the cast: an F16 value can overflow to inf)
-    if (stored.source) stored.source->release(view);  // (one copy resident, not two)
+    expect_finite(p.value(), file, p.key());  // (after the cast: an F16 value can overflow to inf)
+    stored.source->release(view);  // (one copy resident, not two)
     if (progress) progress->advance(static_cast<int64_t>(view.bytes));
   }
 }

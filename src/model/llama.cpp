@@ -34,14 +34,13 @@ std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t positions, int64_t h
   if (scaling.type == "llama3") {
     // Wavelengths 2 pi / inv_freq above original / low_freq_factor are divided by factor, those
     // below original / high_freq_factor kept; between, s = (original / wavelength - low) / (high - low)
-    // blends the two: (1 - s) inv_freq / factor + s inv_freq.
+    // blends the two: (1 - s) inv_freq / factor + s inv_freq. Clamped to [0, 1], s is 0 (divided)
+    // and 1 (kept) exactly outside the band, so one expression covers all three.
     const double original = scaling.original_max_position_embeddings;
     const auto wavelength = 2.0 * M_PI / inv_freq;
     const auto s = ((original / wavelength - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor))
                        .clamp(0.0, 1.0);
-    const auto blended = (1.0 - s) * inv_freq / scaling.factor + s * inv_freq;
-    inv_freq = torch::where(wavelength > original / scaling.low_freq_factor, inv_freq / scaling.factor,
-                            torch::where(wavelength < original / scaling.high_freq_factor, inv_freq, blended));
+    inv_freq = (1.0 - s) * inv_freq / scaling.factor + s * inv_freq;
   }
   auto pos = torch::arange(positions, torch::kFloat64);
   auto angles = torch::outer(pos, inv_freq);           // (P, D/2)

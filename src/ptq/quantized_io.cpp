@@ -224,10 +224,7 @@ void quantized_save(Llama& model, const QuantizedModel& q, const std::string& di
   write_file_atomic(out / "recipe.toml", q.recipe.source_text);
   for (const auto& m : q.methods) make_method(MethodEntry{m.name, m.settings, q.recipe.source_path})->report(m, out.string());
   write_file_atomic(out / "config.json", model->config().to_hf_json().dump(2) + "\n");
-  if (!tokenizer_path.empty()) {
-    const bool json = fs::path(tokenizer_path).filename() == "tokenizer.json";  // (see model_write)
-    write_file_atomic(out / (json ? "tokenizer.json" : "tokenizer.model"), read_file(tokenizer_path, "tokenizer"));
-  }
+  if (!tokenizer_path.empty()) tokenizer_copy(tokenizer_path, out.string());
   stage.commit();
 }
 

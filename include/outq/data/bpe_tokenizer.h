@@ -37,6 +37,11 @@ class ByteLevelBpe {
   /// The id of `token`, or -1.
   int32_t id_of(const std::string& token) const;
   bool is_special(int32_t id) const;
+  /// The begin-of-text id: the first special token of the post-processor's template (LLaMA-3's
+  /// <|begin_of_text|>), else the end-of-text id (Qwen2 and SmolLM2 have no BOS of their own).
+  int32_t bos_id() const { return bos_; }
+  /// The end-of-text id: <|end_of_text|>, <|endoftext|>, </s>, <|im_end|> or <|eot_id|>.
+  int32_t eos_id() const { return eos_; }
   /// The merges as "a b" strings in rank order (what GGUF's tokenizer.ggml.merges holds).
   std::vector<std::string> merges() const;
 
@@ -53,10 +58,11 @@ class ByteLevelBpe {
   std::map<std::pair<std::string, std::string>, int> ranks_;
   std::vector<std::pair<std::string, std::string>> merge_list_;
   std::vector<std::pair<std::string, int32_t>> added_;   ///< content, id (longest first)
-  std::vector<bool> special_;
+  std::vector<char> kind_;  ///< by id: 0 vocabulary token, 1 added token, 2 added special token
   std::vector<Step> steps_;
   std::vector<std::string> normalizers_;  ///< "NFC", "NFD", "NFKC", "NFKD", applied in order
   bool ignore_merges_ = false;
+  int32_t bos_ = -1, eos_ = -1;
 };
 
 }  // namespace outq

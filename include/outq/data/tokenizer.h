@@ -74,7 +74,6 @@ class Tokenizer {
   Tokenizer() = default;
   std::shared_ptr<void> handle_;  ///< the shim's processor (SentencePiece)
   std::shared_ptr<const ByteLevelBpe> bpe_;  ///< a tokenizer.json (else null)
-  int32_t bos_ = -1, eos_ = -1;  ///< byte-level BPE
   std::string bytes_, checksum_;
 };
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "outq/core/safetensors.h"
+#include "outq/model/checkpoint.h"
 #include "outq/model/llama.h"
 
 namespace outq {
@@ -46,15 +47,11 @@ class HfCheckpoint {
   Llama load(class Progress* progress = nullptr) const;
 
  private:
-  struct Entry {
-    const SafetensorsFile* file;
-    const TensorView* view;
-  };
   std::string dir_;
   ModelConfig config_;
   std::vector<std::string> notes_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
-  std::map<std::string, Entry> tensors_;  ///< the tensors the model reads
+  std::map<std::string, StoredTensor> tensors_;  ///< the tensors the model reads
 };
 
 struct ImportSummary {

@@ -16,6 +16,10 @@ namespace outq {
 void model_write(Llama& model, const std::string& dir, const std::string& tokenizer_path,
                  const std::map<std::string, std::string>& metadata = {});
 
+/// Copies a tokenizer file into `dir` under its kind's name: a byte-level BPE keeps its
+/// tokenizer.json name, a SentencePiece model is tokenizer.model.
+void tokenizer_copy(const std::string& tokenizer_path, const std::string& dir);
+
 /// Writes a complete model directory atomically (staged, then renamed into place).
 void model_save(Llama& model, const std::string& dir, const std::string& tokenizer_path,
                 const std::map<std::string, std::string>& metadata = {});
@@ -31,11 +35,10 @@ Llama model_load(const std::string& dir);
 /// and every shape and dtype fits.
 void model_load_weights(Llama& model, const SafetensorsFile& file);
 
-/// A stored tensor and the file it is in (named in errors).
+/// A stored tensor and the file it is in (named in errors; its pages are released once copied).
 struct StoredTensor {
   const TensorView* view = nullptr;
-  std::string file;
-  const SafetensorsFile* source = nullptr;  ///< when set, its pages are released once copied
+  const SafetensorsFile* source = nullptr;
 };
 /// The same from tensors spread over several files (a sharded checkpoint); `where` names them all
 /// in errors about missing or unexpected tensors. `progress` advances by the bytes read.
