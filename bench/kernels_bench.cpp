@@ -42,7 +42,7 @@ void Peak(benchmark::State& state) {
   state.counters[r.unit] = total / static_cast<double>(state.iterations());
   state.SetLabel(r.what);
 }
-BENCHMARK(Peak)->ArgNames({"probe", "threads"})->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 2}})->Iterations(1)
+BENCHMARK(Peak)->ArgNames({"probe", "threads"})->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, {1, 2}})->Iterations(1)
     ->UseRealTime()->Unit(benchmark::kMillisecond);
 
 struct Operands {

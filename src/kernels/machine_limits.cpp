@@ -28,9 +28,14 @@ ProbeSpec spec(Probe p) {
     case Probe::kFmaYmm: return {"fma_ymm", "fp32 vfmadd ymm", "GFLOPS", Isa::kAvx2, 12.0 * 8 * 2};
     case Probe::kFmaZmm: return {"fma_zmm", "fp32 vfmadd zmm", "GFLOPS", Isa::kAvx512Vnni, 12.0 * 16 * 2};
     case Probe::kInt8DotAvx2:
-      return {"int8_dot_avx2", "int8 dot step vpmaddubsw + vpmaddwd + vpaddd ymm", "GOPS", Isa::kAvx2, 12.0 * 32 * 2};
+      return {"int8_dot_avx2", "int8 dot step vpmaddubsw + vpmaddwd + vpaddd ymm (saturating)", "GOPS", Isa::kAvx2,
+              detail::kStepAccumulators * 32.0 * 2};
+    case Probe::kInt8SignAvx2:
+      return {"int8_sign_avx2", "exact int8 step vpsignb + vpmaddubsw + vpmaddwd + vpaddd ymm", "GOPS", Isa::kAvx2,
+              detail::kStepAccumulators * 32.0 * 2};
     case Probe::kMaddubs: return {"maddubs_ymm", "vpmaddubsw ymm alone (int16 sums)", "GOPS", Isa::kAvx2, 12.0 * 32 * 2};
-    case Probe::kMaddwd: return {"maddwd_ymm", "vpmaddwd + vpaddd ymm (int16 pairs)", "GOPS", Isa::kAvx2, 12.0 * 16 * 2};
+    case Probe::kMaddwd: return {"maddwd_ymm", "vpmaddwd + vpaddd ymm (int16 pairs)", "GOPS", Isa::kAvx2,
+                                   detail::kStepAccumulators * 16.0 * 2};
     case Probe::kVnniYmm: return {"vnni_ymm", "int8 vpdpbusd ymm (AVX-VNNI)", "GOPS", Isa::kAvxVnni, 12.0 * 32 * 2};
     case Probe::kVnniZmm: return {"vnni_zmm", "int8 vpdpbusd zmm (AVX-512 VNNI)", "GOPS", Isa::kAvx512Vnni, 12.0 * 64 * 2};
     case Probe::kAmxInt8: return {"amx_int8", "int8 AMX tdpbsud (4 accumulator tiles)", "GOPS", Isa::kAmxInt8, 4.0 * 16 * 16 * 64 * 2};
@@ -45,6 +50,7 @@ int64_t run_loop(Probe p, int64_t iterations) {
     case Probe::kFmaYmm: return static_cast<int64_t>(detail::probe_fma_ymm(iterations));
     case Probe::kFmaZmm: return static_cast<int64_t>(detail::probe_fma_zmm(iterations));
     case Probe::kInt8DotAvx2: return detail::probe_int8dot_avx2(iterations);
+    case Probe::kInt8SignAvx2: return detail::probe_int8sign_avx2(iterations);
     case Probe::kMaddubs: return detail::probe_maddubs_avx2(iterations);
     case Probe::kMaddwd: return detail::probe_maddwd_avx2(iterations);
     case Probe::kVnniYmm: return detail::probe_vnni_ymm(iterations);
@@ -110,7 +116,7 @@ std::vector<ProbeResult> machine_limits(Isa isa, int threads, double seconds) {
   if (isa == Isa::kAvx512Vnni || isa == Isa::kAmxInt8)
     probes = {Probe::kFmaZmm, Probe::kVnniZmm};
   else if (isa != Isa::kRef)
-    probes = {Probe::kFmaYmm, Probe::kInt8DotAvx2, Probe::kMaddubs, Probe::kMaddwd};
+    probes = {Probe::kFmaYmm, Probe::kInt8DotAvx2, Probe::kInt8SignAvx2, Probe::kMaddubs, Probe::kMaddwd};
   if (isa == Isa::kAvxVnni) probes.push_back(Probe::kVnniYmm);
   if (isa == Isa::kAmxInt8) probes.push_back(Probe::kAmxInt8);
   if (isa_supported(Isa::kAvx2)) probes.insert(probes.end(), {Probe::kReadMemory, Probe::kReadLlc});

@@ -14,14 +14,16 @@ namespace outq::kernels {
 enum class Probe {
   kFmaYmm,       ///< fp32 vfmadd on ymm (GFLOPS, 2 per lane)
   kFmaZmm,       ///< fp32 vfmadd on zmm
-  kInt8DotAvx2,  ///< vpmaddubsw + vpmaddwd + vpaddd: AVX2's int8 -> int32 dot-product step (GOPS, 2 per multiply-add)
+  kInt8DotAvx2,  ///< vpmaddubsw + vpmaddwd + vpaddd: AVX2's int8 -> int32 dot-product step (GOPS, 2 per
+                 ///< multiply-add; it saturates for u8 x s8 pairs over 32767, as oneDNN's AVX2 int8 GEMM uses it)
   kMaddubs,      ///< vpmaddubsw alone (int16 results: the int4 path's inner step)
-  kMaddwd,       ///< vpmaddwd + vpaddd (int16 pairs -> int32: the AVX2 int8-weight path's step)
+  kMaddwd,       ///< vpmaddwd + vpaddd (int16 pairs -> int32: the AVX2 widened int8 path's step)
   kVnniYmm,      ///< 256-bit vpdpbusd (AVX-VNNI)
   kVnniZmm,      ///< 512-bit vpdpbusd (AVX-512 VNNI)
   kAmxInt8,      ///< AMX tdpbsud on four accumulator tiles
   kReadMemory,   ///< read bandwidth from memory: 512 MiB over the team (GB/s)
   kReadLlc,      ///< read bandwidth from the last-level cache: 8 MiB per thread (where a 4096 x 4096 int8 matrix fits)
+  kInt8SignAvx2, ///< vpsignb + vpmaddubsw + vpmaddwd + vpaddd: the exact signed-byte step of AVX2's W8A8 path
 };
 
 struct ProbeResult {

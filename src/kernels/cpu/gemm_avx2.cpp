@@ -18,9 +18,12 @@
 //    codes bounded by B in magnitude (QuantizedActivations::code_bound), so runs of n octets with
 //    60 n B <= 32767 accumulate in int16 before vpmaddwd widens them: 32 octets for 4-bit codes
 //    (B <= 15: 28800), 1 for any int8 code (7680).
-// Tiles of 4 rows x 16 channels (int8 weights: one 8-channel half per pass for 3-4 rows, so the
-// int16 weights and the partial sums fit the 16 registers); driver, packing and epilogue in ymm_gemm.h. Compiled with -mavx2 -mfma only for this file; never called unless
-// CPUID says so.
+//    On a Zen 5 core vpsignb, vpmaddubsw and vpmaddwd share the two multiply pipes: the signed-byte
+//    step runs at 0.91x the saturating three-instruction step (probes int8_sign_avx2 / int8_dot_avx2).
+// Tiles of 4 rows x 16 channels (widened int8 weights: one 8-channel half per pass for 3-4 rows,
+// so the int16 weights and the partial sums fit the 16 registers; the signed-byte 4-row loop in
+// asm); driver, packing and epilogue in ymm_gemm.h. Compiled with -mavx2 -mfma only for this file;
+// never called unless CPUID says so.
 #include <immintrin.h>
 
 #include "ymm_gemm.h"
@@ -36,7 +39,7 @@ inline __m256i broadcast_pair4(const int16_t* p) {  // four int16 activations in
 
 struct Avx2W8 {
   static constexpr int kRows = 4;
-  static constexpr bool kWide = true;
+  static constexpr ymm::Pack kPack = ymm::Pack::kInt16;
   static constexpr int kWeightOffset = 0;
   // Channels [8 h0, 8 h0 + 8 H) of the block: part[r][j] holds channels 4 j..4 j + 3 of them, two
   // int32 lanes per channel (columns 0-1 and 2-3 of each quad).
@@ -73,30 +76,111 @@ struct Avx2W8 {
 
 // The signed-byte int8 path (see the top): SignActivations picks the operand pair used when no
 // activation code is -128 (|s| x sign-applied activations), else no weight code is 0 (|a'| x
-// sign-applied weights). Tiles of 4 rows x 16 channels: 8 accumulators, 2 weight registers and
-// their absolute values or the row's two operands, ones.
+// sign-applied weights). Each column block's weights are recentred once per row block into a
+// panel (per quad: s of both halves, then |s| where the activations take the sign); the
+// activation tiles carry |a'| beside a' where the weights take it (Pack::kInt8Abs). So the loop
+// has no per-quad recentring and no per-row absolute value: per row and 16 channels one
+// broadcast (two), two vpsignb, two vpmaddubsw, two vpmaddwd and two vpaddd.
 template <bool SignActivations>
 struct Avx2W8Signed {
   static constexpr int kRows = 4;
-  static constexpr bool kWide = false;
-  static constexpr int kWeightOffset = 128;  // dot() sums a' (w' - 128)
+  static constexpr ymm::Pack kPack = SignActivations ? ymm::Pack::kInt8 : ymm::Pack::kInt8Abs;
+  static constexpr int kWeightOffset = 128;                    // dot() sums a' (w' - 128)
+  static constexpr int kPanelScale = SignActivations ? 2 : 1;  // panel bytes per packed weight byte
+  static constexpr int kQuadBytes = SignActivations ? 4 : 8;   // packed activation bytes per row and quad
+
+  static void panel(const uint8_t* w, int64_t quads, uint8_t* out) {
+    const __m256i recentre = _mm256_set1_epi8(static_cast<char>(0x80));
+    for (int64_t q = 0; q < quads; ++q)
+      for (int h = 0; h < 2; ++h) {
+        const __m256i s = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * q + 32 * h)), recentre);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 64 * kPanelScale * q + 32 * h), s);
+        if constexpr (SignActivations)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 128 * q + 64 + 32 * h), _mm256_abs_epi8(s));
+      }
+  }
+
+  // The 4-row tile's loop over n quads, registers allocated by hand (GCC kept three of the eight
+  // sums on the stack and ran 10-15% slower). v0, v1: |s| (s read by vpsignb from the panel), or s.
+  static void dot4(const int8_t* a, const uint8_t* w, int64_t n, __m256i ones, __m256i (&acc)[4][2]) {
+    __m256i v0, v1, av, aa, t0, t1;
+    // Per 16 channels: t = value sign(sign) for both halves (AT&T order: vpsignb sign, value,
+    // out), then u x t by vpmaddubsw, widened by vpmaddwd against ones into the row's two sums.
+#define OUTQ_STEPS(x0, x1, sign0, value0, sign1, value1, u0, u1) \
+  "vpsignb " sign0 ", " value0 ", %[t0]\n\t"                     \
+  "vpsignb " sign1 ", " value1 ", %[t1]\n\t"                     \
+  "vpmaddubsw %[t0], " u0 ", %[t0]\n\t"                          \
+  "vpmaddubsw %[t1], " u1 ", %[t1]\n\t"                          \
+  "vpmaddwd %[ones], %[t0], %[t0]\n\t"                           \
+  "vpmaddwd %[ones], %[t1], %[t1]\n\t"                           \
+  "vpaddd %[t0], %[" #x0 "], %[" #x0 "]\n\t"                     \
+  "vpaddd %[t1], %[" #x1 "], %[" #x1 "]\n\t"
+    // Activations take the sign: |s| x a' sign(s), s read from the panel.
+#define OUTQ_ROW_SIGN_A(r, x0, x1)            \
+  "vpbroadcastd " #r "*4(%[a]), %[av]\n\t" \
+  OUTQ_STEPS(x0, x1, "(%[w])", "%[av]", "32(%[w])", "%[av]", "%[v0]", "%[v1]")
+    // Weights take the sign: |a'| x s sign(a'), |a'| broadcast from the tile's magnitudes.
+#define OUTQ_ROW_SIGN_W(r, x0, x1)                \
+  "vpbroadcastd " #r "*4(%[a]), %[av]\n\t"     \
+  "vpbroadcastd 16+" #r "*4(%[a]), %[aa]\n\t"  \
+  OUTQ_STEPS(x0, x1, "%[av]", "%[v0]", "%[av]", "%[v1]", "%[aa]", "%[aa]")
+#define OUTQ_OPERANDS                                                                                      \
+  : [c00] "+x"(acc[0][0]), [c01] "+x"(acc[0][1]), [c10] "+x"(acc[1][0]), [c11] "+x"(acc[1][1]),           \
+    [c20] "+x"(acc[2][0]), [c21] "+x"(acc[2][1]), [c30] "+x"(acc[3][0]), [c31] "+x"(acc[3][1]),           \
+    [v0] "=&x"(v0), [v1] "=&x"(v1), [av] "=&x"(av), [aa] "=&x"(aa), [t0] "=&x"(t0), [t1] "=&x"(t1),        \
+    [a] "+r"(a), [w] "+r"(w), [n] "+r"(n)                                                                  \
+  : [ones] "x"(ones)                                                                                       \
+  : "cc", "memory"
+    if constexpr (SignActivations)
+      asm("1:\n\t"
+          "vmovdqu 64(%[w]), %[v0]\n\t"
+          "vmovdqu 96(%[w]), %[v1]\n\t"
+          OUTQ_ROW_SIGN_A(0, c00, c01) OUTQ_ROW_SIGN_A(1, c10, c11) OUTQ_ROW_SIGN_A(2, c20, c21) OUTQ_ROW_SIGN_A(3, c30, c31)
+          "add $16, %[a]\n\t"
+          "add $128, %[w]\n\t"
+          "dec %[n]\n\t"
+          "jnz 1b"
+          OUTQ_OPERANDS);
+    else
+      asm("1:\n\t"
+          "vmovdqu (%[w]), %[v0]\n\t"
+          "vmovdqu 32(%[w]), %[v1]\n\t"
+          OUTQ_ROW_SIGN_W(0, c00, c01) OUTQ_ROW_SIGN_W(1, c10, c11) OUTQ_ROW_SIGN_W(2, c20, c21) OUTQ_ROW_SIGN_W(3, c30, c31)
+          "add $32, %[a]\n\t"
+          "add $64, %[w]\n\t"
+          "dec %[n]\n\t"
+          "jnz 1b"
+          OUTQ_OPERANDS);
+#undef OUTQ_STEPS
+#undef OUTQ_ROW_SIGN_A
+#undef OUTQ_ROW_SIGN_W
+#undef OUTQ_OPERANDS
+  }
+
   template <int R>
   static void dot(const void* ap, const uint8_t* w, int64_t q0, int64_t q1, __m256i (&acc)[R][2]) {
     const int8_t* a = static_cast<const int8_t*>(ap);
-    const __m256i ones = _mm256_set1_epi16(1), recentre = _mm256_set1_epi8(static_cast<char>(0x80));
+    const __m256i ones = _mm256_set1_epi16(1);
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    if constexpr (R == 4) {
+      if (q1 > q0) dot4(a + kQuadBytes * R * q0, w + 64 * kPanelScale * q0, q1 - q0, ones, acc);
+      return;
+    }
+    // The tiles of fewer rows (the last of a row block) in intrinsics, the same operations.
     for (int64_t q = q0; q < q1; ++q) {
+      const uint8_t* wq = w + 64 * kPanelScale * q;
+      const int8_t* aq = a + kQuadBytes * R * q;
       __m256i s[2], u[2];
       for (int h = 0; h < 2; ++h) {
-        s[h] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * q + 32 * h)), recentre);
-        if constexpr (SignActivations) u[h] = _mm256_abs_epi8(s[h]);
+        s[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + 32 * h));
+        if constexpr (SignActivations) u[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + 64 + 32 * h));
       }
       for (int r = 0; r < R; ++r) {
-        const __m256i av = ymm::broadcast_quad(a + 4 * (q * R + r));
-        const __m256i aabs = SignActivations ? av : _mm256_abs_epi8(av);  // |a'|, once per row (second pair)
+        const __m256i av = ymm::broadcast_quad(aq + 4 * r);
         for (int h = 0; h < 2; ++h) {
-          const __m256i p = SignActivations ? _mm256_maddubs_epi16(u[h], _mm256_sign_epi8(av, s[h]))
-                                            : _mm256_maddubs_epi16(aabs, _mm256_sign_epi8(s[h], av));
+          const __m256i p = SignActivations
+                                ? _mm256_maddubs_epi16(u[h], _mm256_sign_epi8(av, s[h]))
+                                : _mm256_maddubs_epi16(ymm::broadcast_quad(aq + 4 * R + 4 * r), _mm256_sign_epi8(s[h], av));
           acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(p, ones));
         }
       }
@@ -126,7 +210,7 @@ int8_t smallest_code(const QuantizedActivations& a) {
 template <int Rows, int Run>
 struct Avx2W4 {
   static constexpr int kRows = Rows;
-  static constexpr bool kWide = false;
+  static constexpr ymm::Pack kPack = ymm::Pack::kInt8;
   static constexpr int kWeightOffset = 0;
   // One octet of R rows x 16 channels into the int16 sums.
   template <int R>

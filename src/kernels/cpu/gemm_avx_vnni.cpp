@@ -22,7 +22,7 @@ constexpr int kChains = R >= 3 ? 1 : R == 2 ? 2 : 4;
 
 struct VnniW8 {
   static constexpr int kRows = 6;
-  static constexpr bool kWide = false;
+  static constexpr ymm::Pack kPack = ymm::Pack::kInt8;
   static constexpr int kWeightOffset = 0;
   template <int R>
   static void dot(const void* ap, const uint8_t* w, int64_t q0, int64_t q1, __m256i (&acc)[R][2]) {
@@ -54,7 +54,7 @@ struct VnniW8 {
 
 struct VnniW4 {
   static constexpr int kRows = 4;
-  static constexpr bool kWide = false;
+  static constexpr ymm::Pack kPack = ymm::Pack::kInt8;
   static constexpr int kWeightOffset = 0;
   template <int R>
   static void dot(const void* ap, const uint8_t* w, int64_t q0, int64_t q1, __m256i (&acc)[R][2]) {

@@ -1,6 +1,4 @@
-// AVX2 probe loops (see probes_internal.h). The empty asm statements make each round's product a
-// fresh value, so the compiler cannot hoist the loop-invariant multiply out of the loop; they
-// emit no instruction. Compiled with -mavx2 -mfma only for this file.
+// AVX2 probe loops (see probes_internal.h). Compiled with -mavx2 -mfma only for this file.
 #include <immintrin.h>
 
 #include "../probes_internal.h"
@@ -8,26 +6,61 @@
 namespace outq::kernels::detail {
 namespace {
 
-inline int64_t reduce32(const __m256i (&acc)[12]) {
+inline int64_t reduce32(const __m256i* acc, int n) {
   __m256i s = acc[0];
-  for (int i = 1; i < 12; ++i) s = _mm256_add_epi32(s, acc[i]);
+  for (int i = 1; i < n; ++i) s = _mm256_add_epi32(s, acc[i]);
   return _mm256_extract_epi32(s, 0) + _mm256_extract_epi32(s, 7);
 }
+
+// The multi-instruction steps are written in asm: their products depend on loop-invariant operands
+// only, so in intrinsics the compiler computes them once before the loop (it did: the int8 step
+// and vpmaddwd probes measured vpaddd and stack traffic, not the multiplies). One asm statement
+// per round reads and writes all eight sums in registers, so each round runs as written.
+#define OUTQ_ACCUMULATORS                                                                         \
+  [c0] "+x"(c[0]), [c1] "+x"(c[1]), [c2] "+x"(c[2]), [c3] "+x"(c[3]), [c4] "+x"(c[4]), [c5] "+x"(c[5]), \
+      [c6] "+x"(c[6]), [c7] "+x"(c[7]), [t] "=&x"(t)
+#define OUTQ_EIGHT(STEP) STEP(c0) STEP(c1) STEP(c2) STEP(c3) STEP(c4) STEP(c5) STEP(c6) STEP(c7)
+#define OUTQ_INT8DOT(x) \
+  "vpmaddubsw %[s], %[u], %[t]\n\tvpmaddwd %[ones], %[t], %[t]\n\tvpaddd %[t], %[" #x "], %[" #x "]\n\t"
+#define OUTQ_INT8SIGN(x)                                                                                  \
+  "vpsignb %[s], %[s], %[t]\n\tvpmaddubsw %[t], %[u], %[t]\n\tvpmaddwd %[ones], %[t], %[t]\n\t" \
+  "vpaddd %[t], %[" #x "], %[" #x "]\n\t"
+#define OUTQ_MADDWD(x) "vpmaddwd %[s], %[u], %[t]\n\tvpaddd %[t], %[" #x "], %[" #x "]\n\t"
+
+template <int Kind>  // 0: int8 step, 1: exact signed-byte step, 2: vpmaddwd + vpaddd
+int64_t run_steps(int64_t iterations, __m256i u, __m256i s) {
+  static_assert(kStepAccumulators == 8);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i c[8], t;
+  for (int i = 0; i < 8; ++i) c[i] = _mm256_set1_epi32(i);
+  for (int64_t it = 0; it < iterations; ++it) {
+    if constexpr (Kind == 0)
+      asm(OUTQ_EIGHT(OUTQ_INT8DOT) : OUTQ_ACCUMULATORS : [u] "x"(u), [s] "x"(s), [ones] "x"(ones));
+    else if constexpr (Kind == 1)
+      asm(OUTQ_EIGHT(OUTQ_INT8SIGN) : OUTQ_ACCUMULATORS : [u] "x"(u), [s] "x"(s), [ones] "x"(ones));
+    else
+      asm(OUTQ_EIGHT(OUTQ_MADDWD) : OUTQ_ACCUMULATORS : [u] "x"(u), [s] "x"(s));
+  }
+  return reduce32(c, 8);
+}
+#undef OUTQ_ACCUMULATORS
+#undef OUTQ_EIGHT
+#undef OUTQ_INT8DOT
+#undef OUTQ_INT8SIGN
+#undef OUTQ_MADDWD
 
 }  // namespace
 
 int64_t probe_int8dot_avx2(int64_t iterations) {
-  __m256i acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_epi32(i);
-  const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
-  for (int64_t it = 0; it < iterations; ++it)
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) {
-      __m256i p = _mm256_maddubs_epi16(a, b);
-      asm volatile("" : "+x"(p));
-      acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(p, ones));
-    }
-  return reduce32(acc);
+  return run_steps<0>(iterations, _mm256_set1_epi8(3), _mm256_set1_epi8(-2));
+}
+
+int64_t probe_int8sign_avx2(int64_t iterations) {
+  return run_steps<1>(iterations, _mm256_set1_epi8(3), _mm256_set1_epi8(-2));
+}
+
+int64_t probe_maddwd_avx2(int64_t iterations) {
+  return run_steps<2>(iterations, _mm256_set1_epi16(3), _mm256_set1_epi16(-2));
 }
 
 int64_t probe_maddubs_avx2(int64_t iterations) {
@@ -37,21 +70,7 @@ int64_t probe_maddubs_avx2(int64_t iterations) {
   for (int64_t it = 0; it < iterations; ++it)
 #pragma GCC unroll 12
     for (int i = 0; i < 12; ++i) acc[i] = _mm256_maddubs_epi16(acc[i], b);
-  return reduce32(acc);
-}
-
-int64_t probe_maddwd_avx2(int64_t iterations) {
-  __m256i acc[12];
-  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_epi32(i);
-  const __m256i a = _mm256_set1_epi16(3), b = _mm256_set1_epi16(-2);
-  for (int64_t it = 0; it < iterations; ++it)
-#pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) {
-      __m256i p = _mm256_madd_epi16(a, b);
-      asm volatile("" : "+x"(p));
-      acc[i] = _mm256_add_epi32(acc[i], p);
-    }
-  return reduce32(acc);
+  return reduce32(acc, 12);
 }
 
 float probe_fma_ymm(int64_t iterations) {

@@ -5,7 +5,7 @@
 //
 //   struct Kernel {
 //     static constexpr int kRows;          // rows per tile (1..kRows instantiated)
-//     static constexpr bool kWide;         // activations packed as int16 (else int8)
+//     static constexpr Pack kPack;         // how the activation tiles are packed (see Pack)
 //     static constexpr int kWeightOffset;  // dot() sums a' (w' - offset): the epilogue adds offset A
 //     template <int R> static void dot(const void* a, const uint8_t* w, int64_t q0, int64_t q1,
 //                                      __m256i (&acc)[R][2]);
@@ -30,6 +30,30 @@ namespace outq::kernels::detail::ymm {
 
 constexpr int64_t kActivationBlockBytes = 256 << 10;  // packed activation rows per pass (L2 share)
 
+// Activation tiles as pack_tile_rows lays them out: int8 codes, codes widened to int16, or per quad
+// the R rows' int8 codes followed by their magnitudes (|-128| = 128 as an unsigned byte).
+enum class Pack { kInt8, kInt16, kInt8Abs };
+template <Pack P>
+constexpr int64_t kPackBytes = P == Pack::kInt8 ? 1 : 2;  // packed bytes per activation code
+
+// pack_tile_rows's int8 layout with each quad row's magnitudes after the tile's R quads of that
+// quad index: quad q of row r at 8 q R + 4 r, its magnitudes at 8 q R + 4 R + 4 r.
+inline void pack_tile_rows_abs(const QuantizedActivations& a, int64_t m_begin, int64_t m_end, int rows, int8_t* out) {
+  const int64_t quads = a.k_padded / 4;
+  for (int64_t t0 = m_begin; t0 < m_end; t0 += rows) {
+    const int64_t R = std::min<int64_t>(rows, m_end - t0);
+    const int8_t* src = a.codes.data() + t0 * a.k_padded;
+    int8_t* dst = out + 2 * (t0 - m_begin) * a.k_padded;
+    for (int64_t q = 0; q < quads; ++q)
+      for (int64_t r = 0; r < R; ++r)
+        for (int i = 0; i < 4; ++i) {
+          const int8_t c = src[r * a.k_padded + 4 * q + i];
+          dst[8 * q * R + 4 * r + i] = c;
+          dst[8 * q * R + 4 * R + 4 * r + i] = static_cast<int8_t>(static_cast<uint8_t>(c < 0 ? -c : c));
+        }
+  }
+}
+
 inline __m256i broadcast_quad(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -47,12 +71,28 @@ inline void split_octet(const uint8_t* w, int64_t o, __m256i (&lo)[2], __m256i (
   }
 }
 
+// A kernel may read each column block's weights transformed once per row block (Kernel::panel,
+// Kernel::kPanelScale panel bytes per packed byte); others read the packed block itself.
+template <class Kernel, class = void>
+struct Panel {
+  static const uint8_t* of(const PackedWeights& pw, int64_t b, std::vector<uint8_t, CacheAligned<uint8_t>>&) {
+    return pw.data.data() + b * pw.block_bytes();
+  }
+};
+template <class Kernel>
+struct Panel<Kernel, std::void_t<decltype(Kernel::kPanelScale)>> {
+  static const uint8_t* of(const PackedWeights& pw, int64_t b, std::vector<uint8_t, CacheAligned<uint8_t>>& buf) {
+    buf.resize(pw.block_bytes() * Kernel::kPanelScale);
+    Kernel::panel(pw.data.data() + b * pw.block_bytes(), pw.block_bytes() / 64, buf.data());
+    return buf.data();
+  }
+};
+
 template <class Kernel, int R>
-void tile(const GemmArguments& args, int64_t m0, int64_t b, const void* apack) {
+void tile(const GemmArguments& args, int64_t m0, int64_t b, const uint8_t* w, const void* apack) {
   const QuantizedActivations& a = *args.a;
   const PackedWeights& pw = *args.w;
   const int64_t groups = pw.groups();
-  const uint8_t* w = pw.data.data() + b * pw.block_bytes();
   __m256 facc[R][2];
   for (int r = 0; r < R; ++r) facc[r][0] = facc[r][1] = _mm256_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
@@ -92,30 +132,33 @@ void tile(const GemmArguments& args, int64_t m0, int64_t b, const void* apack) {
 
 // Rows [m_begin, m_end) of column block b; `apack` holds them packed by tiles (element size E).
 template <class Kernel, int R = Kernel::kRows>
-void rows(const GemmArguments& args, int64_t b, int64_t m_begin, int64_t m_end, const char* apack) {
-  constexpr int64_t E = Kernel::kWide ? 2 : 1;
+void rows(const GemmArguments& args, int64_t b, const uint8_t* w, int64_t m_begin, int64_t m_end, const char* apack) {
+  constexpr int64_t E = kPackBytes<Kernel::kPack>;
   const int64_t kp = args.a->k_padded;
   int64_t m0 = m_begin;
-  for (; m0 + R <= m_end; m0 += R) tile<Kernel, R>(args, m0, b, apack + (m0 - m_begin) * kp * E);
+  for (; m0 + R <= m_end; m0 += R) tile<Kernel, R>(args, m0, b, w, apack + (m0 - m_begin) * kp * E);
   if constexpr (R > 1) {
-    if (m0 < m_end) rows<Kernel, R - 1>(args, b, m0, m_end, apack + (m0 - m_begin) * kp * E);
+    if (m0 < m_end) rows<Kernel, R - 1>(args, b, w, m0, m_end, apack + (m0 - m_begin) * kp * E);
   }
 }
 
 template <class Kernel>
 void gemm_blocks(const GemmArguments& args, int64_t b0, int64_t b1) {
   const int64_t m = args.a->m, kp = args.a->k_padded;
-  constexpr int64_t E = Kernel::kWide ? 2 : 1;
+  constexpr int64_t E = kPackBytes<Kernel::kPack>;
   thread_local std::vector<char> apack;
+  thread_local std::vector<uint8_t, CacheAligned<uint8_t>> panel;
   const int64_t row_block = std::max<int64_t>(Kernel::kRows, kActivationBlockBytes / (kp * E) / Kernel::kRows * Kernel::kRows);
   for (int64_t r0 = 0; r0 < m; r0 += row_block) {
     const int64_t r1 = std::min(m, r0 + row_block);
     apack.resize((r1 - r0) * kp * E);
-    if (Kernel::kWide)
+    if constexpr (Kernel::kPack == Pack::kInt16)
       pack_tile_rows(*args.a, r0, r1, Kernel::kRows, reinterpret_cast<int16_t*>(apack.data()));
+    else if constexpr (Kernel::kPack == Pack::kInt8Abs)
+      pack_tile_rows_abs(*args.a, r0, r1, Kernel::kRows, reinterpret_cast<int8_t*>(apack.data()));
     else
       pack_tile_rows(*args.a, r0, r1, Kernel::kRows, reinterpret_cast<int8_t*>(apack.data()));
-    for (int64_t b = b0; b < b1; ++b) rows<Kernel>(args, b, r0, r1, apack.data());
+    for (int64_t b = b0; b < b1; ++b) rows<Kernel>(args, b, Panel<Kernel>::of(*args.w, b, panel), r0, r1, apack.data());
   }
 }
 
