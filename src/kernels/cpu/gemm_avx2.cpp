@@ -204,19 +204,83 @@ int8_t smallest_code(const QuantizedActivations& a) {
 }
 
 // Rows per tile and the int16 run length (octets) are fixed per instantiation: runs of 32 octets
-// with 3 rows for 4-bit activations (the int16 and int32 sums of 3 rows fill the registers), and
-// for 5- to 8-bit ones a vpmaddwd after every octet with 4 rows (runs of 4 ran slower: their int32
-// sums spilled on every run).
-template <int Rows, int Run>
+// for 4-bit activations, and for 5- to 8-bit ones a vpmaddwd after every octet. Each column block's
+// octets are split into nibbles once per row block (the panel: per octet the low nibbles of both
+// halves, then the high ones, 128 bytes), and the 4-row loop is asm like the int8 one: 8 sums,
+// the 4 nibble registers, two broadcasts and two temporaries fill the 16 registers (ones is read
+// from memory).
+template <int Run>
 struct Avx2W4 {
-  static constexpr int kRows = Rows;
+  static constexpr int kRows = 4;
   static constexpr ymm::Pack kPack = ymm::Pack::kInt8;
   static constexpr int kWeightOffset = 0;
-  // One octet of R rows x 16 channels into the int16 sums.
+  static constexpr int kPanelScale = 2;
+
+  static void panel(const uint8_t* w, int64_t octets, uint8_t* out) {
+    for (int64_t o = 0; o < octets; ++o) {
+      __m256i lo[2], hi[2];
+      ymm::split_octet(w, o, lo, hi);
+      for (int h = 0; h < 2; ++h) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 128 * o + 32 * h), lo[h]);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 128 * o + 64 + 32 * h), hi[h]);
+      }
+    }
+  }
+
+  // n octets of the 4-row tile: Widen adds each octet's int16 lane pairs into the int32 sums by
+  // vpmaddwd; else the octets' int16 sums accumulate in `sum` (a run).
+  template <bool Widen>
+  static void octets4(const int8_t* a, const uint8_t* w, int64_t n, const __m256i& ones, __m256i (&sum)[4][2]) {
+    __m256i l0, l1, h0, h1, a0, a1, t0, t1;
+    const uint8_t* const end = w + 128 * n;  // (a count would be a 31st asm operand)
+#define OUTQ_HALF(lo, hi, x)                         \
+  "vpmaddubsw %[a0], " lo ", %[t0]\n\t"              \
+  "vpmaddubsw %[a1], " hi ", %[t1]\n\t"              \
+  "vpaddw %[t1], %[t0], %[t0]\n\t"                  \
+  OUTQ_ADD(x)
+#define OUTQ_ROW(r, x0, x1)                          \
+  "vpbroadcastd " #r "*4(%[a]), %[a0]\n\t"          \
+  "vpbroadcastd 16+" #r "*4(%[a]), %[a1]\n\t"       \
+  OUTQ_HALF("%[l0]", "%[h0]", x0) OUTQ_HALF("%[l1]", "%[h1]", x1)
+#define OUTQ_LOOP                                                                                         \
+  asm("1:\n\t"                                                                                            \
+      "vmovdqu (%[w]), %[l0]\n\t"                                                                         \
+      "vmovdqu 32(%[w]), %[l1]\n\t"                                                                       \
+      "vmovdqu 64(%[w]), %[h0]\n\t"                                                                       \
+      "vmovdqu 96(%[w]), %[h1]\n\t"                                                                       \
+      OUTQ_ROW(0, c00, c01) OUTQ_ROW(1, c10, c11) OUTQ_ROW(2, c20, c21) OUTQ_ROW(3, c30, c31)             \
+      "add $32, %[a]\n\t"                                                                                 \
+      "add $128, %[w]\n\t"                                                                                \
+      "cmp %[end], %[w]\n\t"                                                                              \
+      "jne 1b"                                                                                            \
+      : [c00] "+x"(sum[0][0]), [c01] "+x"(sum[0][1]), [c10] "+x"(sum[1][0]), [c11] "+x"(sum[1][1]),      \
+        [c20] "+x"(sum[2][0]), [c21] "+x"(sum[2][1]), [c30] "+x"(sum[3][0]), [c31] "+x"(sum[3][1]),      \
+        [l0] "=&x"(l0), [l1] "=&x"(l1), [h0] "=&x"(h0), [h1] "=&x"(h1), [a0] "=&x"(a0), [a1] "=&x"(a1),  \
+        [t0] "=&x"(t0), [t1] "=&x"(t1), [a] "+r"(a), [w] "+r"(w)                                         \
+      : [end] "r"(end), [ones] "m"(ones)                                                                  \
+      : "cc", "memory")
+    if constexpr (Widen) {
+#define OUTQ_ADD(x) "vpmaddwd %[ones], %[t0], %[t0]\n\tvpaddd %[t0], %[" #x "], %[" #x "]\n\t"
+      OUTQ_LOOP;
+#undef OUTQ_ADD
+    } else {
+#define OUTQ_ADD(x) "vpaddw %[t0], %[" #x "], %[" #x "]\n\t"
+      OUTQ_LOOP;
+#undef OUTQ_ADD
+    }
+#undef OUTQ_HALF
+#undef OUTQ_ROW
+#undef OUTQ_LOOP
+  }
+
+  // One octet of R rows x 16 channels into the int16 sums (tiles of fewer rows).
   template <int R>
   static void octet(const int8_t* a, const uint8_t* w, int64_t o, __m256i (&s16)[R][2]) {
     __m256i lo[2], hi[2];
-    ymm::split_octet(w, o, lo, hi);
+    for (int h = 0; h < 2; ++h) {
+      lo[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 128 * o + 32 * h));
+      hi[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 128 * o + 64 + 32 * h));
+    }
     for (int r = 0; r < R; ++r) {
       const __m256i a0 = ymm::broadcast_quad(a + 4 * (2 * o * R + r));
       const __m256i a1 = ymm::broadcast_quad(a + 4 * ((2 * o + 1) * R + r));
@@ -224,21 +288,24 @@ struct Avx2W4 {
         s16[r][h] = _mm256_add_epi16(s16[r][h], _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], a0), _mm256_maddubs_epi16(hi[h], a1)));
     }
   }
-  // Octets [o0, o1) in int16 runs of Run octets (a compile-time count, so the run loop unrolls
-  // and its exit is predictable), each widened into acc by vpmaddwd.
+
+  // Octets [o0, o1) in int16 runs of at most Run octets, each widened into acc by vpmaddwd.
   template <int R>
   static void runs(const int8_t* a, const uint8_t* w, int64_t o0, int64_t o1, __m256i (&acc)[R][2]) {
     const __m256i ones = _mm256_set1_epi16(1);
+    if constexpr (R == 4 && Run == 1) {
+      if (o1 > o0) octets4<true>(a + 32 * o0, w + 128 * o0, o1 - o0, ones, acc);
+      return;
+    }
     for (int64_t o = o0; o < o1;) {
+      const int64_t len = std::min<int64_t>(Run, o1 - o);
       __m256i s16[R][2];
       for (int r = 0; r < R; ++r) s16[r][0] = s16[r][1] = _mm256_setzero_si256();
-      if (o + Run <= o1) {
-#pragma GCC unroll 4
-        for (int j = 0; j < Run; ++j) octet<R>(a, w, o + j, s16);
-        o += Run;
-      } else {
-        for (; o < o1; ++o) octet<R>(a, w, o, s16);
-      }
+      if constexpr (R == 4)
+        octets4<false>(a + 32 * o, w + 128 * o, len, ones, s16);
+      else
+        for (int64_t j = 0; j < len; ++j) octet<R>(a, w, o + j, s16);
+      o += len;
       for (int r = 0; r < R; ++r)
         for (int h = 0; h < 2; ++h) acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(s16[r][h], ones));
     }
@@ -264,9 +331,9 @@ void gemm_blocks_avx2(const GemmArguments& args, int64_t b0, int64_t b1) {
       ymm::gemm_blocks<Avx2W8>(args, b0, b1);
   }
   else if (args.a->code_bound <= 17)
-    ymm::gemm_blocks<Avx2W4<3, 32>>(args, b0, b1);
+    ymm::gemm_blocks<Avx2W4<32>>(args, b0, b1);
   else
-    ymm::gemm_blocks<Avx2W4<4, 1>>(args, b0, b1);
+    ymm::gemm_blocks<Avx2W4<1>>(args, b0, b1);
 }
 
 }  // namespace outq::kernels::detail

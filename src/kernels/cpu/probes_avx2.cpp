@@ -16,9 +16,9 @@ inline int64_t reduce32(const __m256i* acc, int n) {
 // only, so in intrinsics the compiler computes them once before the loop (it did: the int8 step
 // and vpmaddwd probes measured vpaddd and stack traffic, not the multiplies). One asm statement
 // per round reads and writes all eight sums in registers, so each round runs as written.
-#define OUTQ_ACCUMULATORS                                                                         \
-  [c0] "+x"(c[0]), [c1] "+x"(c[1]), [c2] "+x"(c[2]), [c3] "+x"(c[3]), [c4] "+x"(c[4]), [c5] "+x"(c[5]), \
-      [c6] "+x"(c[6]), [c7] "+x"(c[7]), [t] "=&x"(t)
+#define OUTQ_ACCUMULATORS                                                                                  \
+  [c0] "+x"(c0), [c1] "+x"(c1), [c2] "+x"(c2), [c3] "+x"(c3), [c4] "+x"(c4), [c5] "+x"(c5), [c6] "+x"(c6), \
+      [c7] "+x"(c7), [t] "=&x"(t)
 #define OUTQ_EIGHT(STEP) STEP(c0) STEP(c1) STEP(c2) STEP(c3) STEP(c4) STEP(c5) STEP(c6) STEP(c7)
 #define OUTQ_INT8DOT(x) \
   "vpmaddubsw %[s], %[u], %[t]\n\tvpmaddwd %[ones], %[t], %[t]\n\tvpaddd %[t], %[" #x "], %[" #x "]\n\t"
@@ -31,8 +31,8 @@ template <int Kind>  // 0: int8 step, 1: exact signed-byte step, 2: vpmaddwd + v
 int64_t run_steps(int64_t iterations, __m256i u, __m256i s) {
   static_assert(kStepAccumulators == 8);
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i c[8], t;
-  for (int i = 0; i < 8; ++i) c[i] = _mm256_set1_epi32(i);
+  // Named sums, not an array: with an array GCC stored every sum to the stack each round.
+  __m256i c0 = _mm256_set1_epi32(0), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, t;
   for (int64_t it = 0; it < iterations; ++it) {
     if constexpr (Kind == 0)
       asm(OUTQ_EIGHT(OUTQ_INT8DOT) : OUTQ_ACCUMULATORS : [u] "x"(u), [s] "x"(s), [ones] "x"(ones));
@@ -41,6 +41,7 @@ int64_t run_steps(int64_t iterations, __m256i u, __m256i s) {
     else
       asm(OUTQ_EIGHT(OUTQ_MADDWD) : OUTQ_ACCUMULATORS : [u] "x"(u), [s] "x"(s));
   }
+  const __m256i c[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
   return reduce32(c, 8);
 }
 #undef OUTQ_ACCUMULATORS

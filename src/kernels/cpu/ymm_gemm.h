@@ -83,7 +83,7 @@ template <class Kernel>
 struct Panel<Kernel, std::void_t<decltype(Kernel::kPanelScale)>> {
   static const uint8_t* of(const PackedWeights& pw, int64_t b, std::vector<uint8_t, CacheAligned<uint8_t>>& buf) {
     buf.resize(pw.block_bytes() * Kernel::kPanelScale);
-    Kernel::panel(pw.data.data() + b * pw.block_bytes(), pw.block_bytes() / 64, buf.data());
+    Kernel::panel(pw.data.data() + b * pw.block_bytes(), pw.block_bytes() / 64, buf.data());  // 64-byte units
     return buf.data();
   }
 };
