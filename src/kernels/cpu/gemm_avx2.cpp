@@ -216,16 +216,7 @@ struct Avx2W4 {
   static constexpr int kWeightOffset = 0;
   static constexpr int kPanelScale = 2;
 
-  static void panel(const uint8_t* w, int64_t octets, uint8_t* out) {
-    for (int64_t o = 0; o < octets; ++o) {
-      __m256i lo[2], hi[2];
-      ymm::split_octet(w, o, lo, hi);
-      for (int h = 0; h < 2; ++h) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 128 * o + 32 * h), lo[h]);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 128 * o + 64 + 32 * h), hi[h]);
-      }
-    }
-  }
+  static void panel(const uint8_t* w, int64_t octets, uint8_t* out) { ymm::nibble_panel(w, octets, out); }
 
   // n octets of the 4-row tile: Widen adds each octet's int16 lane pairs into the int32 sums by
   // vpmaddwd; else the octets' int16 sums accumulate in `sum` (a run).

@@ -2,7 +2,8 @@
 // client cores, Sierra Forest): unsigned weight bytes times a broadcast quad of
 // int8 activations summed into int32 by one instruction, which does not saturate. int4 weights are
 // nibble-split in registers (low nibbles: the first quad of an octet, high: the second). Tiles of
-// 6 rows x 16 channels (12 accumulators; 4 rows for int4, whose nibbles take registers); driver,
+// 6 rows x 16 channels (12 accumulators, the int8 loop in asm; 4 rows for int4, whose nibbles take
+// registers); driver,
 // packing and epilogue in ymm_gemm.h, so the results equal every other path bit for bit. Compiled with
 // -mavx2 -mfma -mavxvnni only for this file; never called unless CPUID says so.
 #include <immintrin.h>
@@ -24,9 +25,40 @@ struct VnniW8 {
   static constexpr int kRows = 6;
   static constexpr ymm::Pack kPack = ymm::Pack::kInt8;
   static constexpr int kWeightOffset = 0;
+  // The 6-row tile's loop in asm (GCC stored some of the 12 sums to the stack every quad and ran
+  // at half the vpdpbusd rate): the sums in registers, the two weight vectors and the broadcast in
+  // ymm13-15 (clobbered, not operands: asm takes at most 30).
+  static void dot6(const int8_t* a, const uint8_t* w, int64_t n, __m256i (&acc)[6][2]) {
+    const uint8_t* const end = w + 64 * n;
+#define OUTQ_ROW(r, x0, x1)                                 \
+  "vpbroadcastd " #r "*4(%[a]), %%ymm15\n\t"               \
+  "%{vex%} vpdpbusd %%ymm15, %%ymm13, %[" #x0 "]\n\t"       \
+  "%{vex%} vpdpbusd %%ymm15, %%ymm14, %[" #x1 "]\n\t"
+    asm("1:\n\t"
+        "vmovdqu (%[w]), %%ymm13\n\t"
+        "vmovdqu 32(%[w]), %%ymm14\n\t"
+        OUTQ_ROW(0, c00, c01) OUTQ_ROW(1, c10, c11) OUTQ_ROW(2, c20, c21)
+        OUTQ_ROW(3, c30, c31) OUTQ_ROW(4, c40, c41) OUTQ_ROW(5, c50, c51)
+        "add $24, %[a]\n\t"
+        "add $64, %[w]\n\t"
+        "cmp %[end], %[w]\n\t"
+        "jne 1b"
+        : [c00] "+x"(acc[0][0]), [c01] "+x"(acc[0][1]), [c10] "+x"(acc[1][0]), [c11] "+x"(acc[1][1]),
+          [c20] "+x"(acc[2][0]), [c21] "+x"(acc[2][1]), [c30] "+x"(acc[3][0]), [c31] "+x"(acc[3][1]),
+          [c40] "+x"(acc[4][0]), [c41] "+x"(acc[4][1]), [c50] "+x"(acc[5][0]), [c51] "+x"(acc[5][1]),
+          [a] "+r"(a), [w] "+r"(w)
+        : [end] "r"(end)
+        : "xmm13", "xmm14", "xmm15", "cc", "memory");
+#undef OUTQ_ROW
+  }
   template <int R>
   static void dot(const void* ap, const uint8_t* w, int64_t q0, int64_t q1, __m256i (&acc)[R][2]) {
     const int8_t* a = static_cast<const int8_t*>(ap);
+    if constexpr (R == 6) {
+      for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+      if (q1 > q0) dot6(a + 24 * q0, w + 64 * q0, q1 - q0, acc);
+      return;
+    }
     constexpr int U = kChains<R>;
     __m256i c[U][R][2];
     for (int u = 0; u < U; ++u)

@@ -88,6 +88,19 @@ struct Panel<Kernel, std::void_t<decltype(Kernel::kPanelScale)>> {
   }
 };
 
+// A column block's int4 octets split once into a panel for the int4 kernels: per octet the low
+// nibbles of both halves, then the high ones (128 bytes); `octets` 64-byte units of the block.
+inline void nibble_panel(const uint8_t* w, int64_t octets, uint8_t* out) {
+  for (int64_t o = 0; o < octets; ++o) {
+    __m256i lo[2], hi[2];
+    split_octet(w, o, lo, hi);
+    for (int h = 0; h < 2; ++h) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 128 * o + 32 * h), lo[h]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 128 * o + 64 + 32 * h), hi[h]);
+    }
+  }
+}
+
 template <class Kernel, int R>
 void tile(const GemmArguments& args, int64_t m0, int64_t b, const uint8_t* w, const void* apack) {
   const QuantizedActivations& a = *args.a;
