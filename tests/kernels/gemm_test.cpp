@@ -136,7 +136,9 @@ TEST(Gemm, LargeShapesUseTheUnpackedInt4PathAndThreads) {
 
 // The AVX2 int8 path has three operand pairs, chosen by the codes present (see gemm_avx2.cpp): no
 // activation code -128, else no weight code 0, else neither. Each is run here on random codes
-// that select it (awkward shapes, per-channel and grouped weights) and must equal the reference.
+// that select it (awkward shapes, per-channel and grouped weights) and must equal the reference;
+// under 16 rows the weights are read as packed, from 16 on through a panel (21 rows: five 4-row
+// tiles in the asm loop and a 1-row tile).
 TEST(Gemm, Int8OperandPathsOfEveryCodeRangeEqualTheReference) {
   std::mt19937 rng(23);
   struct Path {
@@ -154,7 +156,7 @@ TEST(Gemm, Int8OperandPathsOfEveryCodeRangeEqualTheReference) {
     for (int64_t group : {0L, 64L})
       for (int64_t k : {8L, 200L, 520L})
         for (int64_t n : {1L, 17L, 33L})
-          for (int64_t m : {1L, 2L, 5L, 9L}) {
+          for (int64_t m : {1L, 2L, 5L, 9L, 21L}) {
             if (group > 0 && group >= k) continue;
             std::uniform_int_distribution<int32_t> code(path.wlo, path.whi);
             std::normal_distribution<float> normal(0.0f, 1.5f);

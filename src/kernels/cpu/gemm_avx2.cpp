@@ -81,12 +81,13 @@ struct Avx2W8 {
 // activation tiles carry |a'| beside a' where the weights take it (Pack::kInt8Abs). So the loop
 // has no per-quad recentring and no per-row absolute value: per row and 16 channels one
 // broadcast (two), two vpsignb, two vpmaddubsw, two vpmaddwd and two vpaddd.
-template <bool SignActivations>
+template <bool SignActivations, bool Paneled>
 struct Avx2W8Signed {
   static constexpr int kRows = 4;
   static constexpr ymm::Pack kPack = SignActivations ? ymm::Pack::kInt8 : ymm::Pack::kInt8Abs;
   static constexpr int kWeightOffset = 128;                    // dot() sums a' (w' - 128)
-  static constexpr int kPanelScale = SignActivations ? 2 : 1;  // panel bytes per packed weight byte
+  static constexpr int kPanelScale = Paneled ? (SignActivations ? 2 : 1) : 0;  // panel bytes per packed byte
+  static constexpr int64_t kQuadStride = Paneled ? 64 * kPanelScale : 64;    // weight bytes per quad
   static constexpr int kQuadBytes = SignActivations ? 4 : 8;   // packed activation bytes per row and quad
 
   static void panel(const uint8_t* w, int64_t quads, uint8_t* out) {
@@ -162,18 +163,21 @@ struct Avx2W8Signed {
     const int8_t* a = static_cast<const int8_t*>(ap);
     const __m256i ones = _mm256_set1_epi16(1);
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-    if constexpr (R == 4) {
-      if (q1 > q0) dot4(a + kQuadBytes * R * q0, w + 64 * kPanelScale * q0, q1 - q0, ones, acc);
+    if constexpr (Paneled && R == 4) {
+      if (q1 > q0) dot4(a + kQuadBytes * R * q0, w + kQuadStride * q0, q1 - q0, ones, acc);
       return;
     }
-    // The tiles of fewer rows (the last of a row block) in intrinsics, the same operations.
+    // Without a panel (few rows) or for tiles of fewer rows: the same operations in intrinsics.
+    const __m256i recentre = _mm256_set1_epi8(static_cast<char>(0x80));
     for (int64_t q = q0; q < q1; ++q) {
-      const uint8_t* wq = w + 64 * kPanelScale * q;
+      const uint8_t* wq = w + kQuadStride * q;
       const int8_t* aq = a + kQuadBytes * R * q;
       __m256i s[2], u[2];
       for (int h = 0; h < 2; ++h) {
-        s[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + 32 * h));
-        if constexpr (SignActivations) u[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + 64 + 32 * h));
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + 32 * h));
+        s[h] = Paneled ? v : _mm256_xor_si256(v, recentre);
+        if constexpr (SignActivations)
+          u[h] = Paneled ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + 64 + 32 * h)) : _mm256_abs_epi8(s[h]);
       }
       for (int r = 0; r < R; ++r) {
         const __m256i av = ymm::broadcast_quad(aq + 4 * r);
@@ -209,12 +213,12 @@ int8_t smallest_code(const QuantizedActivations& a) {
 // halves, then the high ones, 128 bytes), and the 4-row loop is asm like the int8 one: 8 sums,
 // the 4 nibble registers, two broadcasts and two temporaries fill the 16 registers (ones is read
 // from memory).
-template <int Run>
+template <int Run, bool Paneled>
 struct Avx2W4 {
   static constexpr int kRows = 4;
   static constexpr ymm::Pack kPack = ymm::Pack::kInt8;
   static constexpr int kWeightOffset = 0;
-  static constexpr int kPanelScale = 2;
+  static constexpr int kPanelScale = Paneled ? 2 : 0;
 
   static void panel(const uint8_t* w, int64_t octets, uint8_t* out) { ymm::nibble_panel(w, octets, out); }
 
@@ -264,13 +268,17 @@ struct Avx2W4 {
 #undef OUTQ_LOOP
   }
 
-  // One octet of R rows x 16 channels into the int16 sums (tiles of fewer rows).
+  // One octet of R rows x 16 channels into the int16 sums (no panel, or tiles of fewer rows).
   template <int R>
   static void octet(const int8_t* a, const uint8_t* w, int64_t o, __m256i (&s16)[R][2]) {
     __m256i lo[2], hi[2];
-    for (int h = 0; h < 2; ++h) {
-      lo[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 128 * o + 32 * h));
-      hi[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 128 * o + 64 + 32 * h));
+    if constexpr (Paneled) {
+      for (int h = 0; h < 2; ++h) {
+        lo[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 128 * o + 32 * h));
+        hi[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 128 * o + 64 + 32 * h));
+      }
+    } else {
+      ymm::split_octet(w, o, lo, hi);
     }
     for (int r = 0; r < R; ++r) {
       const __m256i a0 = ymm::broadcast_quad(a + 4 * (2 * o * R + r));
@@ -284,7 +292,7 @@ struct Avx2W4 {
   template <int R>
   static void runs(const int8_t* a, const uint8_t* w, int64_t o0, int64_t o1, __m256i (&acc)[R][2]) {
     const __m256i ones = _mm256_set1_epi16(1);
-    if constexpr (R == 4 && Run == 1) {
+    if constexpr (Paneled && R == 4 && Run == 1) {
       if (o1 > o0) octets4<true>(a + 32 * o0, w + 128 * o0, o1 - o0, ones, acc);
       return;
     }
@@ -292,7 +300,7 @@ struct Avx2W4 {
       const int64_t len = std::min<int64_t>(Run, o1 - o);
       __m256i s16[R][2];
       for (int r = 0; r < R; ++r) s16[r][0] = s16[r][1] = _mm256_setzero_si256();
-      if constexpr (R == 4)
+      if constexpr (Paneled && R == 4)
         octets4<false>(a + 32 * o, w + 128 * o, len, ones, s16);
       else
         for (int64_t j = 0; j < len; ++j) octet<R>(a, w, o + j, s16);
@@ -308,6 +316,19 @@ struct Avx2W4 {
   }
 };
 
+// The panels (recentred or nibble-split weights) cost a pass over the weights per call: worth it
+// from this many rows on (a GEMV reading the weights three times ran at half speed).
+constexpr int64_t kPanelRows = 16;
+
+template <template <bool> class Kernel>
+void run_paneled(const GemmArguments& args, int64_t b0, int64_t b1) {
+  args.a->m >= kPanelRows ? ymm::gemm_blocks<Kernel<true>>(args, b0, b1) : ymm::gemm_blocks<Kernel<false>>(args, b0, b1);
+}
+template <bool P> using W8SignA = Avx2W8Signed<true, P>;
+template <bool P> using W8SignW = Avx2W8Signed<false, P>;
+template <bool P> using W4Runs = Avx2W4<32, P>;
+template <bool P> using W4Octets = Avx2W4<1, P>;
+
 }  // namespace
 
 void gemm_blocks_avx2(const GemmArguments& args, int64_t b0, int64_t b1) {
@@ -315,16 +336,16 @@ void gemm_blocks_avx2(const GemmArguments& args, int64_t b0, int64_t b1) {
   // format; runs of 1 for any int8 code (60 * 128).
   if (args.w->bits == 8) {
     if (smallest_code(*args.a) > -128)
-      ymm::gemm_blocks<Avx2W8Signed<true>>(args, b0, b1);
+      run_paneled<W8SignA>(args, b0, b1);
     else if (args.w->min_code > 0)
-      ymm::gemm_blocks<Avx2W8Signed<false>>(args, b0, b1);
+      run_paneled<W8SignW>(args, b0, b1);
     else
       ymm::gemm_blocks<Avx2W8>(args, b0, b1);
+  } else if (args.a->code_bound <= 17) {
+    run_paneled<W4Runs>(args, b0, b1);
+  } else {
+    run_paneled<W4Octets>(args, b0, b1);
   }
-  else if (args.a->code_bound <= 17)
-    ymm::gemm_blocks<Avx2W4<32>>(args, b0, b1);
-  else
-    ymm::gemm_blocks<Avx2W4<1>>(args, b0, b1);
 }
 
 }  // namespace outq::kernels::detail

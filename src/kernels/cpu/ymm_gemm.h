@@ -72,21 +72,23 @@ inline void split_octet(const uint8_t* w, int64_t o, __m256i (&lo)[2], __m256i (
 }
 
 // A kernel may read each column block's weights transformed once per row block (Kernel::panel,
-// Kernel::kPanelScale panel bytes per packed byte); others read the packed block itself.
+// Kernel::kPanelScale > 0 panel bytes per packed byte; worth it for many rows, so the kernels that
+// have one come in a variant without); others read the packed block itself.
 template <class Kernel, class = void>
-struct Panel {
-  static const uint8_t* of(const PackedWeights& pw, int64_t b, std::vector<uint8_t, CacheAligned<uint8_t>>&) {
-    return pw.data.data() + b * pw.block_bytes();
-  }
-};
+constexpr int kPanelScaleOf = 0;
 template <class Kernel>
-struct Panel<Kernel, std::void_t<decltype(Kernel::kPanelScale)>> {
-  static const uint8_t* of(const PackedWeights& pw, int64_t b, std::vector<uint8_t, CacheAligned<uint8_t>>& buf) {
-    buf.resize(pw.block_bytes() * Kernel::kPanelScale);
-    Kernel::panel(pw.data.data() + b * pw.block_bytes(), pw.block_bytes() / 64, buf.data());  // 64-byte units
+constexpr int kPanelScaleOf<Kernel, std::void_t<decltype(Kernel::kPanelScale)>> = Kernel::kPanelScale;
+
+template <class Kernel>
+const uint8_t* panel_of(const PackedWeights& pw, int64_t b, std::vector<uint8_t, CacheAligned<uint8_t>>& buf) {
+  const uint8_t* block = pw.data.data() + b * pw.block_bytes();
+  if constexpr (kPanelScaleOf<Kernel> > 0) {
+    buf.resize(pw.block_bytes() * kPanelScaleOf<Kernel>);
+    Kernel::panel(block, pw.block_bytes() / 64, buf.data());  // 64-byte units
     return buf.data();
   }
-};
+  return block;
+}
 
 // A column block's int4 octets split once into a panel for the int4 kernels: per octet the low
 // nibbles of both halves, then the high ones (128 bytes); `octets` 64-byte units of the block.
@@ -171,7 +173,7 @@ void gemm_blocks(const GemmArguments& args, int64_t b0, int64_t b1) {
       pack_tile_rows_abs(*args.a, r0, r1, Kernel::kRows, reinterpret_cast<int8_t*>(apack.data()));
     else
       pack_tile_rows(*args.a, r0, r1, Kernel::kRows, reinterpret_cast<int8_t*>(apack.data()));
-    for (int64_t b = b0; b < b1; ++b) rows<Kernel>(args, b, Panel<Kernel>::of(*args.w, b, panel), r0, r1, apack.data());
+    for (int64_t b = b0; b < b1; ++b) rows<Kernel>(args, b, panel_of<Kernel>(*args.w, b, panel), r0, r1, apack.data());
   }
 }
 
