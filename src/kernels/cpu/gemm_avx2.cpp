@@ -17,7 +17,8 @@
 //    int16 lane of one octet (two vpmaddubsw, four products) is within 4 * 15 * B for activation
 //    codes bounded by B in magnitude (QuantizedActivations::code_bound), so runs of n octets with
 //    60 n B <= 32767 accumulate in int16 before vpmaddwd widens them: 32 octets for 4-bit codes
-//    (B <= 15: 28800), 1 for any int8 code (7680).
+//    (B <= 15: 28800), for any int8 code 4 in tiles of 1-2 rows (30720) and 1 in larger ones
+//    (7680; their int16 sums would not fit the registers).
 //    On a Zen 5 core vpsignb, vpmaddubsw and vpmaddwd share the two multiply pipes: the signed-byte
 //    step runs at 0.91x the saturating three-instruction step (probes int8_sign_avx2 / int8_dot_avx2).
 // Tiles of 4 rows x 16 channels (widened int8 weights: one 8-channel half per pass for 3-4 rows,
@@ -288,7 +289,9 @@ struct Avx2W4 {
     }
   }
 
-  // Octets [o0, o1) in int16 runs of at most Run octets, each widened into acc by vpmaddwd.
+  // Octets [o0, o1) in int16 runs, each widened into acc by vpmaddwd. Runs of Run octets, except
+  // for int8 activations in tiles of 1-2 rows (a GEMV): there the int16 sums of 4 octets fit the
+  // registers, and 4 octets are within the bound (60 * 4 * 128 = 30720 <= 32767).
   template <int R>
   static void runs(const int8_t* a, const uint8_t* w, int64_t o0, int64_t o1, __m256i (&acc)[R][2]) {
     const __m256i ones = _mm256_set1_epi16(1);
@@ -296,14 +299,19 @@ struct Avx2W4 {
       if (o1 > o0) octets4<true>(a + 32 * o0, w + 128 * o0, o1 - o0, ones, acc);
       return;
     }
+    constexpr int kRun = Run == 1 && R <= 2 ? 4 : Run;
     for (int64_t o = o0; o < o1;) {
-      const int64_t len = std::min<int64_t>(Run, o1 - o);
+      const int64_t len = std::min<int64_t>(kRun, o1 - o);
       __m256i s16[R][2];
       for (int r = 0; r < R; ++r) s16[r][0] = s16[r][1] = _mm256_setzero_si256();
-      if constexpr (Paneled && R == 4)
+      if constexpr (Paneled && R == 4) {
         octets4<false>(a + 32 * o, w + 128 * o, len, ones, s16);
-      else
+      } else if (len == kRun) {
+#pragma GCC unroll 4
+        for (int j = 0; j < kRun; ++j) octet<R>(a, w, o + j, s16);
+      } else {
         for (int64_t j = 0; j < len; ++j) octet<R>(a, w, o + j, s16);
+      }
       o += len;
       for (int r = 0; r < R; ++r)
         for (int h = 0; h < 2; ++h) acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(s16[r][h], ones));
