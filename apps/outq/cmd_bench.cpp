@@ -157,9 +157,8 @@ int run(const CommonOptions& common, OutqConfig& config) {
               kernels::cpu_model_name().c_str());
   if (!g_skip_kernels)
     std::printf("\nmachine limits (register-only loops and streaming reads, %d threads)\n%s\nkernels (\"of bound\": "
-                "GOPS / the %s peak for M > 1; weight bytes read per second / the cache or memory read bandwidth for M "
-                "= 1)\n%s",
-                g_threads, lt.render().c_str(), peaks.int8_name.c_str(), kt.render().c_str());
+                "%s)\n%s",
+                g_threads, lt.render().c_str(), peaks.bound_text().c_str(), kt.render().c_str());
   if (!g_skip_runtime)
     std::printf("\nruntime: %.1fM parameters, prefill %lld tokens, decode %lld tokens\n%s",
                 out["runtime"]["parameters"].get<double>() / 1e6, static_cast<long long>(g_prefill),

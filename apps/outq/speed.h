@@ -32,11 +32,13 @@ std::vector<KernelShape> kernel_shapes(const ModelConfig& config, const std::vec
 struct KernelPeaks {
   double int8_gops = 0;        ///< the int8 dot-product probe of the active ISA
   double llc_gbs = 0, memory_gbs = 0;  ///< read bandwidth from the last-level cache and from memory
-  int64_t llc_bytes = 0;       ///< the LLC probe's footprint: weights up to this size are read from cache
+  int64_t llc_bytes = 0;       ///< weights up to this size are read from cache (the LLC's size, else the probe's footprint)
   nlohmann::json json;         ///< every probe: name, what, unit, rate
   std::string int8_name;
   /// Percent of the bound that limits a call: the int8 peak for M > 1, else read bandwidth.
   double percent(int64_t m, double gops, double weight_bytes, double seconds) const;
+  /// What "of bound" means, in one sentence for tables.
+  std::string bound_text() const;
 };
 KernelPeaks measure_kernel_peaks(int threads);
 /// Rows of a table of the probes.

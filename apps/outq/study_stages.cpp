@@ -293,7 +293,8 @@ json study_kernels(const OutqConfig& config) {
   const json rows =
       bench_kernels(shapes, {1, 128}, {parse_kernel_format("w8a8"), parse_kernel_format("w4a4")}, 0.1, nullptr, &peaks);
   return {{"isa", kernels::isa_name(kernels::isa_active())}, {"threads", config.study.threads}, {"rows", rows},
-          {"machine_limits", peaks.json}, {"int8_peak", peaks.int8_name}, {"cpu", kernels::cpu_model_name()}};
+          {"machine_limits", peaks.json}, {"int8_peak", peaks.int8_name}, {"bound", peaks.bound_text()},
+          {"cpu", kernels::cpu_model_name()}};
 }
 
 }  // namespace outq::app

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <string>
 #include <vector>
 
 #include "outq/core/error.h"
@@ -134,6 +135,30 @@ std::string cpu_model_name() {
       if (colon != std::string::npos && colon + 2 <= line.size()) return line.substr(colon + 2);
     }
   return "unknown CPU";
+}
+
+int64_t last_level_cache_bytes() {
+  int best_level = 0;
+  int64_t bytes = 0;
+  for (int i = 0; i < 16; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    std::ifstream level_in(dir + "level"), type_in(dir + "type"), size_in(dir + "size");
+    int level = 0;
+    std::string type, size;
+    if (!(level_in >> level) || !(type_in >> type) || !(size_in >> size) || type == "Instruction") continue;
+    size_t used = 0;
+    int64_t value = 0;
+    try {
+      value = std::stoll(size, &used);
+    } catch (const std::exception&) {
+      continue;
+    }
+    const std::string unit = size.substr(used);
+    const int64_t scale = unit == "K" ? 1024 : unit == "M" ? 1024 * 1024 : unit.empty() ? 1 : 0;
+    if (scale == 0 || value <= 0) continue;
+    if (level > best_level) best_level = level, bytes = value * scale;
+  }
+  return bytes;
 }
 
 }  // namespace outq::kernels

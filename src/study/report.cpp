@@ -185,9 +185,11 @@ std::string kernels_section(const json& r) {
     for (const auto& p : k.at("machine_limits"))
       l.add_row({p.at("name").get<std::string>(), p.at("what").get<std::string>(),
                  fmt::format("{:.1f} {}", p.at("rate").get<double>(), p.at("unit").get<std::string>())});
-    out += l.render_markdown() + fmt::format("\n\"Of bound\": GOPS / the {} peak for M > 1, weight bytes per second / "
-                                              "the read bandwidth (cache or memory) for M = 1.\n\n",
-                                              k.value("int8_peak", std::string("int8")));
+    const std::string bound = k.contains("bound") ? k.at("bound").get<std::string>()
+                                                  : fmt::format("GOPS / the {} peak for M > 1, weight bytes per second / "
+                                                                "the read bandwidth (cache or memory) for M = 1",
+                                                                k.value("int8_peak", std::string("int8")));
+    out += l.render_markdown() + fmt::format("\n\"Of bound\": {}.\n\n", bound);
   }
   Table t({"shape", "N x K", "M", "format", "ms", "GOPS", "of bound", "vs float32"});
   for (const auto& x : k.at("rows"))

@@ -4,6 +4,8 @@
 // docs/benchmarks.md, not asserted.)
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "outq/core/error.h"
 #include "outq/kernels/machine_limits.h"
 
@@ -41,6 +43,17 @@ TEST(MachineLimits, Int8PeakFollowsTheIsa) {
     EXPECT_TRUE(has_peak) << isa_name(isa);
   }
   EXPECT_NE(cpu_model_name(), "");
+}
+
+TEST(MachineLimits, LastLevelCacheSizeComesFromSysfs) {
+  // Where Linux describes CPU 0's caches, the outermost data cache has a size in whole KiB.
+  const int64_t bytes = last_level_cache_bytes();
+  if (std::ifstream("/sys/devices/system/cpu/cpu0/cache/index0/size")) {
+    EXPECT_GT(bytes, 0);
+    EXPECT_EQ(bytes % 1024, 0);
+  } else {
+    EXPECT_EQ(bytes, 0);
+  }
 }
 
 }  // namespace

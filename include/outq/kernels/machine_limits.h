@@ -45,5 +45,9 @@ std::vector<ProbeResult> machine_limits(Isa isa, int threads, double seconds = 0
 Probe int8_peak(Isa isa);
 /// "model name" from /proc/cpuinfo (or "unknown CPU").
 std::string cpu_model_name();
+/// Size of the outermost data cache of CPU 0 from /sys/devices/system/cpu/cpu0/cache (the cache
+/// the core shares, e.g. one CCD's L3 on AMD: sysconf reports the whole package there), or 0 when
+/// it cannot be read.
+int64_t last_level_cache_bytes();
 
 }  // namespace outq::kernels
