@@ -1,11 +1,11 @@
 // AVX-VNNI GEMM (256-bit VEX vpdpbusd, on CPUs that have it without AVX-512: Alder Lake and later
-// client cores, Sierra Forest): unsigned weight bytes times a broadcast quad of
-// int8 activations summed into int32 by one instruction, which does not saturate. int4 weights are
-// nibble-split in registers (low nibbles: the first quad of an octet, high: the second). Tiles of
-// 6 rows x 16 channels (12 accumulators, the int8 loop in asm; 4 rows for int4, whose nibbles take
-// registers); driver,
-// packing and epilogue in ymm_gemm.h, so the results equal every other path bit for bit. Compiled with
-// -mavx2 -mfma -mavxvnni only for this file; never called unless CPUID says so.
+// client cores, Sierra Forest): unsigned weight bytes times a broadcast quad of int8 activations
+// summed into int32 by one instruction, which does not saturate. Tiles of 6 rows x 16 channels (12
+// accumulators, the loop in asm). int4 weights from 16 rows on: nibbles split once per row block
+// into the int8 layout and run by the int8 kernel; below (decode), nibble-split in registers in
+// 4-row tiles. Driver, packing and epilogue in ymm_gemm.h, so the results equal every other path
+// bit for bit. Compiled with -mavx2 -mfma -mavxvnni only for this file; never called unless CPUID
+// says so.
 #include <immintrin.h>
 
 #include "ymm_gemm.h"
@@ -112,10 +112,26 @@ struct VnniW4 {
   }
 };
 
+// int4 weights for many rows: each column block's nibbles split once per row block into a panel
+// (ymm::nibble_panel), which is the int8 layout (an octet's low nibbles are its first quad, the
+// high ones its second), so the int8 kernel runs on it. VnniW4's 4-row tiles take two dependent
+// vpdpbusd per accumulator and octet, which held them at 0.87x the int8 rate on Zen 5.
+struct VnniW4Paneled : VnniW8 {
+  static constexpr int kPanelScale = 2;
+  static void panel(const uint8_t* w, int64_t octets, uint8_t* out) { ymm::nibble_panel(w, octets, out); }
+};
+
+constexpr int64_t kPanelRows = 16;  // below this, splitting the panel costs more than it saves (GEMV)
+
 }  // namespace
 
 void gemm_blocks_avx_vnni(const GemmArguments& args, int64_t b0, int64_t b1) {
-  args.w->bits == 4 ? ymm::gemm_blocks<VnniW4>(args, b0, b1) : ymm::gemm_blocks<VnniW8>(args, b0, b1);
+  if (args.w->bits == 8)
+    ymm::gemm_blocks<VnniW8>(args, b0, b1);
+  else if (args.a->m >= kPanelRows)
+    ymm::gemm_blocks<VnniW4Paneled>(args, b0, b1);
+  else
+    ymm::gemm_blocks<VnniW4>(args, b0, b1);
 }
 
 }  // namespace outq::kernels::detail
