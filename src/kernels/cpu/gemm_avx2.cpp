@@ -19,8 +19,9 @@
 //    60 n B <= 32767 accumulate in int16 before vpmaddwd widens them: 32 octets for 4-bit codes
 //    (B <= 15: 28800), for any int8 code 4 in tiles of 1-2 rows (30720) and 1 in larger ones
 //    (7680; their int16 sums would not fit the registers).
-//    On a Zen 5 core vpsignb, vpmaddubsw and vpmaddwd share the two multiply pipes: the signed-byte
-//    step runs at 0.91x the saturating three-instruction step (probes int8_sign_avx2 / int8_dot_avx2).
+//    On a Zen 5 core vpmaddubsw and vpmaddwd share two pipes and vpsignb partly competes for them:
+//    the signed-byte step runs at 0.86x the saturating three-instruction step (probes
+//    int8_sign_avx2 / int8_dot_avx2, 2 threads).
 // Tiles of 4 rows x 16 channels (widened int8 weights: one 8-channel half per pass for 3-4 rows,
 // so the int16 weights and the partial sums fit the 16 registers; the signed-byte 4-row loop in
 // asm); driver, packing and epilogue in ymm_gemm.h. Compiled with -mavx2 -mfma only for this file;
