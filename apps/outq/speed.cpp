@@ -147,7 +147,13 @@ ModelSpeed measure_model_speed(Llama& model, int64_t prefill, int64_t decode, do
   torch::NoGradGuard no_grad;
   const int64_t vocab = model->config().vocab_size;
   const auto prompt = torch::randint(0, vocab, {1, prefill}, torch::kInt64);
-  const double t_prefill = time_median([&] { (void)model->forward(prompt); }, min_time);
+  // Prefill as generation runs it: the prompt into a fresh KV cache, logits of its last position.
+  const double t_prefill = time_median(
+      [&] {
+        KVCache cache;
+        (void)model->forward(prompt, &cache, LlamaImpl::Logits::kLast);
+      },
+      min_time);
   KVCache start_cache = prefix ? prefix->for_batch(1) : KVCache{};
   const auto start_logits = model->forward(torch::randint(0, vocab, {1, start}, torch::kInt64), &start_cache);
   const double t_decode = time_median(

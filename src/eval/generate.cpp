@@ -42,11 +42,11 @@ std::vector<int32_t> generate(Llama& model, const std::vector<int32_t>& prompt, 
   KVCache cache = prefix ? prefix->for_batch(1) : KVCache{};
   std::vector<int64_t> ids(prompt.begin() + (prefix ? 1 : 0), prompt.end());
   const torch::Device device = model->parameters().front().device();
-  torch::Tensor logits;  // (1, P, V): the last row predicts the next token
+  torch::Tensor logits;  // (1, 1, V): the prompt's last position predicts the next token
   if (ids.empty()) {
     logits = prefix->last_logits.reshape({1, 1, -1});
   } else {
-    logits = model->forward(torch::tensor(ids).unsqueeze(0).to(device), &cache);
+    logits = model->forward(torch::tensor(ids).unsqueeze(0).to(device), &cache, LlamaImpl::Logits::kLast);
   }
   std::vector<int32_t> out;
   while (static_cast<int64_t>(out.size()) < o.max_new_tokens && cache.length < max_pos) {

@@ -365,7 +365,7 @@ void LlamaImpl::set_down_input_hadamard(const std::shared_ptr<const OnlineHadama
   for (int l = 0; l < config_.num_hidden_layers; ++l) layer(l).mlp->down_input_hadamard = transform;
 }
 
-torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {
+torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache, Logits logits) {
   OUTQ_CHECK(tokens.dim() == 2, "model input: expected token ids of shape (B, T), found ", tokens.sizes());
   const int64_t T = tokens.size(1);
   const int64_t start = cache ? cache->length : 0;
@@ -382,6 +382,7 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens, KVCache* cache) {
     x = model->layers[l]->as<DecoderLayerImpl>()->forward(x, cos, sin, cache ? &cache->keys[l] : nullptr,
                                                           cache ? &cache->values[l] : nullptr, observers_);
   }
+  if (logits == Logits::kLast) x = x.slice(1, T - 1, T);  // norm and head per position: the last alone
   x = model->norm->forward(x);
   if (cache) cache->length += T;
   if (lm_head) return lm_head->forward(x, observers_);

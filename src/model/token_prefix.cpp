@@ -35,7 +35,7 @@ TokenPrefix compute_token_prefix(Llama& model, const std::vector<int32_t>& token
   p.tokens = tokens;
   std::vector<int64_t> ids(tokens.begin(), tokens.end());
   const torch::Device device = model->parameters().front().device();
-  const auto logits = model->forward(torch::tensor(ids).unsqueeze(0).to(device), &p.cache);
+  const auto logits = model->forward(torch::tensor(ids).unsqueeze(0).to(device), &p.cache, LlamaImpl::Logits::kLast);
   p.last_logits = logits[0][-1].clone();
   return p;
 }

@@ -210,6 +210,33 @@ TEST(LlamaKVCache, IncrementalDecodeEqualsFullForward) {
   EXPECT_LE((rest - full.slice(1, 4)).abs().max().item<double>(), 1e-5 * full.abs().max().item<double>());
 }
 
+TEST(LlamaKVCache, LastLogitsOnlyEqualTheLastRowAndFillTheSameCache) {
+  // A prompt's prefill with Logits::kLast: the logits of its last position alone, the last row of
+  // the full forward (within 1e-6 of the largest logit: the head's matrix product of one row may
+  // sum in another order than that of seven), and the same cache, bit for bit (the layers run on
+  // every position either way); decoding on from either cache gives the same logits. Pre-norm with
+  // an untied head and post-norm with a tied one.
+  for (const auto& [tied, placement] : {std::pair{false, "pre"}, std::pair{true, "post"}}) {
+    Llama m(awkward_config(tied, 2, placement));
+    m->reset_parameters(5);
+    torch::NoGradGuard g;
+    const auto tokens = torch::randint(0, 53, {2, 9}, torch::kInt64);
+    KVCache all_cache, last_cache;
+    const auto all = m->forward(tokens.slice(1, 0, 7), &all_cache);
+    const auto last = m->forward(tokens.slice(1, 0, 7), &last_cache, LlamaImpl::Logits::kLast);
+    ASSERT_EQ(last.sizes(), (std::vector<int64_t>{2, 1, all.size(2)})) << placement;
+    const double scale = all.abs().max().item<double>();
+    EXPECT_LE((last - all.slice(1, 6, 7)).abs().max().item<double>(), 1e-6 * scale) << placement;
+    ASSERT_EQ(last_cache.length, 7);
+    for (size_t l = 0; l < all_cache.keys.size(); ++l) {
+      EXPECT_TRUE(torch::equal(last_cache.keys[l], all_cache.keys[l])) << placement;
+      EXPECT_TRUE(torch::equal(last_cache.values[l], all_cache.values[l])) << placement;
+    }
+    EXPECT_TRUE(torch::equal(m->forward(tokens.slice(1, 7), &last_cache), m->forward(tokens.slice(1, 7), &all_cache)))
+        << placement;
+  }
+}
+
 TEST(LlamaInput, TooLongSequenceIsAnError) {
   Llama m(awkward_config(false, 4));
   torch::NoGradGuard g;

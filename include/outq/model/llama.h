@@ -131,9 +131,12 @@ class LlamaImpl : public torch::nn::Module {
  public:
   explicit LlamaImpl(const ModelConfig& config);
 
-  /// tokens (B, T) int64 -> logits (B, T, V). With a cache, positions start at cache->length
-  /// and the cache is extended; without, positions start at 0.
-  torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr);
+  /// Which positions get logits: every one (training, evaluation), or only the last (a prompt's
+  /// prefill, where only the next token is wanted: the LM head on T rows would be wasted work).
+  enum class Logits { kAll, kLast };
+  /// tokens (B, T) int64 -> logits (B, T, V), or (B, 1, V) for Logits::kLast. With a cache,
+  /// positions start at cache->length and the cache is extended; without, positions start at 0.
+  torch::Tensor forward(const torch::Tensor& tokens, KVCache* cache = nullptr, Logits logits = Logits::kAll);
   /// Mean next-token cross entropy of a (B, T+1) window batch (inputs = [:, :-1]).
   torch::Tensor loss(const torch::Tensor& windows);
 
