@@ -91,24 +91,35 @@ struct VnniW4 {
   template <int R>
   static void dot(const void* ap, const uint8_t* w, int64_t q0, int64_t q1, __m256i (&acc)[R][2]) {
     const int8_t* a = static_cast<const int8_t*>(ap);
-    constexpr int U = R >= 3 ? 1 : 2;  // low and high nibbles into separate chains for 1-2 rows
+    // Independent accumulator sets: low and high nibbles into separate chains for 1-2 rows, and
+    // for one row (a GEMV) also even and odd octets (one set per row waited on vpdpbusd's latency).
+    constexpr int U = R >= 3 ? 1 : R == 2 ? 2 : 4;
+    constexpr int P = U == 4 ? 2 : 1;  // octets per loop step, each into its own pair of sets
     __m256i c[U][R][2];
     for (int u = 0; u < U; ++u)
       for (int r = 0; r < R; ++r) c[u][r][0] = c[u][r][1] = _mm256_setzero_si256();
-    for (int64_t o = q0 / 2; o < q1 / 2; ++o) {
+    auto step = [&](int p, int64_t o) {
+      constexpr int kHi = U == 1 ? 0 : 1;
       __m256i lo[2], hi[2];
       ymm::split_octet(w, o, lo, hi);
       for (int r = 0; r < R; ++r) {
         const __m256i a0 = ymm::broadcast_quad(a + 4 * (2 * o * R + r));
         const __m256i a1 = ymm::broadcast_quad(a + 4 * ((2 * o + 1) * R + r));
         for (int h = 0; h < 2; ++h) {
-          dpbusd(c[0][r][h], lo[h], a0);
-          dpbusd(c[U - 1][r][h], hi[h], a1);
+          dpbusd(c[2 * p][r][h], lo[h], a0);
+          dpbusd(c[2 * p + kHi][r][h], hi[h], a1);
         }
       }
-    }
+    };
+    int64_t o = q0 / 2;
+    for (; o + P <= q1 / 2; o += P)
+      for (int p = 0; p < P; ++p) step(p, o + p);
+    for (; o < q1 / 2; ++o) step(0, o);
     for (int r = 0; r < R; ++r)
-      for (int h = 0; h < 2; ++h) acc[r][h] = U == 1 ? c[0][r][h] : _mm256_add_epi32(c[0][r][h], c[U - 1][r][h]);
+      for (int h = 0; h < 2; ++h) {
+        acc[r][h] = c[0][r][h];
+        for (int u = 1; u < U; ++u) acc[r][h] = _mm256_add_epi32(acc[r][h], c[u][r][h]);
+      }
   }
 };
 
