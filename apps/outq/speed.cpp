@@ -155,7 +155,8 @@ ModelSpeed measure_model_speed(Llama& model, int64_t prefill, int64_t decode, do
       },
       min_time);
   KVCache start_cache = prefix ? prefix->for_batch(1) : KVCache{};
-  const auto start_logits = model->forward(torch::randint(0, vocab, {1, start}, torch::kInt64), &start_cache);
+  const auto start_logits =
+      model->forward(torch::randint(0, vocab, {1, start}, torch::kInt64), &start_cache, LlamaImpl::Logits::kLast);
   const double t_decode = time_median(
       [&] {
         KVCache cache = start_cache.clone();  // extending it leaves start_cache as it was

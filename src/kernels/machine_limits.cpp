@@ -144,18 +144,12 @@ int64_t last_level_cache_bytes() {
     const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
     std::ifstream level_in(dir + "level"), type_in(dir + "type"), size_in(dir + "size");
     int level = 0;
-    std::string type, size;
-    if (!(level_in >> level) || !(type_in >> type) || !(size_in >> size) || type == "Instruction") continue;
-    size_t used = 0;
     int64_t value = 0;
-    try {
-      value = std::stoll(size, &used);
-    } catch (const std::exception&) {
-      continue;
-    }
-    const std::string unit = size.substr(used);
-    const int64_t scale = unit == "K" ? 1024 : unit == "M" ? 1024 * 1024 : unit.empty() ? 1 : 0;
-    if (scale == 0 || value <= 0) continue;
+    char unit = 0;  // sysfs writes sizes like "32768K"
+    std::string type;
+    if (!(level_in >> level) || !(type_in >> type) || !(size_in >> value) || type == "Instruction" || value <= 0) continue;
+    size_in >> unit;
+    const int64_t scale = unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1;
     if (level > best_level) best_level = level, bytes = value * scale;
   }
   return bytes;

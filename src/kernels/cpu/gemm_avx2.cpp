@@ -209,8 +209,8 @@ int8_t smallest_code(const QuantizedActivations& a) {
   return out;
 }
 
-// Rows per tile and the int16 run length (octets) are fixed per instantiation: runs of 32 octets
-// for 4-bit activations, and for 5- to 8-bit ones a vpmaddwd after every octet. Each column block's
+// The int16 run length (octets) is fixed per instantiation: runs of 32 octets for 4-bit
+// activations, and for 5- to 8-bit ones a vpmaddwd after every octet (4 in GEMV tiles). Each column block's
 // octets are split into nibbles once per row block (the panel: per octet the low nibbles of both
 // halves, then the high ones, 128 bytes), and the 4-row loop is asm like the int8 one: 8 sums,
 // the 4 nibble registers, two broadcasts and two temporaries fill the 16 registers (ones is read
@@ -325,35 +325,23 @@ struct Avx2W4 {
   }
 };
 
-// The panels (recentred or nibble-split weights) cost a pass over the weights per call: worth it
-// from this many rows on (a GEMV reading the weights three times ran at half speed).
-constexpr int64_t kPanelRows = 16;
-
-template <template <bool> class Kernel>
-void run_paneled(const GemmArguments& args, int64_t b0, int64_t b1) {
-  args.a->m >= kPanelRows ? ymm::gemm_blocks<Kernel<true>>(args, b0, b1) : ymm::gemm_blocks<Kernel<false>>(args, b0, b1);
-}
-template <bool P> using W8SignA = Avx2W8Signed<true, P>;
-template <bool P> using W8SignW = Avx2W8Signed<false, P>;
-template <bool P> using W4Runs = Avx2W4<32, P>;
-template <bool P> using W4Octets = Avx2W4<1, P>;
-
 }  // namespace
 
 void gemm_blocks_avx2(const GemmArguments& args, int64_t b0, int64_t b1) {
   // Runs of 32 octets hold for codes within 17 in magnitude (60 * 32 * 17 <= 32767): every 4-bit
-  // format; runs of 1 for any int8 code (60 * 128).
+  // format; for any int8 code, runs of 1 (4 in the 1-2 row tiles of a GEMV, 60 * 4 * 128).
+  using ymm::gemm_blocks_by_rows;
   if (args.w->bits == 8) {
     if (smallest_code(*args.a) > -128)
-      run_paneled<W8SignA>(args, b0, b1);
+      gemm_blocks_by_rows<Avx2W8Signed<true, true>, Avx2W8Signed<true, false>>(args, b0, b1);
     else if (args.w->min_code > 0)
-      run_paneled<W8SignW>(args, b0, b1);
+      gemm_blocks_by_rows<Avx2W8Signed<false, true>, Avx2W8Signed<false, false>>(args, b0, b1);
     else
       ymm::gemm_blocks<Avx2W8>(args, b0, b1);
   } else if (args.a->code_bound <= 17) {
-    run_paneled<W4Runs>(args, b0, b1);
+    gemm_blocks_by_rows<Avx2W4<32, true>, Avx2W4<32, false>>(args, b0, b1);
   } else {
-    run_paneled<W4Octets>(args, b0, b1);
+    gemm_blocks_by_rows<Avx2W4<1, true>, Avx2W4<1, false>>(args, b0, b1);
   }
 }
 

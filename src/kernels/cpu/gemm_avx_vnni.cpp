@@ -91,9 +91,9 @@ struct VnniW4 {
   template <int R>
   static void dot(const void* ap, const uint8_t* w, int64_t q0, int64_t q1, __m256i (&acc)[R][2]) {
     const int8_t* a = static_cast<const int8_t*>(ap);
-    // Independent accumulator sets: low and high nibbles into separate chains for 1-2 rows, and
-    // for one row (a GEMV) also even and odd octets (one set per row waited on vpdpbusd's latency).
-    constexpr int U = R >= 3 ? 1 : R == 2 ? 2 : 4;
+    // The kChains sets: low and high nibbles apart for 1-2 rows, and for one row (a GEMV) also
+    // even and odd octets (one set per row waited on vpdpbusd's latency).
+    constexpr int U = kChains<R>;
     constexpr int P = U == 4 ? 2 : 1;  // octets per loop step, each into its own pair of sets
     __m256i c[U][R][2];
     for (int u = 0; u < U; ++u)
@@ -132,17 +132,13 @@ struct VnniW4Paneled : VnniW8 {
   static void panel(const uint8_t* w, int64_t octets, uint8_t* out) { ymm::nibble_panel(w, octets, out); }
 };
 
-constexpr int64_t kPanelRows = 16;  // below this, splitting the panel costs more than it saves (GEMV)
-
 }  // namespace
 
 void gemm_blocks_avx_vnni(const GemmArguments& args, int64_t b0, int64_t b1) {
   if (args.w->bits == 8)
     ymm::gemm_blocks<VnniW8>(args, b0, b1);
-  else if (args.a->m >= kPanelRows)
-    ymm::gemm_blocks<VnniW4Paneled>(args, b0, b1);
   else
-    ymm::gemm_blocks<VnniW4>(args, b0, b1);
+    ymm::gemm_blocks_by_rows<VnniW4Paneled, VnniW4>(args, b0, b1);
 }
 
 }  // namespace outq::kernels::detail
